@@ -1,0 +1,50 @@
+"""Noise maps and the log-map data fidelity (paper section 3.2, appendix B.1).
+
+    N(r)  = Σ_ω S(ω, r)                  noise map
+    N̂(r)  = N(r) / max_r' N(r')          max-normalized noise map
+    ℓ(r)  = log10(max(N̂(r), 0) + ε)      log map, ε = 1e-10
+    D     = mean_r (ℓ_pred(r) − ℓ_obs(r))²
+
+Sensor noise can push N below zero on background pixels, where the logarithm is undefined;
+the log map clamps N̂ at 0 first, so such pixels read ``log10 ε = −10``, the same floor the
+paper's ε gives an empty pixel.  Shapes: spectra ``(..., n_freq, ny, nx)``, maps
+``(..., ny, nx)``, fidelity ``(...)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+#: The paper's additive constant inside the logarithm (appendix B.1).
+LOG_EPS = 1e-10
+
+
+def noise_map(spectrum: torch.Tensor) -> torch.Tensor:
+    """``N = Σ_ω S``: ``(..., n_freq, ny, nx) → (..., ny, nx)``."""
+    return spectrum.sum(-3)
+
+
+def normalized_noise_map(noise: torch.Tensor) -> torch.Tensor:
+    """``N̂ = N / max N`` per map: ``(..., ny, nx) → (..., ny, nx)``, peak exactly 1."""
+    peak = noise.amax(dim=(-2, -1), keepdim=True)
+    return noise / peak
+
+
+def log_map(normalized: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:
+    """``ℓ = log10(max(N̂, 0) + ε)``."""
+    return torch.log10(normalized.clamp(min=0.0) + eps)
+
+
+def log_noise_map(spectrum: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:
+    """Spectrum straight to its log map ``ℓ``: ``(..., n_freq, ny, nx) → (..., ny, nx)``."""
+    return log_map(normalized_noise_map(noise_map(spectrum)), eps)
+
+
+def log_mse(predicted: torch.Tensor, observed: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:
+    """Data fidelity ``D``: pixel mean of the squared log-map difference of two spectra.
+
+    ``(..., n_freq, ny, nx)`` × 2 → ``(...)``.  Invariant to a positive rescaling of either
+    spectrum (the scale ambiguity of appendix B.2).
+    """
+    diff = log_noise_map(predicted, eps) - log_noise_map(observed, eps)
+    return (diff * diff).mean(dim=(-2, -1))

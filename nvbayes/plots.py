@@ -1,0 +1,95 @@
+"""Figures: a measurement at a glance (noise map, spectrum at one pixel, truth)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from .errors import ParameterError  # noqa: E402
+from .physics.noise_map import log_noise_map  # noqa: E402
+
+
+def brightest_pixel(measurement: xr.Dataset) -> tuple[int, int]:
+    """``(iy, ix)`` of the largest noise-map value of a single measurement."""
+    noise = measurement["spectrum"].values.sum(0)
+    return tuple(int(i) for i in np.unravel_index(np.argmax(noise), noise.shape))
+
+
+def plot_measurement(measurement: xr.Dataset, pixel: "tuple[int, int] | None" = None,
+                     title: str = "") -> plt.Figure:
+    """Noise map ℓ = log10 N̂, the spectrum at ``pixel`` (default: brightest), and the truth.
+
+    ``measurement`` holds one sample (no ``sample`` dimension).
+    """
+    spectrum = measurement["spectrum"]
+    ny, nx = spectrum.shape[-2:]
+    iy, ix = brightest_pixel(measurement) if pixel is None else pixel
+    if not (0 <= iy < ny and 0 <= ix < nx):
+        raise ParameterError(f"pixel ({iy}, {ix}) is outside the {ny} x {nx} grid",
+                             f"pass --pixel Y X with 0 <= Y < {ny} and 0 <= X < {nx}")
+    has_truth = "rho_true" in measurement
+    x = measurement["x"].values
+    extent = (x[0], x[-1], x[-1], x[0])
+    fig, axes = plt.subplots(1, 4 if has_truth else 2, figsize=(17 if has_truth else 9, 4),
+                             constrained_layout=True)
+
+    ell = log_noise_map(torch.from_numpy(spectrum.values)).numpy()
+    im = axes[0].imshow(ell, extent=extent, cmap="magma", vmin=max(ell.min(), -6), vmax=0)
+    axes[0].plot(x[ix], x[iy], "c+", ms=12, mew=2)
+    axes[0].set(title="noise map log10 N/max N", xlabel="x (nm)", ylabel="y (nm)")
+    fig.colorbar(im, ax=axes[0], shrink=0.85)
+
+    freq = measurement["freq"].values
+    axes[1].plot(freq, spectrum.values[:, iy, ix], "o-", ms=3, label=f"pixel y={iy}, x={ix}")
+    if "larmor_true" in measurement:
+        axes[1].axvline(float(measurement["larmor_true"].values[iy, ix]), color="k", ls="--",
+                        label="true Larmor")
+    units = spectrum.attrs.get("units", "")
+    axes[1].set(title="spectrum at pixel", xlabel="frequency (GHz)", ylabel=f"S ({units})")
+    axes[1].legend(fontsize=8)
+
+    if has_truth:
+        rho = measurement["rho_true"].values
+        im = axes[2].imshow(rho, extent=extent, cmap="viridis")
+        axes[2].set(title="true density", xlabel="x (nm)")
+        fig.colorbar(im, ax=axes[2], shrink=0.85)
+        support = rho > 0
+        larmor = np.where(support, measurement["larmor_true"].values, np.nan) \
+            if "larmor_true" in measurement else np.full_like(rho, np.nan)
+        band = measurement.attrs["larmor_band_ghz"]
+        axes[3].imshow(np.zeros_like(rho), extent=extent, cmap="Greys", vmin=0, vmax=1)
+        yy, xx = np.nonzero(support)
+        sc = axes[3].scatter(x[xx], x[yy], c=larmor[support], cmap="coolwarm", s=40,
+                             vmin=band[0], vmax=band[1], edgecolors="k")
+        axes[3].set(title="true Larmor on support (GHz)", xlabel="x (nm)",
+                    xlim=extent[:2], ylim=extent[2:])
+        fig.colorbar(sc, ax=axes[3], shrink=0.85)
+
+    label = title or _describe(measurement)
+    fig.suptitle(label)
+    return fig
+
+
+def _describe(measurement: xr.Dataset) -> str:
+    parts = [f"operator {measurement.attrs.get('operator', '?')}",
+             f"z0 = {measurement.attrs.get('standoff_nm')} nm",
+             f"noise {measurement.attrs.get('noise')}"]
+    if "scene_class" in measurement.coords:
+        parts.insert(0, f"{measurement['scene_class'].values} seed {measurement['seed'].values}")
+    return ", ".join(parts)
+
+
+def save_figure(fig: plt.Figure, path) -> None:
+    """Write ``fig`` as PNG atomically and close it."""
+    from .io import write_with
+
+    try:
+        write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    finally:
+        plt.close(fig)
