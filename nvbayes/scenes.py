@@ -286,5 +286,5 @@ def simulate_dataset(plan: list[tuple[str, int]],
     """
     items = progress(plan) if progress is not None else plan
     arrays = [_simulate_arrays(name, seed, settings) for name, seed in items]
-    spectra, rho, larmor = (np.stack(a) for a in zip(*arrays))
+    spectra, rho, larmor = (np.stack(a) for a in zip(*arrays, strict=True))
     return _dataset(spectra, rho, larmor, [c for c, _ in plan], [s for _, s in plan], settings)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.signal import convolve2d
 
+from nvbayes.errors import ParameterError
 from nvbayes.physics import (
     MU0_OVER_4PI,
     DirectOperator,
@@ -24,7 +25,6 @@ from nvbayes.physics import (
     readout_frequencies,
     relative_error,
 )
-from nvbayes.errors import ParameterError
 
 N = 16
 SPACING = 20.0

@@ -70,7 +70,8 @@ class ForwardOperator:
         if not (math.isfinite(linewidth) and linewidth > 0):
             raise ParameterError(f"linewidth must be positive, got {linewidth} GHz",
                                  "pass a linewidth > 0 (the paper uses 0.5 GHz)")
-        freqs = torch.as_tensor(freqs, dtype=torch.float64).reshape(-1)
+        freqs = (freqs.detach().to(torch.float64) if isinstance(freqs, torch.Tensor)
+                 else torch.tensor(freqs, dtype=torch.float64)).reshape(-1)
         if freqs.numel() == 0 or not torch.isfinite(freqs).all():
             raise ParameterError("readout frequencies must be finite and non-empty",
                                  "pass at least one finite frequency in GHz")

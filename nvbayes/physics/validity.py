@@ -48,7 +48,10 @@ def in_kernel_chi(rho: torch.Tensor, larmor: torch.Tensor, spacing: float, stand
 
 
 def relative_error(approx: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:
-    """``‖approx − exact‖₂ / ‖exact‖₂`` over all but the batch axes: ``(..., n_freq, ny, nx) → (...)``."""
+    """``‖approx − exact‖₂ / ‖exact‖₂`` over all but the batch axes.
+
+    ``(..., n_freq, ny, nx)`` × 2 → ``(...)``.
+    """
     dims = (-3, -2, -1)
     return torch.linalg.vector_norm(approx - exact, dim=dims) / torch.linalg.vector_norm(
         exact, dim=dims)
