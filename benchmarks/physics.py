@@ -26,12 +26,11 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
 
 from nvbayes.physics import (
     DirectOperator,
+    Grid,
     TensorOperator,
     in_kernel_chi,
     log_mse,
@@ -42,6 +41,7 @@ from nvbayes.scenes import (
     PAPER_CLASSES,
     SimulationSettings,
     dataset_plan,
+    larmor_spread_scene,
     sample_scene,
     simulate_dataset,
 )
@@ -83,15 +83,6 @@ def time_f2_step(n: int, repeats: int, device: str) -> list[float]:
     return times
 
 
-def chi_case(chi: float, seed: int, n: int = 32):
-    xi = gaussian_filter(np.random.default_rng(seed).standard_normal((n, n)), 1.0,
-                         mode="reflect")
-    xi = torch.from_numpy(xi / xi.std())
-    rho = torch.ones(n, n, dtype=torch.float64)
-    unit = in_kernel_chi(rho, 2.0 + xi, SPACING, STANDOFF, GAMMA)
-    return rho, 2.0 + xi * (chi / unit)
-
-
 def chi_table(chis=(0.1, 0.3, 1.0, 1.08), seeds=range(5)) -> list[tuple[float, float]]:
     freqs = readout_frequencies()
     f2 = TensorOperator(freqs, GAMMA, SPACING, STANDOFF)
@@ -100,7 +91,7 @@ def chi_table(chis=(0.1, 0.3, 1.0, 1.08), seeds=range(5)) -> list[tuple[float, f
     for chi in chis:
         errors = []
         for seed in seeds:
-            rho, larmor = chi_case(chi, seed)
+            rho, larmor = larmor_spread_scene(chi, seed, Grid(32, SPACING, STANDOFF))
             errors.append(relative_error(f2(rho, larmor), f3(rho, larmor)).item())
         rows.append((chi, statistics.median(errors)))
     return rows

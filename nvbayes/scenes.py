@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import xarray as xr
+from scipy.ndimage import gaussian_filter
 
 from .errors import SceneError
 from .io import measurement_dataset
@@ -42,6 +43,7 @@ from .physics.lorentzian import (
     readout_frequencies,
 )
 from .physics.operators import make_operator
+from .physics.validity import in_kernel_chi
 
 COUNTS = {"few": (1, 3), "medium": (4, 8), "many": (9, 16)}
 SEPARATIONS = {"close": (2.0, 3.0), "medium": (3.0, 5.0), "far": (5.0, float("inf"))}
@@ -288,3 +290,21 @@ def simulate_dataset(plan: list[tuple[str, int]],
     arrays = [_simulate_arrays(name, seed, settings) for name, seed in items]
     spectra, rho, larmor = (np.stack(a) for a in zip(*arrays, strict=True))
     return _dataset(spectra, rho, larmor, [c for c, _ in plan], [s for _, s in plan], settings)
+
+
+def larmor_spread_scene(chi: float, seed: int = 0, grid: Grid = Grid(32),
+                        linewidth: float = LINEWIDTH_GHZ, centre_ghz: float = 2.0):
+    """A stress test of F2's readout-side Lorentzian (paper appendix A.8) at a chosen χ.
+
+    Every pixel is a unit source (ρ = 1); ω_L = centre + a·ξ, with ξ a Gaussian random field
+    of correlation length one pixel (``gaussian_filter`` of white noise from ``seed``,
+    standardized) and ``a`` chosen so that :func:`~nvbayes.physics.in_kernel_chi` equals
+    ``chi`` exactly.  Returns ``(rho, larmor)`` as float64 tensors ``(n, n)``.
+    """
+    n = grid.n
+    xi = gaussian_filter(np.random.default_rng(seed).standard_normal((n, n)), 1.0,
+                         mode="reflect")
+    xi = torch.from_numpy(xi / xi.std())
+    rho = torch.ones(n, n, dtype=torch.float64)
+    unit = in_kernel_chi(rho, centre_ghz + xi, grid.spacing, grid.standoff, linewidth)
+    return rho, centre_ghz + xi * (chi / unit)

@@ -15,6 +15,7 @@ from nvbayes.errors import ParameterError
 from nvbayes.physics import (
     MU0_OVER_4PI,
     DirectOperator,
+    Grid,
     ScalarOperator,
     TensorOperator,
     in_kernel_chi,
@@ -25,6 +26,7 @@ from nvbayes.physics import (
     readout_frequencies,
     relative_error,
 )
+from nvbayes.scenes import larmor_spread_scene
 
 N = 16
 SPACING = 20.0
@@ -284,25 +286,12 @@ def test_readout_grid_covers_band_plus_linewidth():
     assert len(f) == 50
 
 
-def _chi_case(chi_target, n=32, seed=0):
-    """Uniform sheet with a smooth random Larmor field scaled to a target χ."""
-    from scipy.ndimage import gaussian_filter
-
-    rng = np.random.default_rng(seed)
-    xi = gaussian_filter(rng.standard_normal((n, n)), 1.0, mode="reflect")
-    xi = torch.from_numpy(xi / xi.std())
-    rho = torch.ones(n, n, dtype=torch.float64)
-    unit = in_kernel_chi(rho, 2.0 + xi, SPACING, STANDOFF, GAMMA)
-    larmor = 2.0 + xi * (chi_target / unit)
-    return rho, larmor
-
-
 def test_f2_f3_error_grows_with_in_kernel_larmor_spread():
     """F2's readout-side Lorentzian departs from F3 as χ = Δω_L/γ grows (appendix A.8)."""
     freqs = readout_frequencies()
     errors = []
     for chi in [1e-4, 0.1, 0.3, 1.0]:
-        rho, larmor = _chi_case(chi)
+        rho, larmor = larmor_spread_scene(chi, seed=0, grid=Grid(32, SPACING, STANDOFF))
         assert in_kernel_chi(rho, larmor, SPACING, STANDOFF, GAMMA).item() == pytest.approx(chi)
         o2 = TensorOperator(freqs, GAMMA, SPACING, STANDOFF)
         o3 = DirectOperator(freqs, GAMMA, SPACING, STANDOFF)
