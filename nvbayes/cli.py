@@ -59,10 +59,26 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, help="output .nc (default under runs/)")
     sim.set_defaults(handler=_simulate)
 
-    plot = sub.add_parser("plot", help="draw a measurement",
+    fit = sub.add_parser("fit", help="fit a measurement and write a run folder",
+                         description="Fit one measurement with a model of models/ and write "
+                                     "the run folder (posterior.nc, history.nc, metrics.nc, "
+                                     "config.toml, reconstruction.png).")
+    fit.add_argument("data", type=Path, help="measurement .nc file")
+    fit.add_argument("--model", default="netmy",
+                     help="model name in models/ (netmy, netmy-fast) or a .toml path")
+    fit.add_argument("--method", default="map", help="inference method (map)")
+    fit.add_argument("--operator", default="F2", help="likelihood operator, F1 or F2 (F2)")
+    fit.add_argument("--sample", type=int, help="sample index in a data set")
+    fit.add_argument("--seed", type=int, default=0, help="seed of the fit (0)")
+    fit.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
+    fit.add_argument("--out", type=Path, help="run folder (default runs/<data>-<model>-...)")
+    fit.set_defaults(handler=_fit)
+
+    plot = sub.add_parser("plot", help="draw a measurement or redraw a run's figure",
                           description="Draw the noise map, the spectrum at a pixel and the "
-                                      "truth of a measurement file.")
-    plot.add_argument("data", type=Path, help="measurement .nc file")
+                                      "truth of a measurement file, or redraw the figure of "
+                                      "a run folder.")
+    plot.add_argument("data", type=Path, help="measurement .nc file or run folder")
     plot.add_argument("--sample", type=int, help="sample index in a data set")
     plot.add_argument("--pixel", type=int, nargs=2, metavar=("Y", "X"),
                       help="pixel for the spectrum panel (default: brightest)")
@@ -109,9 +125,43 @@ def _simulate(args) -> None:
     print(out)
 
 
+def _fit(args) -> None:
+    from .api import fit
+
+    if args.seed < 0:
+        raise NvbayesError(f"seed must be >= 0, got {args.seed}", "pass --seed 0 or more")
+    suffix = f"-sample{args.sample}" if args.sample is not None else ""
+    model_tag = Path(args.model).stem
+    out = args.out or RUNS / (f"{args.data.stem}{suffix}-{model_tag}-{args.method}-"
+                              f"{args.operator.upper()}-seed{args.seed}")
+    run = fit(args.data, model=args.model, method=args.method, operator=args.operator,
+              sample=args.sample, seed=args.seed, device=args.device)
+    for message in run.messages:
+        print(f"nvbayes: warning: {message}", file=sys.stderr)
+    folder = run.save(out)
+    print(f"run: {folder}")
+    print(f"figure: {folder / 'reconstruction.png'}")
+    if run.metrics is not None:
+        m = run.metrics
+        print(f"metrics: Hungarian F1 {float(m['hungarian_f1']):.3f}, "
+              f"SWD {float(m['swd']):.4f}, GMSD {float(m['gmsd']):.4f}, "
+              f"Larmor MAE {float(m['larmor_mae']):.3f} GHz "
+              f"({run.config['run']['wall_time_s']:.1f} s)")
+
+
 def _plot(args) -> None:
     from .io import read_measurement, select_sample
     from .plots import plot_measurement, save_figure
+
+    if args.data.is_dir():
+        from .run import Run
+
+        if args.sample is not None or args.pixel is not None:
+            raise NvbayesError("--sample and --pixel apply to measurement files",
+                               "drop them when redrawing a run folder")
+        run = Run.load(args.data)
+        print(run.save_figure(args.out))
+        return
 
     data = read_measurement(args.data)
     one = select_sample(data, args.sample)

@@ -288,3 +288,54 @@ def spacing_nm(ds: xr.Dataset) -> float:
     """Pixel spacing of a validated measurement, nm."""
     x = np.asarray(ds["x"].values, dtype=float)
     return float(x[1] - x[0])
+
+
+# --------------------------------------------------------------------------------------------
+# TOML (config.toml of a run)
+# --------------------------------------------------------------------------------------------
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def _is_table_list(value) -> bool:
+    return isinstance(value, (list, tuple)) and bool(value) and all(
+        isinstance(v, dict) for v in value)
+
+
+def toml_dumps(data: dict, _prefix: str = "") -> str:
+    """TOML text of a nested dict of numbers, strings, booleans, lists and dicts.
+
+    Dicts become tables and lists of dicts arrays of tables; ``tomllib.loads`` inverts it.
+    ``None`` values are left out.
+    """
+    lines = []
+    for key, value in data.items():
+        if value is None or isinstance(value, dict) or _is_table_list(value):
+            continue
+        lines.append(f"{key} = {_toml_value(value)}")
+    for key, value in data.items():
+        name = f"{_prefix}{key}"
+        if isinstance(value, dict):
+            lines += ["", f"[{name}]", toml_dumps(value, name + ".")]
+        elif _is_table_list(value):
+            for item in value:
+                lines += ["", f"[[{name}]]", toml_dumps(item, name + ".")]
+    return "\n".join(line for line in lines).strip("\n") + ("\n" if not _prefix else "")

@@ -93,3 +93,57 @@ def save_figure(fig: plt.Figure, path) -> None:
         write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
     finally:
         plt.close(fig)
+
+
+def plot_run(run) -> plt.Figure:
+    """Truth | reconstruction | Larmor map | observed and predicted log noise maps.
+
+    Without a truth the first panel is left out.
+    """
+    truth = run.truth
+    has_truth = truth is not None and "rho_true" in truth
+    x = run.rho["x"].values
+    extent = (x[0], x[-1], x[-1], x[0])
+    n = 5 if has_truth else 4
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 4), constrained_layout=True)
+    axes = list(axes)
+    rho = run.rho.values
+    vmax = max(float(rho.max()), float(truth["rho_true"].max()) if has_truth else 0.0)
+    if has_truth:
+        ax = axes.pop(0)
+        im = ax.imshow(truth["rho_true"].values, extent=extent, cmap="viridis", vmin=0,
+                       vmax=vmax)
+        ax.set(title="true density", xlabel="x (nm)", ylabel="y (nm)")
+        fig.colorbar(im, ax=ax, shrink=0.85)
+    ax = axes.pop(0)
+    im = ax.imshow(rho, extent=extent, cmap="viridis", vmin=0, vmax=vmax)
+    ax.set(title="reconstruction (scale-corrected)", xlabel="x (nm)")
+    fig.colorbar(im, ax=ax, shrink=0.85)
+
+    ax = axes.pop(0)
+    band = run.observed.attrs.get("larmor_band_ghz", None)
+    band = run.idata.observed_data.attrs.get("larmor_band_ghz", band)
+    larmor = np.where(run.larmor.values > 0, run.larmor.values, np.nan)
+    im = ax.imshow(larmor, extent=extent, cmap="coolwarm",
+                   vmin=None if band is None else band[0], vmax=None if band is None else band[1])
+    ax.set_facecolor("0.85")
+    ax.set(title="Larmor on predicted support (GHz)", xlabel="x (nm)")
+    fig.colorbar(im, ax=ax, shrink=0.85)
+
+    observed = log_noise_map(torch.from_numpy(run.observed.values)).numpy()
+    predicted = log_noise_map(torch.from_numpy(run.predicted.values)).numpy()
+    low = max(min(observed.min(), predicted.min()), -6)
+    for ax, img, label in ((axes[0], observed, "observed"), (axes[1], predicted, "predicted")):
+        im = ax.imshow(img, extent=extent, cmap="magma", vmin=low, vmax=0)
+        ax.set(title=f"{label} log10 N/max N", xlabel="x (nm)")
+        fig.colorbar(im, ax=ax, shrink=0.85)
+
+    cfg = run.config["run"]
+    parts = [f"{run.config['model']['name']} {cfg['method']}", f"operator {cfg['operator']}",
+             f"seed {cfg['seed']}", f"{cfg['wall_time_s']:.0f} s"]
+    if run.metrics is not None:
+        m = run.metrics
+        parts.append(f"F1 {float(m['hungarian_f1']):.2f}, SWD {float(m['swd']):.3f}, "
+                     f"GMSD {float(m['gmsd']):.3f}")
+    fig.suptitle(" | ".join(parts))
+    return fig

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch  # noqa: F401  (type hints of coarsen)
 
 from ..errors import ParameterError
 from .kernels import check_geometry
@@ -53,3 +54,19 @@ class Grid:
     def pixels_per_standoff(self) -> float:
         """How many pixels one standoff spans (1 at the paper's defaults)."""
         return self.standoff / self.spacing
+
+
+def coarsen(image: "torch.Tensor", factor: int) -> "torch.Tensor":
+    """Block mean of ``(..., ny, nx)`` over ``factor × factor`` pixels → ``(..., ny/f, nx/f)``.
+
+    A spectrum coarsened this way is what a sensor of ``factor``-times larger pixels would
+    read; the matching operator uses the spacing ``factor · dx``.
+    """
+    if factor == 1:
+        return image
+    ny, nx = image.shape[-2:]
+    if ny % factor or nx % factor:
+        raise ParameterError(f"a {ny} x {nx} grid cannot be coarsened by {factor}",
+                             f"use a grid whose side is a multiple of {factor}, or downsample 1")
+    blocks = image.reshape(*image.shape[:-2], ny // factor, factor, nx // factor, factor)
+    return blocks.mean(dim=(-3, -1))

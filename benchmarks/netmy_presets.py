@@ -1,0 +1,102 @@
+"""Wall time and accuracy of NeTMY presets on F3-simulated measurements inverted under F2.
+
+For every model × scene class × sample this simulates the measurement (F3, seed = sample
+index), fits it with ``fit_map`` and evaluates the metrics against the truth.  Each fit appends
+one JSON line to ``--out`` as soon as it ends, so a long sweep can be followed (and resumed:
+finished fits are skipped).  ``--summary`` prints the per-model medians/means from that file.
+
+    python benchmarks/netmy_presets.py --models netmy-fast --per-class 2
+    python benchmarks/netmy_presets.py --models netmy-fast --spectrum-shape 1.0 --tag shape
+    python benchmarks/netmy_presets.py --summary runs/netmy-presets.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+from pathlib import Path
+
+import torch
+
+from nvbayes import metrics
+from nvbayes.inference import fit_map
+from nvbayes.model.problem import InverseProblem
+from nvbayes.scenes import PAPER_CLASSES, simulate
+from nvbayes.spec import load_spec
+
+METRICS = ("hungarian_f1", "swd", "gmsd", "larmor_mae", "density_mse")
+
+
+def with_shape_weight(spec, weight: float):
+    stages = tuple(dataclasses.replace(s, weights=dataclasses.replace(
+        s.weights, spectrum_shape=weight)) for s in spec.stages)
+    return dataclasses.replace(spec, stages=stages)
+
+
+def run(args) -> None:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["tag"], r["scene_class"], r["sample"]))
+    classes = PAPER_CLASSES if args.classes == "all" else args.classes.split(",")
+    for name in args.models.split(","):
+        spec = load_spec(name)
+        if args.spectrum_shape is not None:
+            spec = with_shape_weight(spec, args.spectrum_shape)
+        tag = f"{name}{'+' + args.tag if args.tag else ''}"
+        for sample in range(args.first, args.first + args.per_class):
+            for cls in classes:
+                if (tag, cls, sample) in done:
+                    continue
+                data = simulate(cls, sample)
+                result = fit_map(InverseProblem.from_measurement(data), spec, args.operator,
+                                 seed=args.seed, show=False)
+                m = metrics.evaluate(result.rho, data.rho_true.values, result.larmor,
+                                     data.larmor_true.values)
+                row = {"tag": tag, "model": name, "scene_class": cls, "sample": sample,
+                       "operator": args.operator, "seed": args.seed,
+                       "wall_time_s": result.wall_time_s, "threads": torch.get_num_threads(),
+                       "diverged": result.diverged} | m
+                with out.open("a") as fh:
+                    fh.write(json.dumps(row) + "\n")
+                print(f"{tag:24s} {cls:15s} #{sample} {result.wall_time_s:6.1f} s  "
+                      + "  ".join(f"{k}={m[k]:.3f}" for k in METRICS), flush=True)
+
+
+def summary(path: str) -> None:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    tags = sorted({r["tag"] for r in rows})
+    print(f"{'tag':26s} {'fits':>4s} {'median s':>9s} " + " ".join(f"{m:>12s}" for m in METRICS))
+    for tag in tags:
+        sel = [r for r in rows if r["tag"] == tag]
+        cells = [f"{statistics.fmean(r[m] for r in sel):12.3f}" for m in METRICS]
+        wall = statistics.median(r["wall_time_s"] for r in sel)
+        print(f"{tag:26s} {len(sel):4d} {wall:9.1f} " + " ".join(cells))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="netmy-fast")
+    parser.add_argument("--classes", default="all")
+    parser.add_argument("--per-class", type=int, default=2)
+    parser.add_argument("--first", type=int, default=0, help="first sample seed")
+    parser.add_argument("--operator", default="F2")
+    parser.add_argument("--seed", type=int, default=0, help="fit seed")
+    parser.add_argument("--spectrum-shape", type=float, help="override the shape-term weight")
+    parser.add_argument("--tag", default="", help="suffix naming this variant in the output")
+    parser.add_argument("--out", default="runs/netmy-presets.jsonl")
+    parser.add_argument("--summary", metavar="JSONL")
+    args = parser.parse_args()
+    if args.summary:
+        summary(args.summary)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()

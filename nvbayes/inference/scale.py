@@ -1,0 +1,32 @@
+"""The energy-ratio scale correction (paper Proposition 1, Eq. 30).
+
+The max-normalized likelihood cannot see the absolute scale of ρ.  After a fit, with
+``E_obs = Σ_{ω,r} S_obs`` and ``E_pred = Σ_{ω,r} F(ρ̂, ω̂_L)``::
+
+    α = E_obs / E_pred           under F2 (linear in ρ)
+    α = √(E_obs / E_pred)        under F1 (quadratic in ρ)
+
+and ``α ρ̂`` reproduces the observed energy exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import MeasurementError
+
+#: Power of ρ in each operator's homogeneity, ``F(cρ) = c^p F(ρ)``.
+HOMOGENEITY = {"F1": 2, "F2": 1, "F3": 1}
+
+
+def scale_correction(observed: torch.Tensor, predicted: torch.Tensor, operator: str) -> dict:
+    """``{"scale_correction": α, "energy_obs": E_obs, "energy_pred": E_pred}`` as floats."""
+    e_obs = float(observed.detach().to(torch.float64).sum())
+    e_pred = float(predicted.detach().to(torch.float64).sum())
+    if not e_obs > 0:
+        raise MeasurementError(f"the spectrum's total power is {e_obs:g}, not positive",
+                               "check the measurement's baseline (noise spectra are >= 0)")
+    alpha = (e_obs / e_pred) ** (1.0 / HOMOGENEITY[operator]) if e_pred > 0 else math.nan
+    return {"scale_correction": alpha, "energy_obs": e_obs, "energy_pred": e_pred}

@@ -1,0 +1,86 @@
+"""The terms of the NeTMY objective (paper Eq. 6, appendix D.4) as plain tensor functions.
+
+Spectra are ``(..., n_freq, ny, nx)``, densities ``(..., ny, nx)``; every function returns one
+value per leading index, shape ``(...)``.  With ``N = Σ_ω S`` the noise map and ``Ā`` the
+spatial mean of a map ``A``:
+
+    D      = mean_r (log10(N̂_pred + ε) − log10(N̂_obs + ε))²        N̂ = N / max N   (Eq. 19)
+    R_nm   = mean_r (N_pred / N̄_pred − N_obs / N̄_obs)²
+    R_ds   = mean_r (ρ² / mean(ρ²) − N_obs / N̄_obs)²
+    ‖ρ‖₁   = Σ_r |ρ|
+    TV(ρ)  = Σ_r |ρ(r + e_x) − ρ(r)| + |ρ(r + e_y) − ρ(r)|           (anisotropic)
+    R_sh   = Σ_r w(r) mean_ω (s_pred − s_obs)² / Σ_r w(r),   s = S / mean_ω S,  w = max(N̂_obs, 0)
+
+D lives in :mod:`nvbayes.physics.noise_map`.  R_sh, the spectrum-shape term, is not in the
+paper: F1 and F2 factor as ``A(r) L(ω; ω_L(r))``, so the frequency-normalized spectrum ``s``
+at a pixel depends on ω_L(r) alone and the term pins ω_L wherever the observation is bright.
+The noise-map terms see ω_L only through ``Σ_ω L``, which hardly changes across the band.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..physics.noise_map import log_mse, noise_map, normalized_noise_map
+
+__all__ = [
+    "anisotropic_tv", "direct_density_mse", "l1_norm", "log_mse", "mean_normalized",
+    "noise_map_mse", "spectrum_shape_mse", "spectrum_shape_weights",
+]
+
+_TINY = 1e-30
+
+
+def mean_normalized(image: torch.Tensor) -> torch.Tensor:
+    """``A / Ā`` over the last two axes."""
+    return image / image.mean(dim=(-2, -1), keepdim=True).clamp(min=_TINY)
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    d = a - b
+    return (d * d).mean(dim=(-2, -1))
+
+
+def noise_map_mse(predicted: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """``R_nm``: MSE of the mean-normalized noise maps of two spectra."""
+    return _mse(mean_normalized(noise_map(predicted)), mean_normalized(noise_map(observed)))
+
+
+def direct_density_mse(rho: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """``R_ds``: MSE between ``ρ²`` and the observed noise map, both mean-normalized."""
+    return _mse(mean_normalized(rho * rho), mean_normalized(noise_map(observed)))
+
+
+def l1_norm(rho: torch.Tensor) -> torch.Tensor:
+    """``Σ_r |ρ(r)|``."""
+    return rho.abs().sum(dim=(-2, -1))
+
+
+def anisotropic_tv(rho: torch.Tensor) -> torch.Tensor:
+    """``Σ |∂_x ρ| + |∂_y ρ|`` with forward differences inside the window."""
+    dx = (rho[..., :, 1:] - rho[..., :, :-1]).abs().sum(dim=(-2, -1))
+    dy = (rho[..., 1:, :] - rho[..., :-1, :]).abs().sum(dim=(-2, -1))
+    return dx + dy
+
+
+def spectrum_shape_weights(observed: torch.Tensor) -> torch.Tensor:
+    """Pixel weights ``w = max(N̂_obs, 0)`` of the shape term, ``(..., ny, nx)``."""
+    return normalized_noise_map(noise_map(observed)).clamp(min=0.0)
+
+
+def _frequency_normalized(spectrum: torch.Tensor) -> torch.Tensor:
+    return spectrum / spectrum.mean(dim=-3, keepdim=True).clamp(min=_TINY)
+
+
+def spectrum_shape_mse(predicted: torch.Tensor, observed: torch.Tensor,
+                       weights: "torch.Tensor | None" = None) -> torch.Tensor:
+    """``R_sh``: weighted mean over pixels of the per-pixel MSE of frequency-normalized spectra.
+
+    ``weights`` (``(..., ny, nx)``, default :func:`spectrum_shape_weights` of ``observed``).
+    """
+    if weights is None:
+        weights = spectrum_shape_weights(observed)
+    d = _frequency_normalized(predicted) - _frequency_normalized(observed)
+    per_pixel = (d * d).mean(dim=-3)
+    total = weights.sum(dim=(-2, -1)).clamp(min=_TINY)
+    return (weights * per_pixel).sum(dim=(-2, -1)) / total

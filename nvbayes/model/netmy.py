@@ -1,0 +1,125 @@
+"""The NeTMY objective as a Pyro model (paper Eq. 6 with the weights of Table 7).
+
+Latent sites ``rho`` (ρ ≥ 0) and ``larmor`` (ω_L, GHz), both ``(ny, nx)`` with flat
+(improper) base measures; everything else is a named term of the negative log joint::
+
+    −log p(ρ, ω_L, S_obs) = λ_D·D + λ_N·R_nm + λ_ρ·R_ds + λ_s‖ρ‖₁ + λ_1‖ρ‖₁ + λ_TV·TV(ρ)
+                            + λ_sh·R_sh + const
+
+* ``log_mse``: the log noise map as a Gaussian likelihood,
+  ``ℓ_obs(r) ~ Normal(ℓ_pred(r), σ_D)`` with ``σ_D² = |Ω| / (2 λ_D)``, so its negative log
+  density is ``λ_D · D`` plus the Gaussian normalizer ``|Ω| log(σ_D √(2π))``;
+* ``noise_map``: likewise for the mean-normalized noise maps, ``λ_N · R_nm``;
+* ``sparsity`` and ``l1``: the two L1 entries of Table 7, each an exponential prior on ρ ≥ 0
+  (a Laplace prior restricted to the half line) up to its constant;
+* ``tv``, ``direct_density``, ``spectrum_shape``: ``pyro.factor`` terms.
+
+A weight of 0 removes its site.  The terms are in :mod:`nvbayes.model.losses`; the operator is
+any :class:`nvbayes.physics.ForwardOperator` (F1 or F2 for inversion).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+
+from ..physics.noise_map import LOG_EPS, log_noise_map, noise_map
+from ..spec import LossWeights
+from . import losses
+
+#: Sites whose negative log density is the loss term itself (no Gaussian normalizer).
+FACTOR_TERMS = ("direct_density", "sparsity", "l1", "tv", "spectrum_shape")
+#: Sites that are Gaussian observations of a map.
+GAUSSIAN_TERMS = ("log_mse", "noise_map")
+
+
+class NoiseSpectrumModel:
+    """``model()``: the Pyro model of one observed spectrum ``(n_freq, ny, nx)``.
+
+    Parameters
+    ----------
+    operator : the forward operator (its grid must match ``observed``).
+    observed : the measured spectrum ``(n_freq, ny, nx)``.
+    weights : the loss weights of this stage.
+    log_eps : ε inside the log map of D (the paper's 1e-10).
+    """
+
+    def __init__(self, operator, observed: torch.Tensor, weights: LossWeights,
+                 log_eps: float = LOG_EPS):
+        if observed.dim() != 3:
+            raise ValueError(f"observed spectrum must be (n_freq, ny, nx), got {observed.shape}")
+        self.operator = operator
+        self.weights = weights
+        self.observed = observed
+        self.shape = tuple(observed.shape[-2:])
+        n_pixels = self.shape[0] * self.shape[1]
+        self.log_eps = float(log_eps)
+        self.log_map_obs = log_noise_map(observed, self.log_eps)
+        self.noise_map_obs = losses.mean_normalized(noise_map(observed))
+        self.shape_weights = losses.spectrum_shape_weights(observed)
+        self.sigma = {}
+        self.normalizer = {}
+        for name in GAUSSIAN_TERMS:
+            w = getattr(weights, name)
+            if w > 0:
+                sigma = math.sqrt(n_pixels / (2.0 * w))
+                self.sigma[name] = sigma
+                self.normalizer[name] = n_pixels * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
+
+    def _latent(self, name: str, support) -> torch.Tensor:
+        base = dist.ImproperUniform(support, batch_shape=torch.Size(),
+                                    event_shape=torch.Size(self.shape))
+        return pyro.sample(name, base)
+
+    def __call__(self, *args, **kwargs) -> torch.Tensor:
+        """Sample sites in order; returns the predicted spectrum ``(n_freq, ny, nx)``.
+
+        Extra arguments (the guide's) are ignored.  The likelihoods skip argument validation
+        so that a diverging fit yields a NaN loss for the fit's NaN guard, not an exception.
+        """
+        w = self.weights
+        rho = self._latent("rho", constraints.nonnegative)
+        larmor = self._latent("larmor", constraints.real)
+        predicted = self.operator(rho, larmor)
+        if w.log_mse > 0:
+            pyro.sample("log_mse", dist.Normal(log_noise_map(predicted, self.log_eps),
+                                               self.sigma["log_mse"], validate_args=False)
+                        .to_event(2), obs=self.log_map_obs)
+        if w.noise_map > 0:
+            pyro.sample("noise_map",
+                        dist.Normal(losses.mean_normalized(noise_map(predicted)),
+                                    self.sigma["noise_map"], validate_args=False).to_event(2),
+                        obs=self.noise_map_obs)
+        if w.direct_density > 0:
+            pyro.factor("direct_density",
+                        -w.direct_density * losses.direct_density_mse(rho, self.observed))
+        if w.sparsity > 0:
+            pyro.factor("sparsity", -w.sparsity * losses.l1_norm(rho))
+        if w.l1 > 0:
+            pyro.factor("l1", -w.l1 * losses.l1_norm(rho))
+        if w.tv > 0:
+            pyro.factor("tv", -w.tv * losses.anisotropic_tv(rho))
+        if w.spectrum_shape > 0:
+            pyro.factor("spectrum_shape", -w.spectrum_shape * losses.spectrum_shape_mse(
+                predicted, self.observed, self.shape_weights))
+        return predicted
+
+    def loss_terms(self, trace) -> dict[str, torch.Tensor]:
+        """The weighted loss terms of a model trace (log probabilities computed), by name.
+
+        Their sum is the negative log joint minus the Gaussian normalizers.
+        """
+        terms = {}
+        for name in GAUSSIAN_TERMS + FACTOR_TERMS:
+            if name in trace.nodes:
+                terms[name] = -trace.nodes[name]["log_prob_sum"] - self.normalizer.get(name, 0.0)
+        return terms
+
+    @property
+    def constant(self) -> float:
+        """Σ of the Gaussian normalizers: negative log joint − Σ loss terms."""
+        return float(sum(self.normalizer.values()))

@@ -1,0 +1,66 @@
+"""One measured spectrum and the geometry needed to invert it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..errors import ParameterError
+from ..physics.geometry import coarsen
+from ..physics.operators import make_operator
+
+#: Operators a model may use as its likelihood (F3 is the simulator).
+INVERSION_OPERATORS = ("F1", "F2")
+
+
+@dataclass(frozen=True)
+class InverseProblem:
+    """A spectrum ``(n_freq, n, n)`` with its readout frequencies and geometry.
+
+    ``spacing`` and ``standoff`` in nm, ``freqs``, ``linewidth`` and ``band`` in GHz.
+    """
+
+    spectrum: np.ndarray
+    freqs: np.ndarray
+    spacing: float
+    standoff: float
+    linewidth: float
+    band: tuple[float, float]
+    units: str = "normalized"
+
+    @classmethod
+    def from_measurement(cls, ds: xr.Dataset) -> "InverseProblem":
+        """From one validated measurement (no ``sample`` dimension)."""
+        x = np.asarray(ds["x"].values, dtype=float)
+        band = np.asarray(ds.attrs["larmor_band_ghz"], dtype=float).reshape(-1)
+        return cls(spectrum=np.asarray(ds["spectrum"].values, dtype=np.float64),
+                   freqs=np.asarray(ds["freq"].values, dtype=np.float64),
+                   spacing=float(x[1] - x[0]), standoff=float(ds.attrs["standoff_nm"]),
+                   linewidth=float(ds.attrs["linewidth_ghz"]),
+                   band=(float(band[0]), float(band[1])), units=str(ds.attrs["units"]))
+
+    @property
+    def n(self) -> int:
+        return int(self.spectrum.shape[-1])
+
+    def observed(self, downsample: int = 1, dtype=torch.float32, device=None) -> torch.Tensor:
+        """The spectrum, block-averaged by ``downsample``: ``(n_freq, n/d, n/d)``."""
+        spectrum = torch.as_tensor(self.spectrum, dtype=dtype, device=device)
+        return coarsen(spectrum, downsample)
+
+    def operator(self, name: str, downsample: int = 1):
+        """The operator ``name`` on the grid coarsened by ``downsample`` (spacing × d)."""
+        name = check_inversion_operator(name)
+        return make_operator(name, self.freqs, self.linewidth, self.spacing * downsample,
+                             self.standoff, units=self.units)
+
+
+def check_inversion_operator(name: str) -> str:
+    key = str(name).upper()
+    if key not in INVERSION_OPERATORS:
+        raise ParameterError(f"cannot invert under operator {name!r}",
+                             "use --operator F1 or F2 (F3 is the simulator)")
+    return key
