@@ -20,12 +20,12 @@ import datetime as _dt
 import os
 import platform
 import shutil
-import tomllib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import tomllib
 import xarray as xr
 
 from . import __version__

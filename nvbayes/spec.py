@@ -8,9 +8,10 @@ the curriculum (one ``[[stages]]`` table per stage, each with its loss weights).
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 from .errors import ParameterError
 

@@ -104,7 +104,7 @@ def test_objective_equals_pyro_trace_elbo_with_the_delta_guide():
     g_ours = torch.autograd.grad(ours, list(field.parameters()))
     g_elbo = torch.autograd.grad(Trace_ELBO().differentiable_loss(model, guide, 3.0),
                                  list(field.parameters()))
-    for a, b in zip(g_ours, g_elbo):
+    for a, b in zip(g_ours, g_elbo, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 

@@ -82,6 +82,7 @@ class MapResult:
     wall_time_s: float
     diverged: bool = False
     messages: list = field(default_factory=list)
+    field: "NeuralField | None" = None   # the fitted field itself (not saved with a run)
 
 
 def build_field(spec: ModelSpec, band: tuple[float, float]) -> NeuralField:
@@ -126,7 +127,7 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
             if not torch.isfinite(loss):
                 diverged = True
                 break
-            for s, p in zip(snapshot, params):
+            for s, p in zip(snapshot, params, strict=True):
                 s.copy_(p.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -146,7 +147,7 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
                     bar.set_postfix(stage=stage_no, loss=f"{float(loss):.4g}")
         if diverged:
             with torch.no_grad():
-                for s, p in zip(snapshot, params):
+                for s, p in zip(snapshot, params, strict=True):
                     p.copy_(s)
             messages.append(f"the fit diverged (non-finite loss or gradient) at step "
                             f"{step_index} of {total}; the run holds the last finite state")
@@ -162,6 +163,7 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     result.diverged = diverged
     result.messages = messages
     result.wall_time_s = time.perf_counter() - start
+    result.field = net
     return result
 
 
