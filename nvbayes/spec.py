@@ -85,6 +85,16 @@ class FieldSpec:
     support_threshold: float = 0.3
     off_support: str = "zero"
 
+    def __post_init__(self):
+        if self.kind != "neural":
+            raise ParameterError(f"unknown field kind {self.kind!r}", "use kind = \"neural\"")
+        if self.off_support not in ("zero", "centre"):
+            raise ParameterError(f"off_support = {self.off_support!r}",
+                                 "use \"zero\" (the paper) or \"centre\"")
+        if not 0 <= self.support_threshold < 1:
+            raise ParameterError(f"support_threshold = {self.support_threshold}",
+                                 "use a fraction of the peak in [0, 1)")
+
 
 @dataclass(frozen=True)
 class OptimizerSpec:
@@ -94,6 +104,10 @@ class OptimizerSpec:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     final_lr_fraction: float = 0.01
+
+    def __post_init__(self):
+        if self.name != "adamw":
+            raise ParameterError(f"unknown optimizer {self.name!r}", "use name = \"adamw\"")
 
 
 @dataclass(frozen=True)

@@ -183,3 +183,15 @@ def test_coarsening_is_a_block_mean():
     assert c.shape == (2, 2, 2)
     assert float(c[0, 0, 0]) == (0 + 1 + 4 + 5) / 4
     torch.testing.assert_close(c.sum() * 4, x.sum())
+
+
+def test_spectrum_shape_ignores_noise_only_pixels_and_keeps_gradients_finite():
+    observed, rho, larmor = hand_case()
+    noisy = observed.clone()
+    noisy[:, 0, 0] = -1e-3                    # a pixel whose measured power is negative
+    larmor = larmor.clone().requires_grad_(True)
+    value = losses.spectrum_shape_mse(f2()(rho, larmor), noisy)
+    (grad,) = torch.autograd.grad(value, larmor)
+    assert torch.isfinite(value) and torch.isfinite(grad).all()
+    assert float(grad[0, 0]) == 0.0           # weight 0 there: no pull on ω_L
+    assert float(grad.abs().sum()) > 0

@@ -56,11 +56,11 @@ def traced_objective(model: NoiseSpectrumModel, guide: FieldGuide, beta: float):
     The loss is ``−log p(ρ, ω_L, S_obs) + log q(ρ, ω_L)`` with the guide's draws replayed in
     the model, as Trace_ELBO computes it; a Delta guide has ``log q = 0``.
     """
-    guide_trace = poutine.trace(guide).get_trace(beta)
-    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(beta)
-    with warnings.catch_warnings():
-        # a NaN here is the NaN guard's business (fit_map), not a warning for the user
+    # a NaN here is the NaN guard's business (fit_map), not an exception or a warning
+    with pyro.validation_enabled(False), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Encountered NaN")
+        guide_trace = poutine.trace(guide).get_trace(beta)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(beta)
         model_trace.compute_log_prob()
         guide_trace.compute_log_prob()
     terms = model.loss_terms(model_trace)

@@ -68,19 +68,23 @@ def spectrum_shape_weights(observed: torch.Tensor) -> torch.Tensor:
     return normalized_noise_map(noise_map(observed)).clamp(min=0.0)
 
 
-def _frequency_normalized(spectrum: torch.Tensor) -> torch.Tensor:
-    return spectrum / spectrum.mean(dim=-3, keepdim=True).clamp(min=_TINY)
+def frequency_normalized(spectrum: torch.Tensor) -> torch.Tensor:
+    """``s = S / mean_ω S`` per pixel; 0 where the mean is not positive (noise-only pixels)."""
+    mean = spectrum.mean(dim=-3, keepdim=True)
+    positive = mean > 0
+    return torch.where(positive, spectrum / torch.where(positive, mean, 1.0), 0.0)
 
 
 def spectrum_shape_mse(predicted: torch.Tensor, observed: torch.Tensor,
                        weights: "torch.Tensor | None" = None) -> torch.Tensor:
     """``R_sh``: weighted mean over pixels of the per-pixel MSE of frequency-normalized spectra.
 
-    ``weights`` (``(..., ny, nx)``, default :func:`spectrum_shape_weights` of ``observed``).
+    ``weights`` (``(..., ny, nx)``, default :func:`spectrum_shape_weights` of ``observed``);
+    pixels whose observed power is not positive have weight 0.
     """
     if weights is None:
         weights = spectrum_shape_weights(observed)
-    d = _frequency_normalized(predicted) - _frequency_normalized(observed)
+    d = frequency_normalized(predicted) - frequency_normalized(observed)
     per_pixel = (d * d).mean(dim=-3)
     total = weights.sum(dim=(-2, -1)).clamp(min=_TINY)
     return (weights * per_pixel).sum(dim=(-2, -1)) / total
