@@ -121,14 +121,20 @@ def plot_run(run) -> plt.Figure:
     fig.colorbar(im, ax=ax, shrink=0.85)
 
     ax = axes.pop(0)
-    band = run.observed.attrs.get("larmor_band_ghz", None)
-    band = run.idata.observed_data.attrs.get("larmor_band_ghz", band)
-    larmor = np.where(run.larmor.values > 0, run.larmor.values, np.nan)
-    im = ax.imshow(larmor, extent=extent, cmap="coolwarm",
-                   vmin=None if band is None else band[0], vmax=None if band is None else band[1])
-    ax.set_facecolor("0.85")
-    ax.set(title="Larmor on predicted support (GHz)", xlabel="x (nm)")
-    fig.colorbar(im, ax=ax, shrink=0.85)
+    band = run.idata.observed_data.attrs.get("larmor_band_ghz")
+    threshold = run.config["model"].get("field", {}).get("support_threshold", 0.3)
+    yy, xx = np.nonzero(rho > threshold * rho.max())
+    ax.imshow(np.zeros_like(rho), extent=extent, cmap="Greys", vmin=0, vmax=1)
+    sc = ax.scatter(x[xx], x[yy], c=run.larmor.values[yy, xx], cmap="coolwarm", s=40,
+                    edgecolors="k", vmin=None if band is None else band[0],
+                    vmax=None if band is None else band[1])
+    if has_truth and "larmor_true" in truth:
+        ty, tx = np.nonzero(truth["rho_true"].values > 0)
+        ax.scatter(x[tx], x[ty], s=120, facecolors="none", edgecolors="g", label="true sources")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set(title="Larmor on predicted support (GHz)", xlabel="x (nm)", xlim=extent[:2],
+           ylim=extent[2:])
+    fig.colorbar(sc, ax=ax, shrink=0.85)
 
     observed = log_noise_map(torch.from_numpy(run.observed.values)).numpy()
     predicted = log_noise_map(torch.from_numpy(run.predicted.values)).numpy()

@@ -53,6 +53,13 @@ def versions() -> dict:
             "python": platform.python_version()}
 
 
+def _off_support_note(config: dict) -> str:
+    field = config["model"].get("field", {})
+    fill = "the band centre" if field.get("off_support") == "centre" else "0"
+    return (f"{fill} where rho <= {field.get('support_threshold', 0.3)} max rho (the predicted "
+            "support mask); not a measured value there")
+
+
 def _point(values: np.ndarray, dims: tuple, coords: dict, attrs: dict) -> xr.DataArray:
     """A point estimate as a ``(chain=1, draw=1, ...)`` DataArray."""
     return xr.DataArray(np.asarray(values)[None, None], dims=("chain", "draw") + dims,
@@ -85,7 +92,8 @@ class Run:
                 "long_name": "source weight per pixel (scale-corrected)",
                 "units": "fluctuators per pixel"}),
             "larmor": _point(larmor, SPATIAL, space, {
-                "long_name": "Larmor frequency (0 off the predicted support)", "units": "GHz"}),
+                "long_name": "Larmor frequency", "units": "GHz",
+                "off_support": _off_support_note(config)}),
         }, attrs={"inference": config["run"]["method"], "operator": operator,
                   "model": config["model"]["name"], "scale_corrected": 1,
                   "scale_note": SCALE_NOTE})
