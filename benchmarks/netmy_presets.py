@@ -7,7 +7,7 @@ finished fits are skipped).  ``--summary`` prints the per-model medians/means fr
 
     python benchmarks/netmy_presets.py --models netmy-fast --per-class 2
     python benchmarks/netmy_presets.py --models netmy-fast --spectrum-shape 1.0 --tag shape
-    python benchmarks/netmy_presets.py --summary runs/netmy-presets.jsonl
+    python benchmarks/netmy_presets.py --summary runs/netmy-presets.jsonl --by-class --common
 """
 
 from __future__ import annotations
@@ -68,15 +68,36 @@ def run(args) -> None:
                       + "  ".join(f"{k}={m[k]:.3f}" for k in METRICS), flush=True)
 
 
-def summary(path: str) -> None:
+def summary(path: str, by_class: bool = False, samples: "set[tuple] | None" = None) -> None:
+    """Mean of each metric and median wall time per tag (and per scene class).
+
+    ``samples``: keep only these ``(scene_class, sample)`` pairs, e.g. those every tag has.
+    """
     rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    if samples is not None:
+        rows = [r for r in rows if (r["scene_class"], r["sample"]) in samples]
     tags = sorted({r["tag"] for r in rows})
-    print(f"{'tag':26s} {'fits':>4s} {'median s':>9s} " + " ".join(f"{m:>12s}" for m in METRICS))
-    for tag in tags:
-        sel = [r for r in rows if r["tag"] == tag]
+    groups = [(t, None) for t in tags]
+    if by_class:
+        groups = [(t, c) for t in tags for c in PAPER_CLASSES]
+    print(f"{'tag':22s} {'class':14s} {'fits':>4s} {'median s':>9s} "
+          + " ".join(f"{m:>12s}" for m in METRICS))
+    for tag, cls in groups:
+        sel = [r for r in rows if r["tag"] == tag and cls in (None, r["scene_class"])]
+        if not sel:
+            continue
         cells = [f"{statistics.fmean(r[m] for r in sel):12.3f}" for m in METRICS]
         wall = statistics.median(r["wall_time_s"] for r in sel)
-        print(f"{tag:26s} {len(sel):4d} {wall:9.1f} " + " ".join(cells))
+        print(f"{tag:22s} {cls or 'all':14s} {len(sel):4d} {wall:9.1f} " + " ".join(cells))
+
+
+def common_samples(path: str) -> set:
+    """The (scene_class, sample) pairs that every tag in the file has fitted."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
+    per_tag: dict = {}
+    for r in rows:
+        per_tag.setdefault(r["tag"], set()).add((r["scene_class"], r["sample"]))
+    return set.intersection(*per_tag.values()) if per_tag else set()
 
 
 def main() -> None:
@@ -91,9 +112,13 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix naming this variant in the output")
     parser.add_argument("--out", default="runs/netmy-presets.jsonl")
     parser.add_argument("--summary", metavar="JSONL")
+    parser.add_argument("--by-class", action="store_true", help="with --summary")
+    parser.add_argument("--common", action="store_true",
+                        help="with --summary: only the samples every tag has fitted")
     args = parser.parse_args()
     if args.summary:
-        summary(args.summary)
+        summary(args.summary, args.by_class,
+                common_samples(args.summary) if args.common else None)
     else:
         run(args)
 
