@@ -220,3 +220,18 @@ def test_a_short_fit_finds_every_source_of_a_few_far_scene(tmp_path):
     # the Larmor map is in the band wherever the truth has a source and the fit found it
     support = data.rho_true.values > 0
     assert ((run.larmor.values[support] >= 1.5) & (run.larmor.values[support] <= 2.5)).all()
+
+
+def test_progress_bar_shows_the_loss_on_a_terminal_and_stays_quiet_in_ci(
+        measurement_file, tmp_path, capsys, monkeypatch):
+    import sys
+
+    model = str(tiny_spec(tmp_path, steps=(30, 30)))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setenv("CI", "")
+    nvbayes.fit(measurement_file, model=model)
+    err = capsys.readouterr().err
+    assert "fit" in err and "loss=" in err and "60/60" in err
+    monkeypatch.setenv("CI", "true")
+    nvbayes.fit(measurement_file, model=model)
+    assert capsys.readouterr().err == ""

@@ -144,7 +144,7 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
             if bar is not None:
                 bar.update(1)
                 if t % 25 == 0:
-                    bar.set_postfix(stage=stage_no, loss=f"{float(loss):.4g}")
+                    bar.set_postfix(stage=stage_no, loss=f"{loss.item():.4g}")
         if diverged:
             with torch.no_grad():
                 for s, p in zip(snapshot, params, strict=True):
