@@ -66,6 +66,7 @@ def test_map_fit_on_cuda_starts_where_the_cpu_fit_starts():
     initialization), finite maps, and the run lands on the CPU side for saving."""
     import dataclasses
 
+    pytest.importorskip("pyro")   # the device image may lack it; see scripts/device-check.sh
     from nvbayes.inference import fit_map
     from nvbayes.model.problem import InverseProblem
     from nvbayes.physics.geometry import Grid
