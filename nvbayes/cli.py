@@ -134,6 +134,9 @@ def _fit(args) -> None:
     model_tag = Path(args.model).stem
     out = args.out or RUNS / (f"{args.data.stem}{suffix}-{model_tag}-{args.method}-"
                               f"{args.operator.upper()}-seed{args.seed}")
+    if out.exists() and not (out / "config.toml").is_file():
+        raise NvbayesError(f"{out} exists and is not a run folder",
+                           "choose another --out (a run folder is replaced, nothing else is)")
     run = fit(args.data, model=args.model, method=args.method, operator=args.operator,
               sample=args.sample, seed=args.seed, device=args.device)
     for message in run.messages:

@@ -193,6 +193,15 @@ def test_cuda_request_without_cuda_is_refused(measurement_file, tmp_path, capsys
     assert "CUDA is not available" in capsys.readouterr().err
 
 
+def test_fit_never_overwrites_what_is_not_a_run_folder(measurement_file, tmp_path, capsys):
+    precious = tmp_path / "notes"
+    precious.mkdir()
+    (precious / "keep.txt").write_text("mine")
+    assert main(["fit", str(measurement_file), "--out", str(precious)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert (precious / "keep.txt").read_text() == "mine"
+
+
 def test_a_bad_model_file_is_refused(measurement_file, tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('name = "bad"\n[[stages]]\nsteps = 10\nlr = 1e-3\nmomentum = 3\n')
