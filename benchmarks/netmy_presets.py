@@ -26,7 +26,7 @@ from nvbayes.model.problem import InverseProblem
 from nvbayes.scenes import PAPER_CLASSES, simulate
 from nvbayes.spec import load_spec
 
-METRICS = ("hungarian_f1", "swd", "gmsd", "larmor_mae", "density_mse")
+METRICS = ("hungarian_f1", "swd", "gmsd", "larmor_mae", "larmor_mae_detected", "density_mse")
 
 
 def with_shape_weight(spec, weight: float):
@@ -86,9 +86,15 @@ def summary(path: str, by_class: bool = False, samples: "set[tuple] | None" = No
         sel = [r for r in rows if r["tag"] == tag and cls in (None, r["scene_class"])]
         if not sel:
             continue
-        cells = [f"{statistics.fmean(r[m] for r in sel):12.3f}" for m in METRICS]
+        cells = [f"{_mean(sel, m):12.3f}" for m in METRICS]
         wall = statistics.median(r["wall_time_s"] for r in sel)
         print(f"{tag:22s} {cls or 'all':14s} {len(sel):4d} {wall:9.1f} " + " ".join(cells))
+
+
+def _mean(rows: list, metric: str) -> float:
+    """Mean over the rows that have ``metric`` and a finite value (NaN if none)."""
+    values = [r[metric] for r in rows if metric in r and r[metric] == r[metric]]
+    return statistics.fmean(values) if values else float("nan")
 
 
 def common_samples(path: str) -> set:

@@ -16,6 +16,7 @@ from nvbayes.metrics import (
     gmsd,
     hungarian_f1,
     larmor_mae,
+    larmor_mae_detected,
     masked_ssim,
     sliced_wasserstein,
     ssim_map,
@@ -150,6 +151,12 @@ def test_density_mse_and_larmor_mae_by_hand():
     w_hat[3, 3] = 2.3          # on the support
     w_hat[0, 0] = 9.0          # off the support: ignored
     assert larmor_mae(w_hat, w_true, truth) == pytest.approx(0.15)
+    # only (3, 3) is detected (0.8 > 0.3 · 0.8; (10, 10) is missed in this reconstruction)
+    missed = recon.copy()
+    missed[10, 10] = 0.1
+    w_hat[10, 10] = 1.0                      # its error (1 GHz) must not count
+    assert larmor_mae_detected(w_hat, w_true, truth, missed) == pytest.approx(0.3)
+    assert math.isnan(larmor_mae_detected(w_hat, w_true, truth, points((0, 1))))
 
 
 def test_centre_mass_ratio_definition():
