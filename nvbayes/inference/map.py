@@ -28,7 +28,7 @@ from ..model.netmy import NoiseSpectrumModel
 from ..model.problem import InverseProblem, check_inversion_operator
 from ..progress import show_progress
 from ..spec import LOSS_TERMS, ModelSpec
-from .scale import scale_correction
+from .scale import HOMOGENEITY, scale_correction
 from .schedule import annealing_progress, cosine_lr
 
 
@@ -154,35 +154,29 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
             break
     if bar is not None:
         bar.close()
-    result = _finish(net, problem, operator, octaves, device)
+    rho, larmor, predicted, stats = _final_maps(net, problem, operator, octaves, device)
     history = history[:step_index].numpy()
-    result_history = {name: history[:, i] for i, name in enumerate(columns)}
-    result.history = result_history
-    result.stats.update(steps=step_index, final_loss=float(history[-1, 0]) if step_index
-                        else float("nan"), diverged=int(diverged))
-    result.diverged = diverged
-    result.messages = messages
-    result.wall_time_s = time.perf_counter() - start
-    result.field = net
-    return result
+    stats.update(steps=step_index, diverged=int(diverged),
+                 final_loss=float(history[-1, 0]) if step_index else float("nan"))
+    return MapResult(rho=rho, larmor=larmor, predicted=predicted, stats=stats,
+                     history={name: history[:, i] for i, name in enumerate(columns)},
+                     wall_time_s=time.perf_counter() - start, diverged=diverged,
+                     messages=messages, field=net)
 
 
-def _finish(net: NeuralField, problem: InverseProblem, operator: str, octaves: int,
-            device) -> MapResult:
-    """Evaluate the field on the full grid at β = K and apply the scale correction."""
+def _final_maps(net: NeuralField, problem: InverseProblem, operator: str, octaves: int,
+                device) -> tuple:
+    """``(ρ, ω_L, S_pred, stats)`` on the full grid at β = K, scale-corrected, as numpy."""
     coords = pixel_coordinates(problem.n, device=device)
     with torch.no_grad():
         rho, larmor = net(coords, float(octaves))
         rho, larmor = rho.to(torch.float64), larmor.to(torch.float64)
-        forward = problem.operator(operator)
-        predicted = forward(rho, larmor)
+        predicted = problem.operator(operator)(rho, larmor)
         observed = problem.observed(dtype=torch.float64, device=device)
         stats = scale_correction(observed, predicted, operator)
         alpha = stats["scale_correction"]
-        power = 2 if operator == "F1" else 1
-    return MapResult(rho=(alpha * rho).cpu().numpy(), larmor=larmor.cpu().numpy(),
-                     predicted=(alpha ** power * predicted).cpu().numpy(), stats=stats,
-                     history={}, wall_time_s=0.0)
+    return ((alpha * rho).cpu().numpy(), larmor.cpu().numpy(),
+            (alpha ** HOMOGENEITY[operator] * predicted).cpu().numpy(), stats)
 
 
 def _progress_bar(total: int, show: "bool | None"):

@@ -78,8 +78,7 @@ class NoiseSpectrumModel:
     def __call__(self, *args, **kwargs) -> torch.Tensor:
         """Sample sites in order; returns the predicted spectrum ``(n_freq, ny, nx)``.
 
-        Extra arguments (the guide's) are ignored.  The likelihoods skip argument validation
-        so that a diverging fit yields a NaN loss for the fit's NaN guard, not an exception.
+        Extra arguments (the guide's) are ignored.
         """
         w = self.weights
         rho = self._latent("rho", constraints.nonnegative)
@@ -87,12 +86,12 @@ class NoiseSpectrumModel:
         predicted = self.operator(rho, larmor)
         if w.log_mse > 0:
             pyro.sample("log_mse", dist.Normal(log_noise_map(predicted, self.log_eps),
-                                               self.sigma["log_mse"], validate_args=False)
+                                               self.sigma["log_mse"])
                         .to_event(2), obs=self.log_map_obs)
         if w.noise_map > 0:
             pyro.sample("noise_map",
                         dist.Normal(losses.mean_normalized(noise_map(predicted)),
-                                    self.sigma["noise_map"], validate_args=False).to_event(2),
+                                    self.sigma["noise_map"]).to_event(2),
                         obs=self.noise_map_obs)
         if w.direct_density > 0:
             pyro.factor("direct_density",
