@@ -23,7 +23,7 @@ from nvbayes.spec import load_spec
 def step_times(spec, problem, stage, steps: int, repeats: int) -> list[float]:
     """``repeats`` means of ``steps`` steps (after 5 warm-up steps), seconds per step."""
     torch.manual_seed(0)
-    net = build_field(spec, problem.band)
+    net = build_field(spec, problem)
     model = NoiseSpectrumModel(problem.operator("F2", stage.downsample),
                                problem.observed(stage.downsample), stage.weights, spec.log_eps)
     guide = FieldGuide(net, pixel_coordinates(problem.n // stage.downsample))

@@ -1,8 +1,9 @@
 """Model specifications: the TOML files of ``models/`` as typed, validated objects.
 
-A specification names the parameterization (``[field]``), the optimizer (``[optimizer]``) and
-the curriculum (one ``[[stages]]`` table per stage, each with its loss weights).  ``nvbayes fit
---model NAME`` reads ``models/NAME.toml``; a path to a ``.toml`` file works too.
+A specification names the parameterization (``[field]``, one of :data:`FIELD_KINDS`), the
+optimizer (``[optimizer]``), optionally the ADMM splitting (``[admm]``) and the curriculum (one
+``[[stages]]`` table per stage, each with its loss weights).  ``nvbayes fit --model NAME``
+reads ``models/NAME.toml``; a path to a ``.toml`` file works too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tomllib
 from .errors import ParameterError
 
 #: Loss terms of the NeTMY objective (paper Eq. 6, Table 7) plus the spectrum-shape term.
-LOSS_TERMS = ("log_mse", "noise_map", "direct_density", "sparsity", "l1", "tv",
+LOSS_TERMS = ("log_mse", "noise_map", "direct_density", "sparsity", "l1", "l2", "tv",
               "spectrum_shape")
 
 
@@ -25,8 +26,9 @@ class LossWeights:
     """Weights of the objective's terms; a weight of 0 removes the term from the model.
 
     ``log_mse`` is D (Eq. 19), ``noise_map`` R_nm, ``direct_density`` R_ds, ``sparsity`` and
-    ``l1`` the two L1 entries of Table 7, ``tv`` the anisotropic TV and ``spectrum_shape`` the
-    per-frequency shape term of :mod:`nvbayes.model.losses`.
+    ``l1`` the two L1 entries of Table 7, ``l2`` the Tikhonov term ``Σ ρ²`` (appendix E.2),
+    ``tv`` the anisotropic TV and ``spectrum_shape`` the per-frequency shape term of
+    :mod:`nvbayes.model.losses`.
     """
 
     log_mse: float = 0.0
@@ -34,6 +36,7 @@ class LossWeights:
     direct_density: float = 0.0
     sparsity: float = 0.0
     l1: float = 0.0
+    l2: float = 0.0
     tv: float = 0.0
     spectrum_shape: float = 0.0
 
@@ -73,8 +76,8 @@ class Stage:
 
 
 @dataclass(frozen=True)
-class FieldSpec:
-    """The neural field of Table 5."""
+class NeuralFieldSpec:
+    """The NeTMY neural field of Table 5 (:class:`nvbayes.fields.NeuralField`)."""
 
     kind: str = "neural"
     octaves: int = 12
@@ -86,8 +89,6 @@ class FieldSpec:
     off_support: str = "zero"
 
     def __post_init__(self):
-        if self.kind != "neural":
-            raise ParameterError(f"unknown field kind {self.kind!r}", "use kind = \"neural\"")
         if self.off_support not in ("zero", "centre"):
             raise ParameterError(f"off_support = {self.off_support!r}",
                                  "use \"zero\" (the paper) or \"centre\"")
@@ -97,17 +98,123 @@ class FieldSpec:
 
 
 @dataclass(frozen=True)
+class PixelFieldSpec:
+    """A free density, one value per pixel (Tikhonov, ADMM, L-BFGS; appendix E.2)."""
+
+    kind: str = "pixels"
+
+
+@dataclass(frozen=True)
+class SplatFieldSpec:
+    """Anisotropic Gaussian primitives with adaptive density control (appendix E.2).
+
+    Lengths (``merge_distance``, ``split_width``) are in units of the standoff z0, the
+    resolution scale of the dipolar kernel; ``grad_ratio`` selects the primitives whose mean
+    positional gradient since the last densification is at least that multiple of the mean
+    over all primitives.
+    """
+
+    kind: str = "splats"
+    count: int = 64
+    max_count: int = 128
+    densify_from: int = 50
+    densify_until: int = 300
+    densify_every: int = 50
+    grad_ratio: float = 2.0
+    split_width: float = 1.0
+    merge_distance: float = 0.5
+    prune_fraction: float = 0.01
+
+    def __post_init__(self):
+        if not 1 <= self.count <= self.max_count:
+            raise ParameterError(f"splat count {self.count} with max_count {self.max_count}",
+                                 "use 1 <= count <= max_count")
+        if self.densify_every < 1:
+            raise ParameterError(f"densify_every = {self.densify_every}", "use an integer >= 1")
+
+
+@dataclass(frozen=True)
+class DecoderFieldSpec:
+    """The Deep Decoder: 1×1 convolutions and bilinear upsampling from a fixed random input.
+
+    One upsampling stage per entry of ``channels`` (the output channels of its convolution);
+    the last entry must be 1, the density.
+    """
+
+    kind: str = "decoder"
+    channels: tuple[int, ...] = (128, 128, 128, 128, 1)
+    upsample: str = "bilinear"
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if len(self.channels) < 1 or self.channels[-1] != 1 or min(self.channels) < 1:
+            raise ParameterError(f"decoder channels {list(self.channels)}",
+                                 "list positive widths ending in 1")
+        if self.upsample not in ("bilinear", "nearest"):
+            raise ParameterError(f"upsample = {self.upsample!r}", "use bilinear or nearest")
+
+
+#: ``[field] kind`` → its specification class.
+FIELD_KINDS = {"neural": NeuralFieldSpec, "pixels": PixelFieldSpec, "splats": SplatFieldSpec,
+               "decoder": DecoderFieldSpec}
+FieldSpec = NeuralFieldSpec
+
+OPTIMIZERS = ("adamw", "adam", "lbfgs")
+
+
+@dataclass(frozen=True)
 class OptimizerSpec:
-    """AdamW with global gradient-norm clipping and a per-stage cosine schedule."""
+    """The optimizer: AdamW or Adam (with a per-stage cosine schedule, ``final_lr_fraction``
+    1 keeps it constant) or L-BFGS (one stage step = one outer iteration of at most
+    ``inner_iterations`` evaluations; ``history_size``; ``line_search`` strong_wolfe or none).
+
+    ``grad_clip`` is the global gradient-norm limit (0: none); ``weight_decay`` is decoupled
+    for AdamW and added to the gradient for Adam.
+    """
 
     name: str = "adamw"
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     final_lr_fraction: float = 0.01
+    history_size: int = 20
+    inner_iterations: int = 20
+    line_search: str = "strong_wolfe"
 
     def __post_init__(self):
-        if self.name != "adamw":
-            raise ParameterError(f"unknown optimizer {self.name!r}", "use name = \"adamw\"")
+        if self.name not in OPTIMIZERS:
+            raise ParameterError(f"unknown optimizer {self.name!r}",
+                                 f"use name = one of {', '.join(OPTIMIZERS)}")
+        if self.line_search not in ("strong_wolfe", "none"):
+            raise ParameterError(f"line_search = {self.line_search!r}",
+                                 "use \"strong_wolfe\" or \"none\"")
+        if not 0 < self.final_lr_fraction <= 1:
+            raise ParameterError(f"final_lr_fraction = {self.final_lr_fraction}",
+                                 "use a fraction in (0, 1]")
+
+
+@dataclass(frozen=True)
+class AdmmSpec:
+    """ADMM splitting ρ = z (appendix E.2); a stage step is one outer cycle.
+
+    Each cycle runs ``inner_steps`` optimizer steps on the smooth objective plus the
+    augmented-Lagrangian penalty ``(μ/2)‖ρ − z + u‖²``, then ``z = clip(ρ + u − κ, 0, ρ_max)``
+    (ℓ1 shrinkage κ = ``shrinkage`` and the box), then ``u ← u + ρ − z``.  ``upper_bound``
+    sets ``ρ_max`` as a multiple of the total mass of the energy-matched uniform start (all
+    the measured energy in one pixel at 1).  The stage ends early once ``‖ρ − z‖∞ <
+    tolerance``.
+    """
+
+    penalty: float = 1e-3
+    inner_steps: int = 30
+    shrinkage: float = 1e-2
+    upper_bound: float = 1.0
+    tolerance: float = 1e-3
+
+    def __post_init__(self):
+        if not (self.penalty > 0 and self.inner_steps >= 1 and self.shrinkage >= 0
+                and self.upper_bound > 0 and self.tolerance > 0):
+            raise ParameterError("[admm] needs penalty > 0, inner_steps >= 1, shrinkage >= 0, "
+                                 "upper_bound > 0 and tolerance > 0", "fix the [admm] table")
 
 
 @dataclass(frozen=True)
@@ -116,9 +223,29 @@ class ModelSpec:
     description: str = ""
     method: str = "map"
     log_eps: float = 1e-10
-    field: FieldSpec = FieldSpec()
+    field: "NeuralFieldSpec | PixelFieldSpec | SplatFieldSpec | DecoderFieldSpec" = \
+        NeuralFieldSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
     stages: tuple[Stage, ...] = ()
+    admm: "AdmmSpec | None" = None
+
+    def __post_init__(self):
+        if self.admm is not None and self.field.kind != "pixels":
+            raise ParameterError(f"{self.name}: ADMM splits a free density",
+                                 "use [field] kind = \"pixels\" with an [admm] table")
+        if self.admm is not None and self.optimizer.name == "lbfgs":
+            raise ParameterError(f"{self.name}: ADMM's inner steps need adam or adamw",
+                                 "set [optimizer] name = \"adam\" with an [admm] table")
+        if self.field.kind != "neural" and any(s.downsample != 1 for s in self.stages):
+            raise ParameterError(f"{self.name}: a {self.field.kind} field has one resolution",
+                                 "use downsample = 1 in every stage")
+
+    @property
+    def solver(self) -> str:
+        """``admm``, ``lbfgs`` or ``gradient`` (Adam/AdamW steps)."""
+        if self.admm is not None:
+            return "admm"
+        return "lbfgs" if self.optimizer.name == "lbfgs" else "gradient"
 
     @property
     def total_steps(self) -> int:
@@ -151,12 +278,20 @@ def spec_from_dict(data: dict, where: str = "model") -> ModelSpec:
         stage = dict(stage)
         weights = _build(LossWeights, stage.pop("weights", {}), f"{where} stage {i} weights")
         built.append(_build(Stage, stage | {"weights": weights}, f"{where} stage {i}"))
-    field_spec = _build(FieldSpec, data.pop("field", {}), f"{where} [field]")
+    field_table = dict(data.pop("field", {}))
+    kind = field_table.get("kind", "neural")
+    if kind not in FIELD_KINDS:
+        raise ParameterError(f"{where} [field]: unknown kind {kind!r}",
+                             f"use one of {', '.join(FIELD_KINDS)}")
+    field_spec = _build(FIELD_KINDS[kind], field_table, f"{where} [field]")
     optimizer = _build(OptimizerSpec, data.pop("optimizer", {}), f"{where} [optimizer]")
+    admm = data.pop("admm", None)
+    if admm is not None:
+        admm = _build(AdmmSpec, admm, f"{where} [admm]")
     if "name" not in data:
         raise ParameterError(f"{where} has no name", "add name = \"...\" at the top")
     return _build(ModelSpec, data | {"field": field_spec, "optimizer": optimizer,
-                                     "stages": tuple(built)}, where)
+                                     "stages": tuple(built), "admm": admm}, where)
 
 
 def models_dir() -> Path:

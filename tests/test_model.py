@@ -10,7 +10,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 
 from nvbayes.fields import NeuralField, pixel_coordinates
-from nvbayes.inference.map import FieldGuide, traced_objective
+from nvbayes.inference.objective import FieldGuide, traced_objective
 from nvbayes.inference.scale import scale_correction
 from nvbayes.inference.schedule import annealing_progress, cosine_lr
 from nvbayes.model import losses

@@ -8,6 +8,7 @@ spatial mean of a map ``A``:
     R_nm   = mean_r (N_pred / N̄_pred − N_obs / N̄_obs)²
     R_ds   = mean_r (ρ² / mean(ρ²) − N_obs / N̄_obs)²
     ‖ρ‖₁   = Σ_r |ρ|
+    ‖ρ‖₂²  = Σ_r ρ²                                                   (Tikhonov, appendix E.2)
     TV(ρ)  = Σ_r |ρ(r + e_x) − ρ(r)| + |ρ(r + e_y) − ρ(r)|           (anisotropic)
     R_sh   = Σ_r w(r) mean_ω (s_pred − s_obs)² / Σ_r w(r),   s = S / mean_ω S,  w = max(N̂_obs, 0)
 
@@ -24,7 +25,7 @@ import torch
 from ..physics.noise_map import log_mse, noise_map, normalized_noise_map
 
 __all__ = [
-    "anisotropic_tv", "direct_density_mse", "l1_norm", "log_mse", "mean_normalized",
+    "anisotropic_tv", "direct_density_mse", "l1_norm", "l2_norm", "log_mse", "mean_normalized",
     "noise_map_mse", "spectrum_shape_mse", "spectrum_shape_weights",
 ]
 
@@ -54,6 +55,11 @@ def direct_density_mse(rho: torch.Tensor, observed: torch.Tensor) -> torch.Tenso
 def l1_norm(rho: torch.Tensor) -> torch.Tensor:
     """``Σ_r |ρ(r)|``."""
     return rho.abs().sum(dim=(-2, -1))
+
+
+def l2_norm(rho: torch.Tensor) -> torch.Tensor:
+    """``Σ_r ρ(r)²``, the squared ℓ2 norm."""
+    return (rho * rho).sum(dim=(-2, -1))
 
 
 def anisotropic_tv(rho: torch.Tensor) -> torch.Tensor:

@@ -3,8 +3,8 @@
 Latent sites ``rho`` (ρ ≥ 0) and ``larmor`` (ω_L, GHz), both ``(ny, nx)`` with flat
 (improper) base measures; everything else is a named term of the negative log joint::
 
-    −log p(ρ, ω_L, S_obs) = λ_D·D + λ_N·R_nm + λ_ρ·R_ds + λ_s‖ρ‖₁ + λ_1‖ρ‖₁ + λ_TV·TV(ρ)
-                            + λ_sh·R_sh + const
+    −log p(ρ, ω_L, S_obs) = λ_D·D + λ_N·R_nm + λ_ρ·R_ds + λ_s‖ρ‖₁ + λ_1‖ρ‖₁ + λ_2‖ρ‖₂²
+                            + λ_TV·TV(ρ) + λ_sh·R_sh + const
 
 * ``log_mse``: the log noise map as a Gaussian likelihood,
   ``ℓ_obs(r) ~ Normal(ℓ_pred(r), σ_D)`` with ``σ_D² = |Ω| / (2 λ_D)``, so its negative log
@@ -12,6 +12,8 @@ Latent sites ``rho`` (ρ ≥ 0) and ``larmor`` (ω_L, GHz), both ``(ny, nx)`` wi
 * ``noise_map``: likewise for the mean-normalized noise maps, ``λ_N · R_nm``;
 * ``sparsity`` and ``l1``: the two L1 entries of Table 7, each an exponential prior on ρ ≥ 0
   (a Laplace prior restricted to the half line) up to its constant;
+* ``l2``: the Tikhonov term of the free-density baseline, a half-normal prior on ρ ≥ 0 up to
+  its constant;
 * ``tv``, ``direct_density``, ``spectrum_shape``: ``pyro.factor`` terms.
 
 A weight of 0 removes its site.  The terms are in :mod:`nvbayes.model.losses`; the operator is
@@ -32,7 +34,7 @@ from ..spec import LossWeights
 from . import losses
 
 #: Sites whose negative log density is the loss term itself (no Gaussian normalizer).
-FACTOR_TERMS = ("direct_density", "sparsity", "l1", "tv", "spectrum_shape")
+FACTOR_TERMS = ("direct_density", "sparsity", "l1", "l2", "tv", "spectrum_shape")
 #: Sites that are Gaussian observations of a map.
 GAUSSIAN_TERMS = ("log_mse", "noise_map")
 
@@ -100,6 +102,8 @@ class NoiseSpectrumModel:
             pyro.factor("sparsity", -w.sparsity * losses.l1_norm(rho))
         if w.l1 > 0:
             pyro.factor("l1", -w.l1 * losses.l1_norm(rho))
+        if w.l2 > 0:
+            pyro.factor("l2", -w.l2 * losses.l2_norm(rho))
         if w.tv > 0:
             pyro.factor("tv", -w.tv * losses.anisotropic_tv(rho))
         if w.spectrum_shape > 0:

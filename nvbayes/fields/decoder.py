@@ -1,0 +1,68 @@
+"""The Deep Decoder: an untrained convolutional generator as the density (Heckel & Hand).
+
+A fixed random input ``z`` ``(c₀, s, s)`` with ``s = ⌈n / 2^L⌉`` passes through ``L`` stages;
+stage ``i`` is a 1×1 convolution to ``channels[i]`` channels and an upsampling (bilinear by
+default) to ``⌈n / 2^(L−1−i)⌉`` pixels, followed, except after the last stage, by a ReLU and a
+per-channel normalization (batch norm over the pixels of the one image, with learned scale and
+shift).  The last stage has one channel, the density, clamped at 0 (appendix E.2).  With the
+paper's ``channels = [128, 128, 128, 128, 1]`` and n = 64 the input is 2 × 2.
+
+Uniform start: the last convolution's weights are 0 and its bias is ``level``, so the first
+density is exactly uniform; every layer still receives gradient from the second step on.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..physics.geometry import coarsen
+
+
+class DeepDecoder(nn.Module):
+    """``forward(coords (m, m, 2)) → ρ (m, m)``, generated at ``size`` and block-averaged."""
+
+    def __init__(self, size: int, channels=(128, 128, 128, 128, 1), level: float = 1.0,
+                 upsample: str = "bilinear"):
+        super().__init__()
+        channels = tuple(int(c) for c in channels)
+        stages = len(channels)
+        self.size = int(size)
+        self.upsample = upsample
+        self.sizes = [math.ceil(size / 2 ** (stages - 1 - i)) for i in range(stages)]
+        first = math.ceil(size / 2 ** stages)
+        self.register_buffer("input", torch.randn(1, channels[0], first, first))
+        convs, norms = [], []
+        fan_in = channels[0]
+        for i, width in enumerate(channels):
+            convs.append(nn.Conv2d(fan_in, width, kernel_size=1))
+            if i < stages - 1:
+                norms.append(nn.BatchNorm2d(width))
+            fan_in = width
+        self.convs = nn.ModuleList(convs)
+        self.norms = nn.ModuleList(norms)
+        with torch.no_grad():
+            self.convs[-1].weight.zero_()
+            self.convs[-1].bias.fill_(float(level))
+
+    def image(self) -> torch.Tensor:
+        """The generated density ``(size, size)``."""
+        h = self.input
+        for i, conv in enumerate(self.convs):
+            h = conv(h)
+            mode = {"mode": self.upsample}
+            if self.upsample == "bilinear":
+                mode["align_corners"] = False
+            h = F.interpolate(h, size=(self.sizes[i],) * 2, **mode)
+            if i < len(self.norms):
+                h = self.norms[i](torch.relu(h))
+        return h[0, 0].clamp(min=0.0)
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        n = coords.shape[-2]
+        if self.size % n:
+            raise ValueError(f"a {self.size}-pixel decoder cannot be shown on {n} pixels")
+        return coarsen(self.image(), self.size // n)

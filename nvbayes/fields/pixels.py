@@ -1,0 +1,89 @@
+"""Per-pixel parameterizations: a free density and a free Larmor field (appendix E.2).
+
+The free-density baselines (Tikhonov, ADMM, L-BFGS) optimize ρ itself, one value per pixel:
+the parameterization Jacobian is the identity, so the raw density gradient is executed
+verbatim (section 5.3).  Every baseline pairs its density with :class:`LarmorMap`, and
+:class:`DensityField` joins the two behind the interface of
+:class:`~nvbayes.fields.NeuralField`: coordinates ``(n, n, 2)`` and β in, ``(ρ, ω_L)`` out.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..physics.geometry import coarsen
+from .heads import larmor_head
+
+
+def _factor(size: int, n: int) -> int:
+    if size % n:
+        raise ValueError(f"a {size}-pixel map cannot be shown on a {n}-pixel grid")
+    return size // n
+
+
+class PixelDensity(nn.Module):
+    """``ρ = max(v, 0)`` for a free map ``v`` ``(size, size)``, started uniform at ``level``.
+
+    :meth:`project_` clamps ``v`` at 0 in place (projected gradient steps); on a coarser grid
+    the map is block-averaged.
+    """
+
+    def __init__(self, size: int, level: float = 1.0):
+        super().__init__()
+        self.values = nn.Parameter(torch.full((size, size), float(level)))
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        n = coords.shape[-2]
+        return coarsen(self.values.clamp(min=0.0), _factor(self.values.shape[-1], n))
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        self.values.clamp_(min=0.0)
+
+
+class LarmorMap(nn.Module):
+    """``ω_L = ω_min + (ω_max − ω_min) σ(h)`` for free per-pixel logits ``h`` ``(size, size)``.
+
+    The logits start at 0, the band centre.  Under F1 and F2 ω_L is read at the readout pixel,
+    so it is a field over the whole window, not only the support.
+    """
+
+    def __init__(self, size: int, band: tuple[float, float]):
+        super().__init__()
+        self.band = (float(band[0]), float(band[1]))
+        self.logits = nn.Parameter(torch.zeros(size, size))
+
+    def forward(self, coords: torch.Tensor) -> torch.Tensor:
+        n = coords.shape[-2]
+        return larmor_head(coarsen(self.logits, _factor(self.logits.shape[-1], n)), self.band)
+
+
+class DensityField(nn.Module):
+    """A density module and a :class:`LarmorMap` as one field ``(coords, β) → (ρ, ω_L)``.
+
+    β (the Fourier annealing of NeTMY) is accepted and ignored.  ``project_`` and the splats'
+    densification hooks of the density are exposed here for the solvers.
+    """
+
+    def __init__(self, density: nn.Module, larmor: LarmorMap):
+        super().__init__()
+        self.density = density
+        self.larmor = larmor
+
+    def forward(self, coords: torch.Tensor, beta: float = 0.0):
+        return self.density(coords), self.larmor(coords)
+
+    def project_(self) -> None:
+        project = getattr(self.density, "project_", None)
+        if project is not None:
+            project()
+
+    def observe_gradients(self) -> None:
+        observe = getattr(self.density, "observe_gradients", None)
+        if observe is not None:
+            observe()
+
+    def densify(self, step: int) -> bool:
+        densify = getattr(self.density, "densify", None)
+        return bool(densify(step)) if densify is not None else False

@@ -1,0 +1,69 @@
+"""The per-stage objective every MAP solver minimizes: a Pyro model and a Delta guide.
+
+For a stage of the curriculum the measurement and the operator are coarsened by the stage's
+``downsample``, the model is :class:`~nvbayes.model.NoiseSpectrumModel` with the stage's loss
+weights, and the guide puts point masses at the field's output on that stage's pixel grid.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+
+from ..fields import pixel_coordinates
+from ..model.netmy import NoiseSpectrumModel
+from ..model.problem import InverseProblem
+from ..spec import ModelSpec, Stage
+
+
+class FieldGuide:
+    """Pyro guide ``guide(beta)``: Delta sites ``rho`` and ``larmor`` at the field's output.
+
+    ``field`` is any module ``(coords, β) → (ρ, ω_L)``; ``coords`` ``(n, n, 2)`` fixes the
+    pixel grid of the stage.
+    """
+
+    def __init__(self, field: torch.nn.Module, coords: torch.Tensor):
+        self.field = field
+        self.coords = coords
+
+    def __call__(self, beta: float, *args, **kwargs):
+        pyro.module("field", self.field)
+        rho, larmor = self.field(self.coords, beta)
+        pyro.sample("rho", dist.Delta(rho, event_dim=2))
+        pyro.sample("larmor", dist.Delta(larmor, event_dim=2))
+        return rho, larmor
+
+
+def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, operator: str,
+                    field: torch.nn.Module, device) -> tuple[NoiseSpectrumModel, FieldGuide]:
+    """``(model, guide)`` of one stage."""
+    model = NoiseSpectrumModel(problem.operator(operator, stage.downsample),
+                               problem.observed(stage.downsample, device=device),
+                               stage.weights, spec.log_eps)
+    guide = FieldGuide(field, pixel_coordinates(problem.n // stage.downsample, device=device))
+    return model, guide
+
+
+def traced_objective(model: NoiseSpectrumModel, guide: FieldGuide, beta: float):
+    """``(loss, terms)``: the negative log joint minus its constant, and its named terms.
+
+    The loss is ``−log p(ρ, ω_L, S_obs) + log q(ρ, ω_L)`` with the guide's draws replayed in
+    the model, as Trace_ELBO computes it; a Delta guide has ``log q = 0``.
+    """
+    # a NaN here is the NaN guard's business (the solvers), not an exception or a warning
+    with pyro.validation_enabled(False), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Encountered NaN")
+        guide_trace = poutine.trace(guide).get_trace(beta)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(beta)
+        model_trace.compute_log_prob()
+        guide_trace.compute_log_prob()
+    terms = model.loss_terms(model_trace)
+    log_q = sum(site["log_prob_sum"] for site in guide_trace.nodes.values()
+                if site["type"] == "sample")
+    loss = torch.stack(list(terms.values())).sum() + log_q
+    return loss, terms
