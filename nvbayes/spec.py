@@ -111,7 +111,8 @@ class SplatFieldSpec:
     Lengths (``merge_distance``, ``split_width``) are in units of the standoff z0, the
     resolution scale of the dipolar kernel; ``grad_ratio`` selects the primitives whose mean
     positional gradient since the last densification is at least that multiple of the mean
-    over all primitives.
+    over all primitives.  ``width_lr_scale`` and ``amplitude_lr_scale`` multiply the learning
+    rate for the log-widths and log-amplitudes.
     """
 
     kind: str = "splats"
@@ -124,6 +125,8 @@ class SplatFieldSpec:
     split_width: float = 1.0
     merge_distance: float = 0.5
     prune_fraction: float = 0.01
+    width_lr_scale: float = 5.0
+    amplitude_lr_scale: float = 50.0
 
     def __post_init__(self):
         if not 1 <= self.count <= self.max_count:

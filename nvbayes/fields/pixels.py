@@ -23,19 +23,27 @@ def _factor(size: int, n: int) -> int:
 
 
 class PixelDensity(nn.Module):
-    """``ρ = max(v, 0)`` for a free map ``v`` ``(size, size)``, started uniform at ``level``.
+    """``ρ = c · max(v, 0)`` for a free map ``v`` ``(size, size)`` started at 1: uniform at
+    ``level`` = c.
 
+    The fixed unit ``c`` makes an optimizer's step a fraction of the starting density whatever
+    the measurement's units: the data term cannot see the scale of ρ, so only these relative
+    steps matter to it.  (In absolute units, Adam's 5e-3 is ten times the energy-matched level
+    of a few-source 32² scene, and one source under F1 then came back with a spurious
+    single-pixel peak at the window's corner, the self-reinforcing maximum of P3.)
     :meth:`project_` clamps ``v`` at 0 in place (projected gradient steps); on a coarser grid
     the map is block-averaged.
     """
 
     def __init__(self, size: int, level: float = 1.0):
         super().__init__()
-        self.values = nn.Parameter(torch.full((size, size), float(level)))
+        self.level = float(level)
+        self.values = nn.Parameter(torch.ones(size, size))
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         n = coords.shape[-2]
-        return coarsen(self.values.clamp(min=0.0), _factor(self.values.shape[-1], n))
+        rho = self.level * self.values.clamp(min=0.0)
+        return coarsen(rho, _factor(self.values.shape[-1], n))
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -78,6 +86,13 @@ class DensityField(nn.Module):
         project = getattr(self.density, "project_", None)
         if project is not None:
             project()
+
+    def param_groups(self) -> list[dict]:
+        """Optimizer groups, each with an ``lr_scale`` relative to the base learning rate."""
+        groups = getattr(self.density, "param_groups", None)
+        density = groups() if groups is not None else [
+            {"params": list(self.density.parameters()), "lr_scale": 1.0}]
+        return density + [{"params": list(self.larmor.parameters()), "lr_scale": 1.0}]
 
     def observe_gradients(self) -> None:
         observe = getattr(self.density, "observe_gradients", None)

@@ -15,14 +15,25 @@ import torch
 from ..model.problem import InverseProblem
 from ..spec import ModelSpec, OptimizerSpec
 from .objective import stage_objective, traced_objective
-from .recorder import Recorder, Snapshot, divergence_message, gradient_norm
+from .recorder import Recorder, Snapshot, gradient_norm
 from .schedule import annealing_progress, cosine_lr
 
 
 def make_optimizer(field: torch.nn.Module, lr: float, spec: OptimizerSpec):
-    """Adam or AdamW over ``field``'s current parameters."""
+    """Adam or AdamW over ``field``'s current parameters, in the field's ``param_groups`` if
+    it has them (each with an ``lr_scale``; see :func:`set_lr`)."""
     cls = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
-    return cls(list(field.parameters()), lr=lr, weight_decay=spec.weight_decay)
+    groups = getattr(field, "param_groups", None)
+    groups = groups() if groups is not None else [{"params": list(field.parameters())}]
+    optimizer = cls(groups, lr=lr, weight_decay=spec.weight_decay)
+    set_lr(optimizer, lr)
+    return optimizer
+
+
+def set_lr(optimizer, lr: float) -> None:
+    """Set every group's rate to ``lr`` times its ``lr_scale`` (default 1)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
 
 
 def clip_gradients(field: torch.nn.Module, limit: float) -> torch.Tensor:
@@ -48,11 +59,11 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
         for t in range(stage.steps):
             beta = annealing_progress(t, stage.steps, octaves)
             lr = cosine_lr(t, stage.steps, stage.lr, opt.final_lr_fraction)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            set_lr(optimizer, lr)
             loss, terms = traced_objective(model, guide, beta)
             if not torch.isfinite(loss):
-                return _diverged(guard, recorder, spec)
+                guard.restore()
+                return [recorder.diverge(spec.total_steps)]
             guard.save()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -60,7 +71,8 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
                 observe()
             grad_norm = clip_gradients(field, opt.grad_clip)
             if not torch.isfinite(grad_norm):
-                return _diverged(guard, recorder, spec)
+                guard.restore()
+                return [recorder.diverge(spec.total_steps)]
             optimizer.step()
             if project is not None:
                 project()
@@ -69,8 +81,3 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
                 guard.save()
             recorder.record(loss, terms, grad_norm, lr=lr, beta=beta, stage=stage_no)
     return []
-
-
-def _diverged(guard: Snapshot, recorder: Recorder, spec: ModelSpec) -> list[str]:
-    guard.restore()
-    return [divergence_message(recorder.count, spec.total_steps)]

@@ -50,7 +50,7 @@ __all__ = ["FieldGuide", "MapResult", "build_field", "fit_map", "traced_objectiv
 SOLVERS = {"gradient": solve_gradient, "lbfgs": solve_lbfgs, "admm": solve_admm}
 #: Extra history columns of each solver.
 SOLVER_COLUMNS = {"gradient": (), "lbfgs": ("evaluations",),
-                  "admm": ("penalty", "primal_residual")}
+                  "admm": ("penalty", "primal_residual", "dual_residual")}
 
 
 @dataclass
@@ -96,7 +96,9 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0) ->
                                  stop=f.densify_until, every=f.densify_every,
                                  grad_ratio=f.grad_ratio, split_width=f.split_width * standoff,
                                  merge_distance=f.merge_distance * standoff,
-                                 prune_fraction=f.prune_fraction)
+                                 prune_fraction=f.prune_fraction,
+                                 width_lr_scale=f.width_lr_scale,
+                                 amplitude_lr_scale=f.amplitude_lr_scale)
         density = GaussianSplats(f.count, level, control)
     else:
         density = DeepDecoder(n, f.channels, level, f.upsample)
@@ -113,11 +115,11 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     device = torch.device(device)
-    level = 1.0 if spec.field.kind == "neural" else uniform_level(problem, operator, device)
+    level = 1.0 if spec.field.kind == "neural" else uniform_level(problem, "F2", device)
     net = build_field(spec, problem, level).to(device)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver])
     messages = SOLVERS[spec.solver](net, problem, spec, operator, device, recorder)
-    diverged = any("diverged" in m for m in messages)
+    diverged = recorder.diverged
     history = recorder.close()
     rho, larmor, predicted, stats = _final_maps(net, problem, operator,
                                                 getattr(spec.field, "octaves", 0), device)

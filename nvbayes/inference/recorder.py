@@ -25,6 +25,7 @@ class Recorder:
         self.columns = COLUMNS + tuple(extra)
         self.rows = torch.full((total, len(self.columns)), float("nan"), dtype=torch.float64)
         self.count = 0
+        self.diverged = False
         self.bar = None
         if show_progress() if show is None else show:
             from tqdm.auto import tqdm
@@ -47,6 +48,12 @@ class Recorder:
             if self.count % 25 == 1:
                 self.bar.set_postfix(stage=int(values.get("stage", 1)),
                                      loss=f"{float(row[0]):.4g}")
+
+    def diverge(self, total: int) -> str:
+        """Flag the fit as diverged; the message that says so."""
+        self.diverged = True
+        return (f"the fit diverged (non-finite loss or gradient) at step {self.count} of "
+                f"{total}; the run holds the last finite state")
 
     def close(self) -> dict[str, np.ndarray]:
         """Close the bar; the history as ``name → (steps,)`` arrays."""
@@ -81,10 +88,6 @@ class Snapshot:
         if self.saved is not None:
             self.module.load_state_dict(self.saved)
 
-
-def divergence_message(step: int, total: int) -> str:
-    return (f"the fit diverged (non-finite loss or gradient) at step {step} of {total}; "
-            f"the run holds the last finite state")
 
 
 def gradient_norm(parameters) -> torch.Tensor:
