@@ -36,7 +36,8 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     Parameters
     ----------
     measurement : an ``nvbayes.measurement/1`` dataset or the path of one.
-    model : a name in ``models/`` (``netmy``, ``netmy-fast``) or a ``.toml`` path.
+    model : a name in ``models/`` (``netmy``, ``netmy-fast`` or a baseline: ``tikhonov``,
+        ``admm``, ``lbfgs``, ``gsplat``, ``deepdecoder``) or a ``.toml`` path.
     method : ``map``.
     operator : the likelihood's operator, ``F1`` or ``F2``.
     sample : which sample of a data set (required when it holds more than one).

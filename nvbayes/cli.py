@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "config.toml, reconstruction.png).")
     fit.add_argument("data", type=Path, help="measurement .nc file")
     fit.add_argument("--model", default="netmy",
-                     help="model name in models/ (netmy, netmy-fast) or a .toml path")
+                     help="model name in models/ (netmy, netmy-fast, tikhonov, admm, lbfgs, "
+                          "gsplat, deepdecoder) or a .toml path")
     fit.add_argument("--method", default="map", help="inference method (map)")
     fit.add_argument("--operator", default="F2", help="likelihood operator, F1 or F2 (F2)")
     fit.add_argument("--sample", type=int, help="sample index in a data set")

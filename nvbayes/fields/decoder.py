@@ -1,12 +1,16 @@
 """The Deep Decoder: an untrained convolutional generator as the density (Heckel & Hand).
 
-A fixed random input ``z`` ``(c₀, s, s)`` with ``s = ⌈n / 2^L⌉`` passes through ``L`` stages;
-stage ``i`` is a 1×1 convolution to ``channels[i]`` channels and an upsampling (bilinear by
-default) to ``⌈n / 2^(L−1−i)⌉`` pixels, followed, except after the last stage, by a ReLU and a
-per-channel normalization (batch norm over the pixels of the one image, with learned scale and
-shift).  The last stage has one channel ``o`` and the density is ``ρ = c · softplus(o)`` with
-the fixed unit ``c`` (``level``), which keeps the network's output of order 1 whatever the
-density's scale.  With the paper's ``channels = [128, 128, 128, 128, 1]`` and n = 64 the
+A fixed random input ``z`` ``(c₀, s, s)`` with ``s = max(2, ⌈n / 2^L⌉)`` passes through ``L``
+stages; stage ``i`` is a 1×1 convolution to ``channels[i]`` channels and an upsampling
+(bilinear by default) to ``max(4, ⌈n / 2^(L−1−i)⌉)`` pixels, followed, except after the last
+stage, by a ReLU and a per-channel normalization (batch norm over the pixels of the one image,
+with learned scale and shift).  The floors matter only on grids smaller than 2^(L+1): there a
+normalization over 1 or 4 pixels would zero or whiten its stage (on a 32² grid the first
+stage was constant and the fits jumped between losses of 0.2 and 8).
+
+The last stage has one channel ``o`` and the density is ``ρ = c · softplus(o)`` with the fixed
+unit ``c`` (``level``), which keeps the network's output of order 1 whatever the density's
+scale.  With the paper's ``channels = [128, 128, 128, 128, 1]`` and n = 64 the
 input is 2 × 2.
 
 The paper clamps ``o`` at 0 instead of the softplus.  With the clamp every fit we tried on a
@@ -41,8 +45,9 @@ class DeepDecoder(nn.Module):
         self.size = int(size)
         self.level = float(level)
         self.upsample = upsample
-        self.sizes = [math.ceil(size / 2 ** (stages - 1 - i)) for i in range(stages)]
-        first = math.ceil(size / 2 ** stages)
+        self.sizes = [max(4, math.ceil(size / 2 ** (stages - 1 - i))) for i in range(stages)]
+        self.sizes[-1] = self.size
+        first = max(2, math.ceil(size / 2 ** stages))
         self.register_buffer("input", torch.randn(1, channels[0], first, first))
         convs, norms = [], []
         fan_in = channels[0]

@@ -7,9 +7,10 @@ with centres ``μ_k`` and per-axis widths ``σ_k = exp(s_k)`` in the ``[−1, 1]
 has its own learning rate (:meth:`GaussianSplats.param_groups`): the base rate for the centres,
 ``width_lr_scale`` times it for ``s`` and ``amplitude_lr_scale`` times it for ``α`` (3DGS:
 5× and 50× its position rate).  With one rate of 1e-3 for all, Adam could change a
-primitive's mass by at most a factor e^0.4 in 400 steps and never switch one off.  The primitives start on a ``⌈√K⌉ × ⌈√K⌉`` lattice
-with σ = half the lattice spacing and one amplitude, which renders a density within about 2 %
-of uniform away from the window's edge.
+primitive's mass by at most a factor e^0.4 in 400 steps and never switch one off.
+
+The primitives start on a ``⌈√K⌉ × ⌈√K⌉`` lattice with σ = half the lattice spacing and one
+amplitude, which renders a density within about 2 % of uniform away from the window's edge.
 
 Densification (appendix E.2, after 3D Gaussian splatting) runs every ``every`` steps from
 ``start`` to ``stop``, on the mean positional gradient ``g_k = ⟨‖∂L/∂μ_k‖⟩`` since the last

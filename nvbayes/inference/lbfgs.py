@@ -36,7 +36,7 @@ def solve_lbfgs(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec
             params, lr=stage.lr, max_iter=opt.inner_iterations, history_size=opt.history_size,
             line_search_fn=None if opt.line_search == "none" else opt.line_search)
 
-        def closure():
+        def closure(optimizer=optimizer, model=model, guide=guide):
             optimizer.zero_grad(set_to_none=True)
             loss, _ = traced_objective(model, guide, 0.0)
             loss.backward()

@@ -1,13 +1,16 @@
-"""Wall time and accuracy of NeTMY presets on F3-simulated measurements inverted under F2.
+"""Wall time and accuracy of model files on F3-simulated measurements (cross-fidelity).
 
-For every model × scene class × sample this simulates the measurement (F3, seed = sample
-index), fits it with ``fit_map`` and evaluates the metrics against the truth.  Each fit appends
-one JSON line to ``--out`` as soon as it ends, so a long sweep can be followed (and resumed:
-finished fits are skipped).  ``--summary`` prints the per-model medians/means from that file.
+For every model × inversion operator × scene class × sample this simulates the measurement
+(F3, seed = sample index), fits it with ``fit_map`` and evaluates the metrics against the
+truth.  Each fit appends one JSON line to ``--out`` as soon as it ends, so a long sweep can be
+followed (and resumed: finished fits are skipped).  ``--summary`` prints the per-model and
+per-operator medians/means from that file.
 
-    python benchmarks/netmy_presets.py --models netmy-fast --per-class 2
-    python benchmarks/netmy_presets.py --models netmy-fast --spectrum-shape 1.0 --tag shape
-    python benchmarks/netmy_presets.py --summary runs/netmy-presets.jsonl --by-class --common
+    python benchmarks/model_fits.py --models netmy-fast --per-class 2
+    python benchmarks/model_fits.py --models tikhonov,admm,lbfgs,gsplat,deepdecoder,netmy-fast \
+        --operators F1,F2 --per-class 1 --out runs/baselines.jsonl
+    python benchmarks/model_fits.py --models netmy-fast --spectrum-shape 1.0 --tag shape
+    python benchmarks/model_fits.py --summary runs/netmy-presets.jsonl --by-class --common
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from nvbayes.model.problem import InverseProblem
 from nvbayes.scenes import PAPER_CLASSES, simulate
 from nvbayes.spec import load_spec
 
-METRICS = ("hungarian_f1", "swd", "gmsd", "larmor_mae", "larmor_mae_detected", "density_mse")
+METRICS = ("hungarian_f1", "swd", "gmsd", "larmor_mae", "larmor_mae_detected", "density_mse",
+           "centre_mass_ratio")
 
 
 def with_shape_weight(spec, weight: float):
@@ -42,7 +46,8 @@ def run(args) -> None:
     if out.exists():
         for line in out.read_text().splitlines():
             r = json.loads(line)
-            done.add((r["tag"], r["scene_class"], r["sample"]))
+            done.add((r["tag"], r.get("operator", "F2"), r["scene_class"], r["sample"],
+                      r.get("repeat", 0)))
     classes = PAPER_CLASSES if args.classes == "all" else args.classes.split(",")
     for name in args.models.split(","):
         spec = load_spec(name)
@@ -51,21 +56,30 @@ def run(args) -> None:
         tag = f"{name}{'+' + args.tag if args.tag else ''}"
         for sample in range(args.first, args.first + args.per_class):
             for cls in classes:
-                if (tag, cls, sample) in done:
-                    continue
-                data = simulate(cls, sample)
-                result = fit_map(InverseProblem.from_measurement(data), spec, args.operator,
-                                 seed=args.seed, show=False)
-                m = metrics.evaluate(result.rho, data.rho_true.values, result.larmor,
-                                     data.larmor_true.values)
-                row = {"tag": tag, "model": name, "scene_class": cls, "sample": sample,
-                       "operator": args.operator, "seed": args.seed,
-                       "wall_time_s": result.wall_time_s, "threads": torch.get_num_threads(),
-                       "diverged": result.diverged} | m
-                with out.open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                print(f"{tag:24s} {cls:15s} #{sample} {result.wall_time_s:6.1f} s  "
-                      + "  ".join(f"{k}={m[k]:.3f}" for k in METRICS), flush=True)
+                for operator in args.operators.split(","):
+                    for repeat in range(args.repeats):
+                        if (tag, operator, cls, sample, repeat) in done:
+                            continue
+                        fit_one(out, spec, name, tag, operator, cls, sample, args.seed, repeat)
+
+
+def fit_one(out: Path, spec, name: str, tag: str, operator: str, cls: str, sample: int,
+            seed: int, repeat: int = 0) -> None:
+    """Fit one measurement and append its row (``repeat`` numbers identical refits, for
+    timing)."""
+    data = simulate(cls, sample)
+    result = fit_map(InverseProblem.from_measurement(data), spec, operator, seed=seed,
+                     show=False)
+    m = metrics.evaluate(result.rho, data.rho_true.values, result.larmor,
+                         data.larmor_true.values)
+    row = {"tag": tag, "model": name, "scene_class": cls, "sample": sample,
+           "operator": operator, "seed": seed, "wall_time_s": result.wall_time_s,
+           "threads": torch.get_num_threads(), "diverged": result.diverged,
+           "steps": result.stats["steps"], "repeat": repeat} | m
+    with out.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    print(f"{tag:14s} {operator} {cls:15s} #{sample} {result.wall_time_s:6.1f} s  "
+          + "  ".join(f"{k}={m[k]:.3f}" for k in METRICS), flush=True)
 
 
 def summary(path: str, by_class: bool = False, samples: "set[tuple] | None" = None) -> None:
@@ -76,19 +90,25 @@ def summary(path: str, by_class: bool = False, samples: "set[tuple] | None" = No
     rows = [json.loads(line) for line in Path(path).read_text().splitlines()]
     if samples is not None:
         rows = [r for r in rows if (r["scene_class"], r["sample"]) in samples]
-    tags = sorted({r["tag"] for r in rows})
-    groups = [(t, None) for t in tags]
+    for r in rows:
+        r.setdefault("operator", "F2")
+    tags = sorted({(r["operator"], r["tag"]) for r in rows})
+    groups = [(op, t, None) for op, t in tags]
     if by_class:
-        groups = [(t, c) for t in tags for c in PAPER_CLASSES]
-    print(f"{'tag':22s} {'class':14s} {'fits':>4s} {'median s':>9s} "
-          + " ".join(f"{m:>12s}" for m in METRICS))
-    for tag, cls in groups:
-        sel = [r for r in rows if r["tag"] == tag and cls in (None, r["scene_class"])]
+        groups = [(op, t, c) for op, t in tags for c in PAPER_CLASSES]
+    print(f"{'op':3s} {'tag':20s} {'class':14s} {'fits':>4s} {'median s':>9s} "
+          + " ".join(f"{m[:12]:>12s}" for m in METRICS))
+    for op, tag, cls in groups:
+        sel = [r for r in rows if r["tag"] == tag and r["operator"] == op
+               and cls in (None, r["scene_class"])]
+        walls = [r["wall_time_s"] for r in sel]
+        sel = [r for r in sel if r.get("repeat", 0) == 0]
         if not sel:
             continue
         cells = [f"{_mean(sel, m):12.3f}" for m in METRICS]
-        wall = statistics.median(r["wall_time_s"] for r in sel)
-        print(f"{tag:22s} {cls or 'all':14s} {len(sel):4d} {wall:9.1f} " + " ".join(cells))
+        wall = statistics.median(walls)
+        print(f"{op:3s} {tag:20s} {cls or 'all':14s} {len(sel):4d} {wall:9.1f} "
+              + " ".join(cells))
 
 
 def _mean(rows: list, metric: str) -> float:
@@ -112,8 +132,10 @@ def main() -> None:
     parser.add_argument("--classes", default="all")
     parser.add_argument("--per-class", type=int, default=2)
     parser.add_argument("--first", type=int, default=0, help="first sample seed")
-    parser.add_argument("--operator", default="F2")
+    parser.add_argument("--operators", default="F2", help="comma-separated, e.g. F1,F2")
     parser.add_argument("--seed", type=int, default=0, help="fit seed")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="identical refits of each cell (median wall time)")
     parser.add_argument("--spectrum-shape", type=float, help="override the shape-term weight")
     parser.add_argument("--tag", default="", help="suffix naming this variant in the output")
     parser.add_argument("--out", default="runs/netmy-presets.jsonl")
