@@ -126,7 +126,7 @@ class SplatFieldSpec:
     merge_distance: float = 0.5
     prune_fraction: float = 0.01
     width_lr_scale: float = 5.0
-    amplitude_lr_scale: float = 50.0
+    amplitude_lr_scale: float = 10.0
 
     def __post_init__(self):
         if not 1 <= self.count <= self.max_count:

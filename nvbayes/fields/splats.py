@@ -5,8 +5,9 @@
 with centres ``μ_k`` and per-axis widths ``σ_k = exp(s_k)`` in the ``[−1, 1]²`` coordinates of
 :func:`~nvbayes.fields.pixel_coordinates`.  As in 3D Gaussian splatting, each kind of parameter
 has its own learning rate (:meth:`GaussianSplats.param_groups`): the base rate for the centres,
-``width_lr_scale`` times it for ``s`` and ``amplitude_lr_scale`` times it for ``α`` (3DGS:
-5× and 50× its position rate).  With one rate of 1e-3 for all, Adam could change a
+``width_lr_scale`` times it for ``s`` and ``amplitude_lr_scale`` times it for ``α`` (5× and
+10× by default; 3DGS uses 5× and 50× its position rate, which here let the primitives
+collapse onto the centre under F2).  With one rate of 1e-3 for all, Adam could change a
 primitive's mass by at most a factor e^0.4 in 400 steps and never switch one off.
 
 The primitives start on a ``⌈√K⌉ × ⌈√K⌉`` lattice with σ = half the lattice spacing and one
@@ -59,7 +60,7 @@ class DensityControl:
     merge_distance: float = 0.5 / 32
     prune_fraction: float = 0.01
     width_lr_scale: float = 5.0
-    amplitude_lr_scale: float = 50.0
+    amplitude_lr_scale: float = 10.0
 
 
 class GaussianSplats(nn.Module):

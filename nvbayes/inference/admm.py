@@ -25,7 +25,7 @@ import torch
 
 from ..model.problem import InverseProblem
 from ..spec import ModelSpec
-from .gradient import clip_gradients, make_optimizer, set_lr
+from .gradient import guarded_step, make_optimizer, set_lr
 from .objective import stage_objective, traced_objective
 from .recorder import Recorder, Snapshot
 from .schedule import cosine_lr
@@ -49,18 +49,10 @@ def solve_admm(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,
             for _ in range(a.inner_steps):
                 loss, terms = traced_objective(model, guide, 0.0)
                 penalty = 0.5 * a.penalty * (rho - z + u).square().sum()
-                total = loss + penalty
-                if not torch.isfinite(total):
-                    guard.restore()
+                grad_norm = guarded_step(loss + penalty, field, optimizer, guard,
+                                         opt.grad_clip)
+                if grad_norm is None:
                     return [recorder.diverge(spec.total_steps)]
-                guard.save()
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                grad_norm = clip_gradients(field, opt.grad_clip)
-                if not torch.isfinite(grad_norm):
-                    guard.restore()
-                    return [recorder.diverge(spec.total_steps)]
-                optimizer.step()
                 field.project_()
             with torch.no_grad():
                 x = rho.detach()

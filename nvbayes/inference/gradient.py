@@ -44,6 +44,29 @@ def clip_gradients(field: torch.nn.Module, limit: float) -> torch.Tensor:
     return gradient_norm(params)
 
 
+def guarded_step(loss: torch.Tensor, field: torch.nn.Module, optimizer, guard: Snapshot,
+                 grad_clip: float, observe=None) -> "torch.Tensor | None":
+    """One NaN-guarded optimizer step on ``loss``: the gradient norm before clipping, or
+    ``None`` (with the state before the step restored) if the loss or gradient is not finite.
+
+    ``observe`` runs between ``backward`` and clipping (the splats' gradient statistics).
+    """
+    if not torch.isfinite(loss):
+        guard.restore()
+        return None
+    guard.save()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if observe is not None:
+        observe()
+    grad_norm = clip_gradients(field, grad_clip)
+    if not torch.isfinite(grad_norm):
+        guard.restore()
+        return None
+    optimizer.step()
+    return grad_norm
+
+
 def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,
                    operator: str, device, recorder: Recorder) -> list[str]:
     """Run every stage; returns messages (a divergence ends the fit at the last finite state)."""
@@ -61,19 +84,9 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
             lr = cosine_lr(t, stage.steps, stage.lr, opt.final_lr_fraction)
             set_lr(optimizer, lr)
             loss, terms = traced_objective(model, guide, beta)
-            if not torch.isfinite(loss):
-                guard.restore()
+            grad_norm = guarded_step(loss, field, optimizer, guard, opt.grad_clip, observe)
+            if grad_norm is None:
                 return [recorder.diverge(spec.total_steps)]
-            guard.save()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if observe is not None:
-                observe()
-            grad_norm = clip_gradients(field, opt.grad_clip)
-            if not torch.isfinite(grad_norm):
-                guard.restore()
-                return [recorder.diverge(spec.total_steps)]
-            optimizer.step()
             if project is not None:
                 project()
             if densify is not None and densify(t + 1):
