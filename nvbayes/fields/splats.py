@@ -106,8 +106,9 @@ class GaussianSplats(nn.Module):
                 {"params": [self.log_widths], "lr_scale": c.width_lr_scale},
                 {"params": [self.log_amplitudes], "lr_scale": c.amplitude_lr_scale}]
 
+    @torch.no_grad()
     def masses(self) -> torch.Tensor:
-        """``2π a σ_y σ_x`` per primitive, the integral of each Gaussian."""
+        """``2π a σ_y σ_x`` per primitive, the integral of each Gaussian (no gradient)."""
         return 2 * math.pi * self.amplitudes * self.log_widths.exp().prod(-1)
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
