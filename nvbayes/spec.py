@@ -160,7 +160,6 @@ class DecoderFieldSpec:
 #: ``[field] kind`` → its specification class.
 FIELD_KINDS = {"neural": NeuralFieldSpec, "pixels": PixelFieldSpec, "splats": SplatFieldSpec,
                "decoder": DecoderFieldSpec}
-FieldSpec = NeuralFieldSpec
 
 OPTIMIZERS = ("adamw", "adam", "lbfgs")
 

@@ -8,9 +8,11 @@ Adam/AdamW steps over the curriculum (:mod:`.gradient`), L-BFGS (:mod:`.lbfgs`) 
 Delta guide (:mod:`.objective`).  After the last stage the energy-ratio scale correction
 (:mod:`.scale`) is applied to every method alike.
 
-Baselines start from the *energy-matched uniform density*: the constant ``c`` whose prediction
-(Larmor field at the band centre) carries the observed energy, ``c = α`` of the scale
-correction applied to ``ρ = 1``.
+Baselines start from the *energy-matched uniform density*: the constant ``c`` whose F2
+prediction (Larmor field at the band centre) carries the observed energy, ``c = α`` of the
+scale correction applied to ``ρ = 1``, whichever operator the fit uses.  (Under F1 a uniform
+sheet lies close to the operator's null space, its coherent field cancelling away from the
+window's edges, so an F1 energy match would set ``c`` by edge effects alone.)
 
 NaN guard: the state of the last step with a finite loss is kept; a non-finite loss or gradient
 restores it and ends the fit early, flagged ``diverged`` in the result.
@@ -68,7 +70,7 @@ class MapResult:
     field: "torch.nn.Module | None" = None   # the fitted field itself (not saved with a run)
 
 
-def uniform_level(problem: InverseProblem, operator: str, device="cpu") -> float:
+def uniform_level(problem: InverseProblem, operator: str = "F2", device="cpu") -> float:
     """The constant density whose prediction carries the observed energy (band-centre ω_L)."""
     n = problem.n
     with torch.no_grad():
@@ -115,7 +117,7 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     device = torch.device(device)
-    level = 1.0 if spec.field.kind == "neural" else uniform_level(problem, "F2", device)
+    level = 1.0 if spec.field.kind == "neural" else uniform_level(problem, device=device)
     net = build_field(spec, problem, level).to(device)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver])
     messages = SOLVERS[spec.solver](net, problem, spec, operator, device, recorder)
