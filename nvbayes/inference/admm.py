@@ -16,7 +16,7 @@ pixels, ``z = v`` exactly wherever no pixel crosses a threshold.  The learning r
 is the stage's cosine schedule over the cycles.  ``v_max`` is ``upper_bound`` times the total
 of the uniform start (the pixel count: all the start's mass in one pixel).  The reported
 density is ``c·z``, which satisfies the box and carries the shrinkage; the history records
-the penalty and the primal residual per cycle.
+the penalty and both residuals per cycle.
 """
 
 from __future__ import annotations
@@ -70,8 +70,9 @@ def solve_admm(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,
                                 f"both < {a.tolerance:g})")
                 break
         else:
-            messages.append(f"ADMM ran all {stage.steps} cycles; the primal residual is "
-                            f"{float(residual):.2e} (tolerance {a.tolerance:g})")
+            messages.append(f"ADMM ran all {stage.steps} cycles; primal residual "
+                            f"{float(residual):.2e}, change of z {float(change):.2e} "
+                            f"(tolerance {a.tolerance:g})")
     with torch.no_grad():
         rho.copy_(z)
     return messages
