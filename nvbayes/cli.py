@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .benchmark.ablation import SWEEPS, TABLE3_METRICS
+from .benchmark.plan import DEFAULT_METHODS, PRESETS
 from .errors import NvbayesError
 from .physics.geometry import GRID, SPACING_NM, STANDOFF_NM, Grid
 from .physics.lorentzian import LARMOR_BAND_GHZ, LINEWIDTH_GHZ, N_FREQ
@@ -75,6 +77,37 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", type=Path, help="run folder (default runs/<data>-<model>-...)")
     fit.set_defaults(handler=_fit)
 
+    bench = sub.add_parser(
+        "benchmark", help="methods x operators x samples x seeds, resumable",
+        description="The paper's benchmark protocol (Tables 1 and 2): fit every sample of a "
+                    "data set with each method under each inversion operator and seed; write "
+                    "results.nc, summary.md and figures to --out.  Cross-fidelity by default "
+                    "(data simulated by F3); --data-operator F1|F2 gives the matched-operator "
+                    "table.  Rerunning with the same --out computes only the missing cells.")
+    _data_arguments(bench)
+    bench.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                       help="comma list: netmy (follows --preset), tikhonov, admm, lbfgs, "
+                            "gsplat, deepdecoder, or .toml paths (default "
+                            f"{','.join(DEFAULT_METHODS)})")
+    bench.add_argument("--operators", default="F1,F2", help="inversion operators (F1,F2)")
+    _run_arguments(bench)
+    bench.set_defaults(handler=_benchmark)
+
+    ablate = sub.add_parser(
+        "ablate", help="NeTMY ablations (Table 3) and hyperparameter sweeps (Table 10)",
+        description="Cumulative ablation of the NeTMY preset (full, -tv, -annealed-pe, -pe, "
+                    "-multiscale, -l1, -gate, -rds; density MSE and masked SSIM as in the "
+                    "paper's Table 3), or with --sweep one axis of Table 10 (lr, width, "
+                    "octaves), through the benchmark machinery (resumable, Dask).")
+    _data_arguments(ablate)
+    ablate.add_argument("--sweep", choices=sorted(SWEEPS),
+                        help="sweep one axis instead of the cumulative ablation")
+    ablate.add_argument("--values", help="comma list of values for --sweep (default: the "
+                                         "paper's grid)")
+    ablate.add_argument("--operators", default="F2", help="inversion operators (F2)")
+    _run_arguments(ablate)
+    ablate.set_defaults(handler=_ablate)
+
     plot = sub.add_parser("plot", help="draw a measurement or redraw a run's figure",
                           description="Draw the noise map, the spectrum at a pixel and the "
                                       "truth of a measurement file, or redraw the figure of "
@@ -86,6 +119,122 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", type=Path, help="output .png (default runs/<name>.png)")
     plot.set_defaults(handler=_plot)
     return parser
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--data", type=Path, help="measurement file with truth (rho_true)")
+    which.add_argument("--classes", help="simulate: 'all' (the paper's eight) or a comma list")
+    p.add_argument("--per-class", type=int, help="samples per class (with --classes)")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="seed of the first simulated sample (0)")
+    p.add_argument("--data-operator", default="F3",
+                   help="operator simulating the data: F3 (cross-fidelity, default), F1 or F2 "
+                        "(matched-operator)")
+    p.add_argument("--grid", type=int, default=GRID, help=f"pixels per side ({GRID})")
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", default="0,1,2", help="fit seeds (0,1,2)")
+    p.add_argument("--preset", default="fast", choices=sorted(PRESETS),
+                   help="NeTMY preset: fast = models/netmy-fast.toml (default), paper = "
+                        "models/netmy.toml")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per fit, on every executor (1)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int,
+                       help="start a local Dask cluster of N worker processes")
+    where.add_argument("--scheduler", help="run on an existing Dask cluster, tcp://HOST:PORT")
+    p.add_argument("--out", type=Path, help="benchmark folder (default runs/<command>-...)")
+
+
+def _benchmark_data(args):
+    """``(dataset, description)`` from --data or --classes/--per-class."""
+    from .benchmark import load_data
+    from .scenes import SimulationSettings, dataset_plan, expand_classes, simulate_dataset
+
+    if args.data is not None:
+        if args.per_class is not None or args.data_operator.upper() != "F3":
+            raise NvbayesError("--per-class and --data-operator describe simulated data",
+                               "drop them with --data (the file says how it was made)")
+        return load_data(args.data), str(args.data)
+    if args.per_class is None:
+        raise NvbayesError("--classes needs the number of samples", "add --per-class K")
+    classes = expand_classes(args.classes)
+    settings = SimulationSettings(grid=Grid(args.grid), operator=args.data_operator)
+    plan = dataset_plan(classes, args.per_class, seed=args.data_seed)
+    from .progress import progress
+
+    data = simulate_dataset(plan, settings,
+                            progress=lambda it: progress(it, total=len(plan), desc="simulate"))
+    return data, (f"simulated: {args.classes} x {args.per_class} per class, "
+                  f"{settings.operator.upper()}, seeds from {args.data_seed}, "
+                  f"{args.grid}x{args.grid}")
+
+
+def _executor(args):
+    from .benchmark import DaskExecutor, InProcess
+
+    if args.workers is None and args.scheduler is None:
+        return InProcess(args.threads)
+    return DaskExecutor(args.threads, scheduler=args.scheduler, workers=args.workers)
+
+
+def _execute(args, methods: dict, kind: str, title: str, **extra) -> None:
+    from .benchmark import BenchmarkPlan, run_benchmark
+    from .benchmark.plan import interleaved_order, parse_operators, parse_seeds
+    from .benchmark.runner import with_sample_axis
+
+    operators, seeds = parse_operators(args.operators), parse_seeds(args.seeds)
+    executor = _executor(args)
+    data, description = _benchmark_data(args)
+    data = with_sample_axis(data)
+    order = (interleaved_order(data["scene_class"].values.tolist())
+             if "scene_class" in data.coords else ())
+    plan = BenchmarkPlan(methods, operators, seeds, data.sizes["sample"], args.threads, order)
+    tag = (args.data.stem if args.data is not None
+           else f"{args.classes.replace('/', '-').replace(',', '+')}-{args.per_class}"
+                f"-{args.data_operator.upper()}")
+    out = args.out or RUNS / f"{kind}-{tag}"
+    settings = {"data": description, "preset": args.preset} | extra
+    report = run_benchmark(plan, data, out, executor, kind=kind, title=title,
+                           settings=settings, **({} if kind == "benchmark" else
+                                                 {"summary_metrics": TABLE3_METRICS,
+                                                  "figure_metrics": TABLE3_METRICS}))
+    total = len(plan.cells())
+    print(f"{kind}: {report.folder} ({report.computed} of {total} cells computed now, "
+          f"{report.failed} failed; executor {executor.name})")
+    print(f"summary: {report.folder / 'summary.md'}")
+
+
+def _benchmark(args) -> None:
+    from .benchmark import resolve_methods
+
+    _execute(args, resolve_methods(args.methods, args.preset), "benchmark",
+             "Benchmark (cross-fidelity)" if args.data is None and
+             args.data_operator.upper() == "F3" else "Benchmark")
+
+
+def _ablate(args) -> None:
+    from .benchmark import cumulative_variants, resolve_methods, sweep_variants
+
+    base = resolve_methods("netmy", args.preset)["netmy"]
+    if args.sweep is None:
+        if args.values is not None:
+            raise NvbayesError("--values belongs to --sweep", "add --sweep lr|width|octaves")
+        methods, title, kind = cumulative_variants(base), "Cumulative ablation (Table 3)", \
+            "ablate"
+    else:
+        values = None
+        if args.values is not None:
+            try:
+                values = [float(v) for v in args.values.split(",") if v.strip()]
+            except ValueError:
+                raise NvbayesError(f"--values must be numbers, got {args.values!r}",
+                                   "pass e.g. --values 128,256") from None
+        methods = sweep_variants(base, args.sweep, values)
+        title, kind = f"Sweep of {args.sweep} (Table 10)", f"sweep-{args.sweep}"
+    _execute(args, methods, kind, title)
 
 
 def _simulate(args) -> None:

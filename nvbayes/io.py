@@ -315,6 +315,12 @@ def _toml_value(value) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
+def _toml_key(key: str) -> str:
+    """A bare key where TOML allows one, else a quoted key."""
+    key = str(key)
+    return key if key and all(c.isalnum() or c in "_-" for c in key) else _toml_value(key)
+
+
 def _is_table_list(value) -> bool:
     return isinstance(value, (list, tuple)) and bool(value) and all(
         isinstance(v, dict) for v in value)
@@ -330,9 +336,9 @@ def toml_dumps(data: dict, _prefix: str = "") -> str:
     for key, value in data.items():
         if value is None or isinstance(value, dict) or _is_table_list(value):
             continue
-        lines.append(f"{key} = {_toml_value(value)}")
+        lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
     for key, value in data.items():
-        name = f"{_prefix}{key}"
+        name = f"{_prefix}{_toml_key(key)}"
         if isinstance(value, dict):
             lines += ["", f"[{name}]", toml_dumps(value, name + ".")]
         elif _is_table_list(value):

@@ -49,6 +49,11 @@ SSIM_K = (0.01, 0.03)
 CENTRE_RADIUS_FRACTION = 1.0 / 8.0
 DETECTION_THRESHOLD = 0.3   # τ of the paper's Larmor support mask (Eq. 26)
 
+#: Which way each metric improves: +1 higher is better, −1 lower is better, 0 neither (the
+#: centre-mass ratio describes a reconstruction; its right value depends on the scene).
+BETTER = {"gmsd": -1, "hungarian_f1": +1, "swd": -1, "density_mse": -1, "masked_ssim": +1,
+             "centre_mass_ratio": 0, "larmor_mae": -1, "larmor_mae_detected": -1}
+
 _PREWITT_X = np.array([[1.0, 0.0, -1.0]] * 3) / 3.0
 _PREWITT_Y = _PREWITT_X.T
 

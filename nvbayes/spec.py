@@ -87,6 +87,8 @@ class NeuralFieldSpec:
     skip_layer: int = 3
     support_threshold: float = 0.3
     off_support: str = "zero"
+    annealed: bool = True      # False: every octave on from step 0 (Table 3, −annealed PE)
+    gate: bool = True          # False: ρ = softplus(h_ρ) (Table 3, −gate)
 
     def __post_init__(self):
         if self.off_support not in ("zero", "centre"):

@@ -11,6 +11,7 @@ five hidden layers and the read-out).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .encoding import AnnealedFourierFeatures
@@ -34,12 +35,19 @@ class NeuralField(nn.Module):
     off_support : the Larmor value where the mask is 0: ``"zero"`` (the paper's Eq. 26) or
         ``"centre"`` (the band centre, so that readout pixels beside a source keep an
         in-band Lorentzian under F1/F2; no gradient reaches ``h_ω`` there either way).
+    annealed : ``False`` switches every octave fully on from the first step (β ignored,
+        ``γ_K`` throughout): the "−annealed PE" row of the paper's Table 3.
+    gate : ``False`` drops the gate, ``ρ = softplus(h_ρ)``: the "−gate" row of Table 3
+        (the gate channel is still computed and simply unused).
     """
 
     def __init__(self, band: tuple[float, float], octaves: int = 12, base: float = 2.0,
                  width: int = 320, depth: int = 6, skip_layer: int = 3,
-                 support_threshold: float = SUPPORT_THRESHOLD, off_support: str = "zero"):
+                 support_threshold: float = SUPPORT_THRESHOLD, off_support: str = "zero",
+                 annealed: bool = True, gate: bool = True):
         super().__init__()
+        self.annealed = bool(annealed)
+        self.gate = bool(gate)
         if off_support not in OFF_SUPPORT:
             raise ValueError(f"off_support must be one of {OFF_SUPPORT}, got {off_support!r}")
         self.off_support = off_support
@@ -64,7 +72,7 @@ class NeuralField(nn.Module):
 
     def raw(self, coords: torch.Tensor, beta: float) -> torch.Tensor:
         """The three output channels ``(h_ρ, g, h_ω)`` stacked last: ``(..., 3)``."""
-        encoded = self.encoding(coords, beta)
+        encoded = self.encoding(coords, beta if self.annealed else self.encoding.octaves)
         h = encoded
         for i, layer in enumerate(self.hidden, start=1):
             if i == self.skip_layer and i > 1:
@@ -77,7 +85,10 @@ class NeuralField(nn.Module):
     def forward(self, coords: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ρ, ω_L)``: the gated density and the support-masked Larmor field (GHz)."""
         channels = self.raw(coords, beta)
-        rho = density_head(channels[..., 0], channels[..., 1])
+        if self.gate:
+            rho = density_head(channels[..., 0], channels[..., 1])
+        else:
+            rho = F.softplus(channels[..., 0])
         mask = support_mask(rho, self.support_threshold)
         larmor = mask * larmor_head(channels[..., 2], self.band)
         if self.off_support == "centre":
@@ -86,4 +97,5 @@ class NeuralField(nn.Module):
 
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())
-        return f"band={self.band}, skip_layer={self.skip_layer}, parameters={n}"
+        return (f"band={self.band}, skip_layer={self.skip_layer}, annealed={self.annealed}, "
+                f"gate={self.gate}, parameters={n}")

@@ -88,7 +88,8 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0) ->
     if f.kind == "neural":
         return NeuralField(problem.band, octaves=f.octaves, base=f.base, width=f.width,
                            depth=f.depth, skip_layer=f.skip_layer,
-                           support_threshold=f.support_threshold, off_support=f.off_support)
+                           support_threshold=f.support_threshold, off_support=f.off_support,
+                           annealed=f.annealed, gate=f.gate)
     n = problem.n
     if f.kind == "pixels":
         density = PixelDensity(n, level)

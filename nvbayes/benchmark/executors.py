@@ -1,0 +1,105 @@
+"""Where cells run: in this process, or on a Dask cluster.
+
+An executor takes ``(cell, measurement, spec)`` jobs and yields a
+:class:`~nvbayes.benchmark.cell.CellRecord` for each as it finishes (in completion order).
+Every job calls the same :func:`~nvbayes.benchmark.cell.run_cell` with the plan's thread count,
+so a cell's result does not depend on the executor that ran it.
+
+- :class:`InProcess`: one cell after the other (the default).
+- :class:`DaskExecutor`: ``scheduler="tcp://HOST:PORT"`` submits to an existing cluster;
+  ``workers=N`` starts a ``distributed.LocalCluster`` of N single-threaded worker processes
+  for the duration of the benchmark.  A worker that dies (e.g. out of memory) fails only its
+  cell, which is recorded with the error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Iterator
+
+import torch
+
+from ..errors import ParameterError
+from .cell import CellRecord, failed_record, run_cell
+
+
+class InProcess:
+    """Run the cells here, sequentially."""
+
+    name = "in-process"
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+
+    def __enter__(self):
+        self._saved = torch.get_num_threads()
+        return self
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self._saved)
+        return False
+
+    def run(self, jobs: Iterable[tuple]) -> Iterator[CellRecord]:
+        for cell, measurement, spec in jobs:
+            yield run_cell(cell, measurement, spec, self.threads)
+
+
+class DaskExecutor:
+    """Run the cells on a Dask cluster (an existing one, or a local one started here)."""
+
+    def __init__(self, threads: int = 1, scheduler: "str | None" = None,
+                 workers: "int | None" = None):
+        if (scheduler is None) == (workers is None):
+            raise ParameterError("give either a scheduler address or a worker count",
+                                 "pass --scheduler tcp://HOST:PORT or --workers N")
+        if workers is not None and workers < 1:
+            raise ParameterError(f"--workers must be >= 1, got {workers}",
+                                 "pass --workers 2 or more")
+        self.threads, self.scheduler, self.workers = threads, scheduler, workers
+        self.cluster = self.client = None
+
+    @property
+    def name(self) -> str:
+        if self.scheduler is not None:
+            return f"dask ({self.scheduler})"
+        return f"dask LocalCluster ({self.workers} workers x {self.threads} threads)"
+
+    def __enter__(self):
+        from distributed import Client, LocalCluster
+
+        if self.scheduler is not None:
+            try:
+                self.client = Client(self.scheduler, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise ParameterError(f"cannot reach the Dask scheduler {self.scheduler} "
+                                     f"({type(exc).__name__})",
+                                     "check the address, or use --workers N for a local "
+                                     "cluster") from None
+        else:
+            self.cluster = LocalCluster(n_workers=self.workers,
+                                        threads_per_worker=self.threads, processes=True,
+                                        dashboard_address=None, silence_logs=logging.ERROR)
+            self.client = Client(self.cluster)
+        return self
+
+    def __exit__(self, *exc):
+        if self.client is not None:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+        return False
+
+    def run(self, jobs: Iterable[tuple]) -> Iterator[CellRecord]:
+        from distributed import as_completed
+
+        futures = {}
+        for cell, measurement, spec in jobs:
+            future = self.client.submit(run_cell, cell, measurement, spec, self.threads,
+                                        key=f"nvbayes-{cell.key}", pure=False)
+            futures[future] = cell
+        for future in as_completed(futures):
+            cell = futures[future]
+            try:
+                yield future.result()
+            except Exception as exc:   # noqa: BLE001 - a lost worker fails its cell only
+                yield failed_record(cell, f"{type(exc).__name__}: {exc} (on the cluster)")

@@ -1,0 +1,114 @@
+"""Benchmark figures: metric box plots per scene class, and the paper's Figure-3 grid.
+
+- ``boxplot-METRIC.png``: one panel per scene class; for each method one box per inversion
+  operator over every (sample, seed) of the class.
+- ``grid-CLASS.png`` (``grid.png`` without classes): the first sample of the class at the
+  first seed, truth | each method, one row per inversion operator, one colour scale per row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from ..plots import plt, save_figure
+from .plan import Cell
+from .store import CellStore
+
+OPERATOR_COLOURS = {"F1": "tab:orange", "F2": "tab:blue"}
+BOX_METRICS = ("hungarian_f1", "swd", "gmsd", "density_mse", "masked_ssim", "centre_mass_ratio")
+
+
+def _classes(results: xr.Dataset) -> list[tuple[str, np.ndarray]]:
+    if "scene_class" not in results.coords:
+        return [("all samples", np.arange(results.sizes["sample"]))]
+    names = list(dict.fromkeys(results["scene_class"].values.tolist()))
+    return [(c, np.flatnonzero(results["scene_class"].values == c)) for c in names]
+
+
+def box_plot(results: xr.Dataset, metric: str) -> plt.Figure:
+    groups = _classes(results)
+    cols = min(4, len(groups))
+    rows = -(-len(groups) // cols)
+    methods, ops = list(results["method"].values), list(results["operator"].values)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1, 3.0 * rows),
+                             squeeze=False, sharey=True, constrained_layout=True)
+    width = 0.8 / len(ops)
+    for ax, (name, idx) in zip(axes.flat, groups, strict=False):
+        for j, op in enumerate(ops):
+            data = []
+            for m in methods:
+                v = results[metric].sel({"method": m, "operator": op}).isel(sample=idx).values.ravel()
+                data.append(v[np.isfinite(v)])
+            pos = np.arange(len(methods)) + (j - (len(ops) - 1) / 2) * width
+            box = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True,
+                             showfliers=True, flierprops={"markersize": 2})
+            for patch in box["boxes"]:
+                patch.set_facecolor(OPERATOR_COLOURS.get(op, "tab:grey"))
+                patch.set_alpha(0.6)
+        ax.set_xticks(np.arange(len(methods)), methods, rotation=45, ha="right", fontsize=8)
+        ax.set_title(f"{name} ({idx.size})", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes.flat[len(groups):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(metric)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=OPERATOR_COLOURS.get(op, "tab:grey"),
+                             alpha=0.6) for op in ops]
+    fig.legend(handles, [f"inversion {op}" for op in ops], loc="outside upper right",
+               fontsize=8)
+    fig.suptitle(f"{metric} per scene class (every sample and seed)")
+    return fig
+
+
+def qualitative_grid(results: xr.Dataset, store: CellStore, data: xr.Dataset,
+                     sample: int) -> plt.Figure:
+    methods, ops = list(results["method"].values), list(results["operator"].values)
+    seed = int(results["seed"].values[0])
+    truth = data["rho_true"].isel(sample=sample).values
+    cols = 1 + len(methods)
+    fig, axes = plt.subplots(len(ops), cols, figsize=(2.4 * cols, 2.5 * len(ops)),
+                             squeeze=False, constrained_layout=True)
+    for i, op in enumerate(ops):
+        maps = [store.read(Cell(m, op, sample, seed)) for m in methods]
+        vmax = max([truth.max()] + [r.rho.max() for r in maps if r is not None and
+                                    r.rho is not None])
+        axes[i, 0].imshow(truth, cmap="viridis", vmin=0, vmax=vmax)
+        axes[i, 0].set_title("truth", fontsize=9)
+        axes[i, 0].set_ylabel(f"inversion {op}")
+        for j, (m, rec) in enumerate(zip(methods, maps, strict=True), start=1):
+            ax = axes[i, j]
+            if rec is None or rec.rho is None:
+                ax.text(0.5, 0.5, "failed" if rec is not None else "not run",
+                        ha="center", va="center", transform=ax.transAxes)
+                ax.set_title(m, fontsize=9)
+            else:
+                ax.imshow(rec.rho, cmap="viridis", vmin=0, vmax=vmax)
+                f1 = rec.values.get("hungarian_f1", np.nan)
+                ax.set_title(f"{m}\nF1 {f1:.2f}, SWD {rec.values.get('swd', np.nan):.3f}",
+                             fontsize=8)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    cls = (str(results["scene_class"].values[sample]) if "scene_class" in results.coords
+           else "")
+    fig.suptitle(f"sample {sample} {cls} (data {results.attrs.get('data_operator', '?')}), "
+                 f"seed {seed}; one colour scale per row")
+    return fig
+
+
+def write_figures(results: xr.Dataset, store: CellStore, data: xr.Dataset,
+                  folder: Path, metrics: tuple[str, ...] = BOX_METRICS) -> list[Path]:
+    written = []
+    for metric in metrics:
+        path = folder / f"boxplot-{metric}.png"
+        save_figure(box_plot(results, metric), path)
+        written.append(path)
+    for name, idx in _classes(results):
+        stem = "grid" if name == "all samples" else "grid-" + name.replace("/", "-")
+        path = folder / f"{stem}.png"
+        save_figure(qualitative_grid(results, store, data, int(idx[0])), path)
+        written.append(path)
+    return written

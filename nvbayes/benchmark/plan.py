@@ -1,0 +1,139 @@
+"""What a benchmark computes: methods × inversion operators × samples × seeds.
+
+A *cell* is one fit: the model specification of a method, the operator of its likelihood, one
+sample of the data set and the seed of the fit.  The plan names the methods (each a resolved
+:class:`~nvbayes.spec.ModelSpec`), the operators, the seeds and the number of samples, and
+enumerates the cells in a fixed order (method, operator, sample, seed).
+
+Presets pick the NeTMY specification behind the method name ``netmy``: ``fast`` is
+``models/netmy-fast.toml`` (the CPU preset), ``paper`` is ``models/netmy.toml`` (Table 5 at the
+paper's budgets).  The baselines have one specification each (their paper budgets) in both
+presets.  A method may also be the path of a ``.toml`` file; its name is then the file's stem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ParameterError
+from ..model.problem import check_inversion_operator
+from ..spec import ModelSpec, available_models, load_spec
+
+PRESETS = {"fast": "netmy-fast", "paper": "netmy"}
+DEFAULT_METHODS = ("netmy", "tikhonov", "admm", "gsplat")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One fit of the benchmark; ``sample`` indexes the data set."""
+
+    method: str
+    operator: str
+    sample: int
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe identity, e.g. ``netmy_F2_s0003_seed1``."""
+        safe = "".join(c if c.isalnum() or c in "-+=." else "_" for c in self.method)
+        return f"{safe}_{self.operator}_s{self.sample:04d}_seed{self.seed}"
+
+
+@dataclass(frozen=True)
+class BenchmarkPlan:
+    """Methods (name → specification), operators, seeds, sample count and threads per cell.
+
+    ``threads`` is the number of torch threads of every fit, whichever executor runs it, so
+    that results do not depend on where a cell ran (torch's reductions may change with the
+    thread count).
+    """
+
+    methods: dict
+    operators: tuple[str, ...]
+    seeds: tuple[int, ...]
+    samples: int
+    threads: int = 1
+    sample_order: tuple = ()      # the order samples are visited; default 0 … samples − 1
+
+    def __post_init__(self):
+        if not self.methods:
+            raise ParameterError("no methods to benchmark", "pass --methods, e.g. netmy,tikhonov")
+        if not self.operators:
+            raise ParameterError("no inversion operators", "pass --operators F1,F2")
+        if not self.seeds or min(self.seeds) < 0:
+            raise ParameterError(f"seeds must be >= 0, got {list(self.seeds)}",
+                                 "pass --seeds 0,1,2")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ParameterError(f"repeated seed in {list(self.seeds)}", "list each seed once")
+        if self.samples < 1:
+            raise ParameterError("the data set holds no sample", "pass a data set")
+        if self.threads < 1:
+            raise ParameterError(f"threads per fit must be >= 1, got {self.threads}",
+                                 "pass --threads 1 or more")
+
+        if self.sample_order and sorted(self.sample_order) != list(range(self.samples)):
+            raise ValueError("sample_order must be a permutation of the samples")
+
+    def cells(self) -> list[Cell]:
+        order = self.sample_order or tuple(range(self.samples))
+        return [Cell(m, op, s, seed) for seed in self.seeds for s in order
+                for op in self.operators for m in self.methods]
+
+
+def interleaved_order(labels) -> tuple[int, ...]:
+    """Sample indices taking one of each label in turn (first of every class, then the
+    second, …), so a partial benchmark covers every scene class."""
+    rank: dict = {}
+    keyed = []
+    for i, label in enumerate(labels):
+        keyed.append((rank.get(label, 0), i))
+        rank[label] = rank.get(label, 0) + 1
+    return tuple(i for _, i in sorted(keyed))
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise ParameterError(f"empty {what} list", f"pass a comma-separated {what} list")
+    return items
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in parse_list(text, "seed"))
+    except ValueError:
+        raise ParameterError(f"seeds must be integers, got {text!r}",
+                             "pass e.g. --seeds 0,1,2") from None
+
+
+def parse_operators(text: str) -> tuple[str, ...]:
+    ops = tuple(check_inversion_operator(op) for op in parse_list(text, "operator"))
+    if len(set(ops)) != len(ops):
+        raise ParameterError(f"repeated operator in {text!r}", "list each operator once")
+    return ops
+
+
+def resolve_methods(names: "str | list[str]", preset: str = "fast") -> dict[str, ModelSpec]:
+    """``{name: spec}`` for method names (``netmy`` follows the preset) or ``.toml`` paths."""
+    if preset not in PRESETS:
+        raise ParameterError(f"unknown preset {preset!r}", f"use one of {', '.join(PRESETS)}")
+    if isinstance(names, str):
+        names = parse_list(names, "method")
+    methods: dict[str, ModelSpec] = {}
+    for name in names:
+        if name.endswith(".toml"):
+            spec, key = load_spec(Path(name)), Path(name).stem
+        elif name == "netmy":
+            spec, key = load_spec(PRESETS[preset]), "netmy"
+        elif name in available_models():
+            spec, key = load_spec(name), name
+        else:
+            raise ParameterError(f"unknown method {name!r}",
+                                 f"use netmy or one of {', '.join(available_models())}, "
+                                 "or a .toml path")
+        if key in methods:
+            raise ParameterError(f"method {key!r} is listed twice", "list each method once")
+        methods[key] = dataclasses.replace(spec, name=key) if key != spec.name else spec
+    return methods
