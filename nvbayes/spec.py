@@ -252,6 +252,14 @@ class ModelSpec:
         return "lbfgs" if self.optimizer.name == "lbfgs" else "gradient"
 
     @property
+    def seeded(self) -> bool:
+        """Whether the fit depends on its seed: the neural field and the Deep Decoder draw
+        their initial weights (and the decoder its input); free pixels and splats start from
+        the uniform density and no solver draws random numbers, so their fits are the same for
+        every seed."""
+        return self.field.kind in ("neural", "decoder")
+
+    @property
     def total_steps(self) -> int:
         return sum(s.steps for s in self.stages)
 

@@ -40,7 +40,8 @@ def box_plot(results: xr.Dataset, metric: str) -> plt.Figure:
         for j, op in enumerate(ops):
             data = []
             for m in methods:
-                v = results[metric].sel({"method": m, "operator": op}).isel(sample=idx).values.ravel()
+                v = results[metric].sel({"method": m, "operator": op}).isel(sample=idx)
+                v = v.values.ravel()
                 data.append(v[np.isfinite(v)])
             pos = np.arange(len(methods)) + (j - (len(ops) - 1) / 2) * width
             box = ax.boxplot(data, positions=pos, widths=width * 0.9, patch_artist=True,

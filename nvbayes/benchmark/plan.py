@@ -76,6 +76,13 @@ class BenchmarkPlan:
         if self.sample_order and sorted(self.sample_order) != list(range(self.samples)):
             raise ValueError("sample_order must be a permutation of the samples")
 
+    def source(self, cell: Cell) -> Cell:
+        """The cell whose fit gives ``cell``'s result: itself, or for a method whose fit does
+        not depend on the seed (:attr:`ModelSpec.seeded`) the same cell at the first seed."""
+        if self.methods[cell.method].seeded or cell.seed == self.seeds[0]:
+            return cell
+        return Cell(cell.method, cell.operator, cell.sample, self.seeds[0])
+
     def cells(self) -> list[Cell]:
         order = self.sample_order or tuple(range(self.samples))
         return [Cell(m, op, s, seed) for seed in self.seeds for s in order

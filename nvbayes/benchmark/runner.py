@@ -122,11 +122,13 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
     prepare_folder(folder, plan, data, kind, settings)
     store = CellStore(folder)
     missing = [c for c in plan.cells() if not store.done(c)]
+    to_fit = list(dict.fromkeys(plan.source(c) for c in missing if not
+                                store.done(plan.source(c))))
     spatial = {"y": data["y"], "x": data["x"]}
     computed = failed = 0
-    if missing:
-        jobs = ((c, select_sample(data, c.sample), plan.methods[c.method]) for c in missing)
-        bar = _bar(len(missing), show, kind)
+    if to_fit:
+        jobs = ((c, select_sample(data, c.sample), plan.methods[c.method]) for c in to_fit)
+        bar = _bar(len(to_fit), show, kind)
         with executor:
             for record in executor.run(jobs):
                 store.write(record, spatial)
@@ -138,6 +140,10 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
                     bar.update()
         if bar is not None:
             bar.close()
+    for cell in missing:
+        source = plan.source(cell)
+        if source != cell and store.done(source):
+            store.copy(source, cell, spatial)
     attrs = {"data": settings.get("data", "?"),
              "data_operator": str(data.attrs.get("operator", "?")),
              "executor": getattr(executor, "name", "?"), "threads": plan.threads,

@@ -12,7 +12,9 @@ Layout of ``--out``::
 
 Each cell file is written atomically as soon as its fit ends, so a benchmark killed at any
 point keeps every finished cell; rerunning it computes only the cells without a file (a
-failed cell has a file with its error and is retried on the next run).
+failed cell has a file with its error and is retried on the next run).  A method whose fit
+does not depend on the seed is fitted at the first seed only; its other seeds get a copy of
+that cell (attribute ``copied_from_seed``).
 """
 
 from __future__ import annotations
@@ -73,6 +75,14 @@ class CellStore:
         ds = xr.Dataset(data, coords=spatial if data else None, attrs=attrs)
         return write_netcdf(ds, self.path(c))
 
+    def copy(self, source: Cell, cell: Cell, spatial: dict) -> Path:
+        """Record ``source``'s finished fit as ``cell``'s (a seed-independent method)."""
+        record = self.read(source)
+        record = CellRecord(cell=cell, values=record.values, rho=record.rho,
+                            larmor=record.larmor, error=record.error,
+                            info=record.info | {"copied_from_seed": source.seed})
+        return self.write(record, spatial)
+
     def read(self, cell: Cell) -> "CellRecord | None":
         path = self.path(cell)
         if not path.is_file():
@@ -80,7 +90,8 @@ class CellStore:
         with xr.open_dataset(path, engine="netcdf4") as handle:
             ds = handle.load()
         values = {k: float(ds.attrs.get(k, math.nan)) for k in CELL_METRICS + ("runtime_s",)}
-        info = {k: ds.attrs[k] for k in ("diverged", "steps", "threads") if k in ds.attrs}
+        info = {k: ds.attrs[k] for k in ("diverged", "steps", "threads", "copied_from_seed")
+                if k in ds.attrs}
         rho = ds["rho"].values if "rho" in ds else None
         larmor = ds["larmor"].values if "larmor" in ds else None
         return CellRecord(cell=cell, values=values, rho=rho, larmor=larmor,
