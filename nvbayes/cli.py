@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--values", help="comma list of values for --sweep (default: the "
                                          "paper's grid)")
     ablate.add_argument("--operators", default="F2", help="inversion operators (F2)")
+    ablate.add_argument("--model", help="NeTMY model to ablate, a name or .toml path "
+                                        "(default: the --preset's netmy)")
     _run_arguments(ablate)
     ablate.set_defaults(handler=_ablate)
 
@@ -218,7 +220,8 @@ def _benchmark(args) -> None:
 def _ablate(args) -> None:
     from .benchmark import cumulative_variants, resolve_methods, sweep_variants
 
-    base = resolve_methods("netmy", args.preset)["netmy"]
+    base = (resolve_methods("netmy", args.preset)["netmy"] if args.model is None
+            else next(iter(resolve_methods([args.model]).values())))
     if args.sweep is None:
         if args.values is not None:
             raise NvbayesError("--values belongs to --sweep", "add --sweep lr|width|octaves")
@@ -234,7 +237,7 @@ def _ablate(args) -> None:
                                    "pass e.g. --values 128,256") from None
         methods = sweep_variants(base, args.sweep, values)
         title, kind = f"Sweep of {args.sweep} (Table 10)", f"sweep-{args.sweep}"
-    _execute(args, methods, kind, title)
+    _execute(args, methods, kind, title, base_model=base.name)
 
 
 def _simulate(args) -> None:

@@ -97,6 +97,12 @@ class NeuralFieldSpec:
         if not 0 <= self.support_threshold < 1:
             raise ParameterError(f"support_threshold = {self.support_threshold}",
                                  "use a fraction of the peak in [0, 1)")
+        if self.depth < 2 or self.width < 1 or self.octaves < 0:
+            raise ParameterError(f"field depth {self.depth}, width {self.width}, octaves "
+                                 f"{self.octaves}", "use depth >= 2, width >= 1, octaves >= 0")
+        if not 0 <= self.skip_layer <= self.depth:
+            raise ParameterError(f"skip_layer = {self.skip_layer} with depth {self.depth}",
+                                 "use a skip layer between 0 (none) and the depth")
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,7 @@ class DaskExecutor:
         else:
             self.cluster = LocalCluster(n_workers=self.workers,
                                         threads_per_worker=self.threads, processes=True,
-                                        dashboard_address=None, silence_logs=logging.ERROR)
+                                        dashboard_address=":0", silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
         return self
 
