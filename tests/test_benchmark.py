@@ -350,7 +350,8 @@ def test_cumulative_ablation_removes_one_more_component_per_row(models):
     assert rows["-multiscale"].stages[0].downsample == 1
     assert rows["-l1"].field.gate and not rows["-gate"].field.gate
     w = last.stages[0].weights
-    assert (w.tv, w.l1, w.direct_density) == (0, 0, 0) and w.log_mse == base.stages[-1].weights.log_mse
+    assert (w.tv, w.l1, w.direct_density) == (0, 0, 0)
+    assert w.log_mse == base.stages[-1].weights.log_mse
     assert not last.field.annealed and last.field.octaves == 0 and not last.field.gate
 
 
