@@ -336,7 +336,11 @@ def main(argv=None) -> int:
         print(f"nvbayes: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("nvbayes: interrupted; no output was written", file=sys.stderr)
+        if args.command in ("benchmark", "ablate"):
+            print("nvbayes: interrupted; the finished fits are kept, rerun the same command "
+                  "to resume", file=sys.stderr)
+        else:
+            print("nvbayes: interrupted; no output was written", file=sys.stderr)
         return 130
     return 0
 
