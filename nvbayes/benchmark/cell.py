@@ -18,6 +18,7 @@ import xarray as xr
 
 from .. import metrics
 from ..inference.map import fit_map
+from ..io import select_sample
 from ..model.problem import InverseProblem
 from ..spec import ModelSpec
 from .plan import Cell
@@ -76,3 +77,8 @@ def run_cell(cell: Cell, measurement: xr.Dataset, spec: ModelSpec, threads: int 
             "threads": threads}
     return CellRecord(cell=cell, values=values, rho=np.asarray(result.rho, np.float32),
                       larmor=np.asarray(result.larmor, np.float32), info=info)
+
+
+def fit_sample(cell: Cell, data: xr.Dataset, spec: ModelSpec, threads: int = 1) -> CellRecord:
+    """:func:`run_cell` on sample ``cell.sample`` of a data set with a ``sample`` axis."""
+    return run_cell(cell, select_sample(data, cell.sample), spec, threads)

@@ -1,26 +1,32 @@
 """Where cells run: in this process, or on a Dask cluster.
 
-An executor takes ``(cell, measurement, spec)`` jobs and yields a
-:class:`~nvbayes.benchmark.cell.CellRecord` for each as it finishes (in completion order).
-Every job calls the same :func:`~nvbayes.benchmark.cell.run_cell` with the plan's thread count,
-so a cell's result does not depend on the executor that ran it.
+An executor takes the cells to fit, the data set (with a ``sample`` axis) and the method
+specifications, and yields a :class:`~nvbayes.benchmark.cell.CellRecord` for each cell as it
+finishes (in completion order).  Every cell goes through the same
+:func:`~nvbayes.benchmark.cell.fit_sample` with the plan's thread count, so a cell's result
+does not depend on the executor that ran it.
 
 - :class:`InProcess`: one cell after the other (the default).
 - :class:`DaskExecutor`: ``scheduler="tcp://HOST:PORT"`` submits to an existing cluster;
-  ``workers=N`` starts a ``distributed.LocalCluster`` of N single-threaded worker processes
-  for the duration of the benchmark.  A worker that dies (e.g. out of memory) fails only its
+  ``workers=N`` starts a ``distributed.LocalCluster`` of N worker processes (one task at a
+  time each, ``threads`` torch threads) for the duration of the benchmark.  The data set is
+  sent to every worker once; tasks carry only the cell and its specification, and at most two
+  per worker slot are in flight, so the scheduler never holds the whole sweep (nor moves
+  measurement data between workers).  A worker that dies (e.g. out of memory) fails only its
   cell, which is recorded with the error.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import torch
+import xarray as xr
 
 from ..errors import ParameterError
-from .cell import CellRecord, failed_record, run_cell
+from .cell import CellRecord, failed_record, fit_sample
+from .plan import Cell
 
 
 class InProcess:
@@ -39,9 +45,9 @@ class InProcess:
         torch.set_num_threads(self._saved)
         return False
 
-    def run(self, jobs: Iterable[tuple]) -> Iterator[CellRecord]:
-        for cell, measurement, spec in jobs:
-            yield run_cell(cell, measurement, spec, self.threads)
+    def run(self, cells: list[Cell], data: xr.Dataset, specs: dict) -> Iterator[CellRecord]:
+        for cell in cells:
+            yield fit_sample(cell, data, specs[cell.method], self.threads)
 
 
 class DaskExecutor:
@@ -76,8 +82,8 @@ class DaskExecutor:
                                      "check the address, or use --workers N for a local "
                                      "cluster") from None
         else:
-            self.cluster = LocalCluster(n_workers=self.workers,
-                                        threads_per_worker=self.threads, processes=True,
+            self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                        processes=True,
                                         dashboard_address=":0", silence_logs=logging.ERROR)
             self.client = Client(self.cluster)
         return self
@@ -89,17 +95,32 @@ class DaskExecutor:
             self.cluster.close()
         return False
 
-    def run(self, jobs: Iterable[tuple]) -> Iterator[CellRecord]:
+    def run(self, cells: list[Cell], data: xr.Dataset, specs: dict) -> Iterator[CellRecord]:
         from distributed import as_completed
 
-        futures = {}
-        for cell, measurement, spec in jobs:
-            future = self.client.submit(run_cell, cell, measurement, spec, self.threads,
-                                        key=f"nvbayes-{cell.key}", pure=False)
+        shared = self.client.scatter(data, broadcast=True)
+        window = 2 * max(1, sum(self.client.nthreads().values()))
+        pending = iter(cells)
+        futures: dict = {}
+
+        def submit() -> bool:
+            cell = next(pending, None)
+            if cell is None:
+                return False
+            future = self.client.submit(fit_sample, cell, shared, specs[cell.method],
+                                        self.threads, key=f"nvbayes-{cell.key}", pure=False)
             futures[future] = cell
-        for future in as_completed(futures):
-            cell = futures[future]
+            queue.add(future)
+            return True
+
+        queue = as_completed()
+        for _ in range(window):
+            if not submit():
+                break
+        for future in queue:
+            cell = futures.pop(future)
             try:
                 yield future.result()
             except Exception as exc:   # noqa: BLE001 - a lost worker fails its cell only
                 yield failed_record(cell, f"{type(exc).__name__}: {exc} (on the cluster)")
+            submit()

@@ -20,7 +20,7 @@ import tomllib
 import xarray as xr
 
 from ..errors import NvbayesError
-from ..io import read_measurement, select_sample, toml_dumps, write_netcdf, write_with
+from ..io import read_measurement, toml_dumps, write_netcdf, write_with
 from ..progress import show_progress
 from ..run import versions
 from ..spec import spec_from_dict
@@ -127,10 +127,9 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
     spatial = {"y": data["y"], "x": data["x"]}
     computed = failed = 0
     if to_fit:
-        jobs = ((c, select_sample(data, c.sample), plan.methods[c.method]) for c in to_fit)
         bar = _bar(len(to_fit), show, kind)
         with executor:
-            for record in executor.run(jobs):
+            for record in executor.run(to_fit, data, plan.methods):
                 store.write(record, spatial)
                 computed += 1
                 failed += record.failed
