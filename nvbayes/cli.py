@@ -148,6 +148,9 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
                        help="start a local Dask cluster of N worker processes")
     where.add_argument("--scheduler", help="run on an existing Dask cluster, tcp://HOST:PORT")
     p.add_argument("--out", type=Path, help="benchmark folder (default runs/<command>-...)")
+    p.add_argument("--report-only", action="store_true",
+                   help="fit nothing: write results.nc, summary.md and figures from the "
+                        "cells already in --out")
 
 
 def _benchmark_data(args):
@@ -200,7 +203,8 @@ def _execute(args, methods: dict, kind: str, title: str, **extra) -> None:
     out = args.out or RUNS / f"{kind}-{tag}"
     settings = {"data": description, "preset": args.preset} | extra
     report = run_benchmark(plan, data, out, executor, kind=kind, title=title,
-                           settings=settings, **({} if kind == "benchmark" else
+                           settings=settings, compute=not args.report_only,
+                           **({} if kind == "benchmark" else
                                                  {"summary_metrics": TABLE3_METRICS,
                                                   "figure_metrics": TABLE3_METRICS}))
     total = len(plan.cells())

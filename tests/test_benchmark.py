@@ -222,6 +222,34 @@ def test_rerunning_a_finished_benchmark_computes_nothing(reference, models, data
     _same_results(reference.results, report.results)
 
 
+def test_report_only_fits_nothing_and_compares_complete_pairs_only(reference, models, data,
+                                                                  tmp_path):
+    import shutil
+
+    folder = tmp_path / "partial"
+    shutil.copytree(reference.folder, folder)
+    (folder / CELLS / "tiny-netmy_F2_s0001_seed0.nc").unlink()
+    report = run_benchmark(_plan(models), data, folder, InProcess(1), show=False, compute=False)
+    assert report.computed == 0
+    results = report.results
+    cell = results.sel({"method": "tiny-netmy", "operator": "F2", "sample": 1, "seed": 0})
+    assert str(cell["error"].values) == "not run" and np.isnan(cell["swd"])
+    text = (folder / SUMMARY).read_text()
+    assert "Only the 1 of 2 (sample, seed) pairs" in text
+    # the F1 table now holds sample 0 alone, although sample 1's F1 cells exist
+    section = text.split("## Inversion under F1")[1].split("##")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| tiny-tikhonov |"))
+    swd0 = float(results["swd"].sel({"method": "tiny-tikhonov", "operator": "F1"})[0, 0])
+    assert row.split("|")[4].strip().strip("*") == f"{swd0:.4f}" or \
+        row.split("|")[4].strip().strip("*") == f"{swd0:.3f}"
+
+
+def test_report_only_needs_an_existing_benchmark(models, data, tmp_path):
+    with pytest.raises(Exception, match="holds no benchmark"):
+        run_benchmark(_plan(models), data, tmp_path / "none", InProcess(1), compute=False)
+    assert not (tmp_path / "none").exists()
+
+
 def test_a_changed_method_is_refused_on_resume(reference, models, data, tmp_path):
     changed = tmp_path / "tiny-tikhonov.toml"
     changed.write_text(TINY_TIKHONOV.replace("steps = 40", "steps = 41"))

@@ -109,16 +109,21 @@ def prepare_folder(folder: Path, plan: BenchmarkPlan, data: xr.Dataset, kind: st
 def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", executor,
                   *, kind: str = "benchmark", title: str = "Benchmark",
                   settings: "dict | None" = None, summary_metrics: "tuple | None" = None,
-                  figure_metrics: tuple = BOX_METRICS, show: "bool | None" = None
-                  ) -> BenchmarkReport:
+                  figure_metrics: tuple = BOX_METRICS, show: "bool | None" = None,
+                  compute: bool = True) -> BenchmarkReport:
     """Compute the missing cells of ``plan`` on ``data`` with ``executor`` and write the report.
 
     ``settings`` (strings and numbers) go to ``benchmark.toml`` and the attributes of
-    ``results.nc``; ``executor`` is an :mod:`.executors` instance, not yet entered.
+    ``results.nc``; ``executor`` is an :mod:`.executors` instance, not yet entered.  With
+    ``compute=False`` nothing is fitted: the report is written from the cells already in an
+    existing folder (e.g. to look at a sweep that is still running or was stopped).
     """
     folder = Path(folder)
     data = with_sample_axis(data)
     settings = dict(settings or {})
+    if not compute and not (folder / PLAN).is_file():
+        raise NvbayesError(f"{folder} holds no benchmark to report on",
+                           "run it first, or drop --report-only")
     prepare_folder(folder, plan, data, kind, settings)
     store = CellStore(folder)
     missing = [c for c in plan.cells() if not store.done(c)]
@@ -126,10 +131,11 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
                                 store.done(plan.source(c))))
     spatial = {"y": data["y"], "x": data["x"]}
     computed = failed = 0
-    if to_fit:
+    if to_fit and compute:
         bar = _bar(len(to_fit), show, kind)
         with executor:
             for record in executor.run(to_fit, data, plan.methods):
+                record.info["executor"] = executor.name
                 store.write(record, spatial)
                 computed += 1
                 failed += record.failed
@@ -145,7 +151,7 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
             store.copy(source, cell, spatial)
     attrs = {"data": settings.get("data", "?"),
              "data_operator": str(data.attrs.get("operator", "?")),
-             "executor": getattr(executor, "name", "?"), "threads": plan.threads,
+             "threads": plan.threads,
              "kind": kind} | {k: v for k, v in settings.items() if k != "data"}
     results = assemble_results(plan, store, data, attrs)
     write_results(results, folder)

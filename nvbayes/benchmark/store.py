@@ -90,8 +90,8 @@ class CellStore:
         with xr.open_dataset(path, engine="netcdf4") as handle:
             ds = handle.load()
         values = {k: float(ds.attrs.get(k, math.nan)) for k in CELL_METRICS + ("runtime_s",)}
-        info = {k: ds.attrs[k] for k in ("diverged", "steps", "threads", "copied_from_seed")
-                if k in ds.attrs}
+        info = {k: ds.attrs[k] for k in ("diverged", "steps", "threads", "copied_from_seed",
+                                         "executor") if k in ds.attrs}
         rho = ds["rho"].values if "rho" in ds else None
         larmor = ds["larmor"].values if "larmor" in ds else None
         return CellRecord(cell=cell, values=values, rho=rho, larmor=larmor,
@@ -110,6 +110,7 @@ def assemble_results(plan: BenchmarkPlan, store: CellStore, data: xr.Dataset,
     arrays = {k: np.full(shape, np.nan) for k in names}
     diverged = np.zeros(shape, dtype=np.int8)
     errors = np.full(shape, "not run", dtype=object)
+    executors = set()
     for cell in plan.cells():
         record = store.read(cell)
         if record is None:
@@ -119,6 +120,7 @@ def assemble_results(plan: BenchmarkPlan, store: CellStore, data: xr.Dataset,
         for k in names:
             arrays[k][idx] = record.values.get(k, math.nan)
         diverged[idx] = int(record.info.get("diverged", 0))
+        executors.add(str(record.info.get("executor", "not recorded")))
         errors[idx] = record.error
     dims = ("method", "operator", "sample", "seed")
     coords = {"method": methods, "operator": ops, "sample": np.arange(plan.samples),
@@ -132,7 +134,8 @@ def assemble_results(plan: BenchmarkPlan, store: CellStore, data: xr.Dataset,
     variables["diverged"] = (dims, diverged, {"long_name": "fit ended by the NaN guard"})
     variables["error"] = (dims, errors.astype(str),
                           {"long_name": "error of a failed cell ('' when it succeeded)"})
-    return xr.Dataset(variables, coords=coords, attrs={"schema": RESULT_SCHEMA} | attrs)
+    attrs = {"schema": RESULT_SCHEMA, "executor": "; ".join(sorted(executors)) or "none"} | attrs
+    return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
 def write_results(results: xr.Dataset, folder: "str | Path") -> Path:

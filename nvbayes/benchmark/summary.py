@@ -4,8 +4,11 @@ For a method and an operator let ``m_s`` be the mean of a metric over the sample
 seed ``s``.  The table gives ``mean_s m_s ± t_{0.975, n−1} · sd(m_s) / √n`` over the ``n`` seeds:
 the spread that comes from the fit's randomness on this data set.  With a single seed the
 interval is taken over the samples instead (and the header says so).  NaN values (failed
-cells, a Larmor error with no true support) are left out of the means.  The best mean of each
-metric (per operator) is in bold, ties included; the centre-mass ratio has no best.
+cells, a Larmor error with no true support) are left out of the means.  Only complete
+(sample, seed) pairs enter the tables, those where every method × operator cell has run, so
+that a partly finished benchmark still compares the methods on the same measurements.  The
+best mean of each metric (per operator) is in bold, ties included; the centre-mass ratio has
+no best.
 """
 
 from __future__ import annotations
@@ -78,11 +81,22 @@ def _header(metric: str) -> str:
     return f"{metric}{arrow}"
 
 
+def complete_pairs(results: xr.Dataset) -> xr.DataArray:
+    """``(sample, seed)`` mask: True where every method × operator cell has run."""
+    return (results["error"] != "not run").all(("method", "operator"))
+
+
 def write_summary(results: xr.Dataset, metrics: tuple[str, ...], title: str) -> str:
     """The text of ``summary.md``."""
+    complete = complete_pairs(results)
+    n_complete = int(complete.sum())
+    errors_all = results["error"]
+    results = results.copy()
+    for k in metrics:
+        results[k] = results[k].where(complete)
     n_seeds = results.sizes["seed"]
     over = "seeds" if n_seeds > 1 else "samples (one seed)"
-    errors = results["error"].values
+    errors = errors_all.values
     failed = int(((errors != "") & (errors != "not run")).sum())
     missing = int((errors == "not run").sum())
     lines = [f"# {title}", "",
@@ -94,6 +108,9 @@ def write_summary(results: xr.Dataset, metrics: tuple[str, ...], title: str) -> 
              f"Mean ± half width of the 95 % confidence interval over {over}; "
              "best mean per column in **bold** (↑ higher is better, ↓ lower).",
              f"Cells: {errors.size} planned, {failed} failed, {missing} not run."]
+    if missing:
+        lines.append(f"Only the {n_complete} of {complete.size} (sample, seed) pairs that "
+                     "every method and operator has finished enter the tables.")
     if results["diverged"].values.any():
         lines.append(f"Diverged fits (NaN guard, last finite state kept): "
                      f"{int(results['diverged'].values.sum())}.")
@@ -105,7 +122,8 @@ def write_summary(results: xr.Dataset, metrics: tuple[str, ...], title: str) -> 
         for cls in classes:
             idx = np.flatnonzero(results["scene_class"].values == cls)
             for op in results["operator"].values:
-                lines += ["", f"### {cls}, inversion under {op} ({idx.size} samples)", ""]
+                done = int(complete.isel(sample=idx).any("seed").sum())
+                lines += ["", f"### {cls}, inversion under {op} ({done} samples)", ""]
                 lines += metric_table(results, op, metrics, idx)
     if failed:
         lines += ["", "## Failed cells", ""]
