@@ -425,6 +425,25 @@ def test_ablate_command_runs_the_cumulative_table(models, tmp_path, capsys):
     assert "| -gate |" in text
 
 
+def test_matched_operator_benchmark_of_a_data_file(models, tmp_path, capsys):
+    from nvbayes.io import write_netcdf
+
+    path = write_netcdf(simulate_dataset(dataset_plan(["few/far"], per_class=1),
+                                         SimulationSettings(grid=Grid(GRID), operator="F2")),
+                        tmp_path / "f2.nc")
+    out = tmp_path / "matched"
+    code = main(["benchmark", "--data", str(path), "--methods", str(models["tiny-tikhonov"]),
+                 "--operators", "F2", "--seeds", "0", "--out", str(out)])
+    assert code == 0
+    with xr.open_dataset(out / RESULTS) as results:
+        assert results.attrs["data_operator"] == "F2"
+        assert results.attrs["data"] == str(path)
+    with xr.open_dataset(out / "data.nc") as copy, xr.open_dataset(path) as original:
+        assert np.array_equal(copy["spectrum"].values, original["spectrum"].values[None]) or \
+            np.array_equal(copy["spectrum"].values, original["spectrum"].values)
+    assert (out / SUMMARY).read_text().startswith("# Benchmark\n")
+
+
 # ---- command-line errors --------------------------------------------------------------------
 
 
