@@ -22,3 +22,15 @@ def progress(iterable: Iterable[T], total: "int | None" = None, desc: str = "") 
     from tqdm.auto import tqdm
 
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
+
+
+def progress_bar(total: int, desc: str = "", unit: str = "it", show: "bool | None" = None):
+    """A manually updated tqdm bar (with an ETA), or ``None`` where bars stay quiet.
+
+    ``show`` overrides :func:`show_progress` when given.
+    """
+    if not (show_progress() if show is None else show):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)

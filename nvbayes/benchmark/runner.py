@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import xarray as xr
 
 from ..errors import NvbayesError
 from ..io import read_measurement, toml_dumps, write_netcdf, write_with
-from ..progress import show_progress
+from ..progress import progress_bar
 from ..run import versions
 from ..spec import spec_from_dict
 from .figures import BOX_METRICS, write_figures
@@ -132,7 +131,7 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
     spatial = {"y": data["y"], "x": data["x"]}
     computed = failed = 0
     if to_fit and compute:
-        bar = _bar(len(to_fit), show, kind)
+        bar = progress_bar(len(to_fit), kind, "fit", show)
         with executor:
             for record in executor.run(to_fit, data, plan.methods):
                 record.info["executor"] = executor.name
@@ -161,14 +160,6 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
     write_with(folder / SUMMARY, lambda tmp: tmp.write_text(text))
     figures = write_figures(results, store, data, folder, figure_metrics)
     return BenchmarkReport(folder, results, computed, failed, figures)
-
-
-def _bar(total: int, show: "bool | None", desc: str):
-    if not (show_progress() if show is None else show):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="fit", file=sys.stderr, dynamic_ncols=True)
 
 
 def load_data(path: "str | Path") -> xr.Dataset:

@@ -3,12 +3,10 @@ NaN guard's snapshot of the last finite state."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
 
-from ..progress import show_progress
+from ..progress import progress_bar
 from ..spec import LOSS_TERMS
 
 #: History columns every solver writes; solvers may add their own after these.
@@ -26,11 +24,7 @@ class Recorder:
         self.rows = torch.full((total, len(self.columns)), float("nan"), dtype=torch.float64)
         self.count = 0
         self.diverged = False
-        self.bar = None
-        if show_progress() if show is None else show:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="fit", file=sys.stderr, dynamic_ncols=True)
+        self.bar = progress_bar(total, "fit", "step", show)
 
     def record(self, loss: torch.Tensor, terms: dict, grad_norm: torch.Tensor, **values) -> None:
         """One row: the loss, its terms (0 where inactive), the gradient norm and ``values``
