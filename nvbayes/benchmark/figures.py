@@ -1,7 +1,7 @@
 """Benchmark figures: metric box plots per scene class, and the paper's Figure-3 grid.
 
 - ``boxplot-METRIC.png``: one panel per scene class; for each method one box per inversion
-  operator over every (sample, seed) of the class.
+  operator over every complete (sample, seed) pair of the class (as in ``summary.md``).
 - ``grid-CLASS.png`` (``grid.png`` without classes): the first sample of the class at the
   first seed, truth | each method, one row per inversion operator, one colour scale per row.
 """
@@ -15,7 +15,7 @@ import xarray as xr
 
 from ..plots import plt, save_figure
 from .plan import Cell
-from .store import CellStore
+from .store import CellStore, complete_pairs
 
 OPERATOR_COLOURS = {"F1": "tab:orange", "F2": "tab:blue"}
 BOX_METRICS = ("hungarian_f1", "swd", "gmsd", "density_mse", "masked_ssim", "centre_mass_ratio")
@@ -36,11 +36,13 @@ def box_plot(results: xr.Dataset, metric: str) -> plt.Figure:
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols + 1, 3.0 * rows),
                              squeeze=False, sharey=True, constrained_layout=True)
     width = 0.8 / len(ops)
+    complete = complete_pairs(results)
+    values = results[metric].where(complete)
     for ax, (name, idx) in zip(axes.flat, groups, strict=False):
         for j, op in enumerate(ops):
             data = []
             for m in methods:
-                v = results[metric].sel({"method": m, "operator": op}).isel(sample=idx)
+                v = values.sel({"method": m, "operator": op}).isel(sample=idx)
                 v = v.values.ravel()
                 data.append(v[np.isfinite(v)])
             pos = np.arange(len(methods)) + (j - (len(ops) - 1) / 2) * width
@@ -50,7 +52,8 @@ def box_plot(results: xr.Dataset, metric: str) -> plt.Figure:
                 patch.set_facecolor(OPERATOR_COLOURS.get(op, "tab:grey"))
                 patch.set_alpha(0.6)
         ax.set_xticks(np.arange(len(methods)), methods, rotation=45, ha="right", fontsize=8)
-        ax.set_title(f"{name} ({idx.size})", fontsize=9)
+        done = int(complete.isel(sample=idx).any("seed").sum())
+        ax.set_title(f"{name} ({done} samples)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     for ax in axes.flat[len(groups):]:
         ax.set_visible(False)
@@ -60,7 +63,7 @@ def box_plot(results: xr.Dataset, metric: str) -> plt.Figure:
                              alpha=0.6) for op in ops]
     fig.legend(handles, [f"inversion {op}" for op in ops], loc="outside upper right",
                fontsize=8)
-    fig.suptitle(f"{metric} per scene class (every sample and seed)")
+    fig.suptitle(f"{metric} per scene class (every sample and seed that all methods finished)")
     return fig
 
 

@@ -138,5 +138,10 @@ def assemble_results(plan: BenchmarkPlan, store: CellStore, data: xr.Dataset,
     return xr.Dataset(variables, coords=coords, attrs=attrs)
 
 
+def complete_pairs(results: xr.Dataset) -> xr.DataArray:
+    """``(sample, seed)`` mask: True where every method × operator cell has run."""
+    return (results["error"] != "not run").all(("method", "operator"))
+
+
 def write_results(results: xr.Dataset, folder: "str | Path") -> Path:
     return write_netcdf(results, Path(folder) / RESULTS)

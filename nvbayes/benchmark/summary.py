@@ -20,6 +20,7 @@ import xarray as xr
 from scipy import stats
 
 from ..metrics import BETTER
+from .store import complete_pairs
 
 RUNTIME_DIRECTION = -1
 
@@ -45,7 +46,8 @@ def mean_ci(values: xr.DataArray) -> tuple[float, float, str]:
 def _format(mean: float, half: float, bold: bool) -> str:
     if not math.isfinite(mean):
         return "—"
-    digits = 4 if abs(mean) < 0.1 else 3
+    # three significant digits of the mean; the interval to the same decimal place
+    digits = 3 if mean == 0 else min(8, max(0, 2 - math.floor(math.log10(abs(mean)))))
     text = f"{mean:.{digits}f}"
     if math.isfinite(half):
         text += f" ± {half:.{digits}f}"
@@ -79,11 +81,6 @@ def _header(metric: str) -> str:
     arrow = {1: " ↑", -1: " ↓"}.get(RUNTIME_DIRECTION if metric == "runtime_s"
                                     else BETTER.get(metric, 0), "")
     return f"{metric}{arrow}"
-
-
-def complete_pairs(results: xr.Dataset) -> xr.DataArray:
-    """``(sample, seed)`` mask: True where every method × operator cell has run."""
-    return (results["error"] != "not run").all(("method", "operator"))
 
 
 def write_summary(results: xr.Dataset, metrics: tuple[str, ...], title: str) -> str:
