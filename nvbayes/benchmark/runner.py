@@ -125,9 +125,11 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
                            "run it first, or drop --report-only")
     prepare_folder(folder, plan, data, kind, settings)
     store = CellStore(folder)
-    missing = [c for c in plan.cells() if not store.done(c)]
-    to_fit = list(dict.fromkeys(plan.source(c) for c in missing if not
-                                store.done(plan.source(c))))
+    cells = plan.cells()
+    finished = {c for c in cells if store.done(c)}     # read each cell file once
+    missing = [c for c in cells if c not in finished]
+    to_fit = list(dict.fromkeys(plan.source(c) for c in missing
+                                if plan.source(c) not in finished))
     spatial = {"y": data["y"], "x": data["x"]}
     computed = failed = 0
     if to_fit and compute:
@@ -136,6 +138,8 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
             for record in executor.run(to_fit, data, plan.methods):
                 record.info["executor"] = executor.name
                 store.write(record, spatial)
+                if not record.failed:
+                    finished.add(record.cell)
                 computed += 1
                 failed += record.failed
                 if bar is not None:
@@ -146,7 +150,7 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
             bar.close()
     for cell in missing:
         source = plan.source(cell)
-        if source != cell and store.done(source):
+        if source != cell and source in finished:
             store.copy(source, cell, spatial)
     attrs = {"data": settings.get("data", "?"),
              "data_operator": str(data.attrs.get("operator", "?")),
