@@ -110,6 +110,45 @@ def build_parser() -> argparse.ArgumentParser:
     _run_arguments(ablate)
     ablate.set_defaults(handler=_ablate)
 
+    rucl3 = sub.add_parser(
+        "rucl3", help="α-RuCl3 relaxometry: Gaussian-ansatz HMC, depths, slopes, landscape",
+        description="The paper's α-RuCl3 cross-check (§5.5, appendix E.8) on per-NV data "
+                    "(.csv or .nc; see nvbayes.rucl3.data).  DATA defaults to the shipped "
+                    "SYNTHETIC set, generated from the model at the published constants.")
+    steps = rucl3.add_subparsers(dest="step", required=True, parser_class=_Parser)
+    rfit = steps.add_parser("fit", help="sample the Gaussian-ansatz posterior (NUTS or Laplace)",
+                            description="Fit log10 A, sigma_g and one depth per NV (SRIM "
+                                        "prior) to Gamma_Ru; write a run folder.")
+    _rucl3_arguments(rfit)
+    rfit.add_argument("--operator", default="F2", help="F1 or F2 (F2)")
+    rfit.add_argument("--method", default="nuts", help="nuts or laplace (nuts)")
+    rfit.add_argument("--seed", type=int, default=0, help="seed (0)")
+    rfit.add_argument("--chains", type=int, help="NUTS chains (models/rucl3.toml: 4)")
+    rfit.add_argument("--warmup", type=int, help="NUTS warm-up steps per chain (500)")
+    rfit.add_argument("--draws", type=int, help="draws per chain (NUTS 500, Laplace 2000)")
+    rfit.set_defaults(handler=_rucl3_fit)
+    land = steps.add_parser("landscape", help="log-MSE landscape and Hessian condition number",
+                            description="Step 4: L(log10 A, sigma_g) on a grid, its minimum "
+                                        "and the condition number of its Hessian there.")
+    _rucl3_arguments(land)
+    land.add_argument("--operators", default="F2,F1", help="operators (F2,F1)")
+    land.add_argument("--grid", type=int, help="grid points per axis (90)")
+    land.set_defaults(handler=_rucl3_landscape)
+    depth = steps.add_parser("depth", help="step 1: implied depth per NV under each operator")
+    _rucl3_arguments(depth)
+    depth.add_argument("--operators", default="F2,F1", help="operators (F2,F1)")
+    depth.set_defaults(handler=_rucl3_depth)
+    slope = steps.add_parser("slope", help="step 2: predicted internal-rate slopes 4/α and 2/α")
+    _rucl3_arguments(slope)
+    slope.add_argument("--operators", default="F2,F1", help="operators (F2,F1)")
+    slope.set_defaults(handler=_rucl3_slope)
+    rsim = steps.add_parser("simulate", help="write a synthetic per-NV set (.csv or .nc)")
+    rsim.add_argument("--operator", help="operator generating the rates (toml: F2)")
+    rsim.add_argument("--seed", type=int, help="seed (toml: 0)")
+    rsim.add_argument("--spec", default="rucl3", help="ansatz file (models/rucl3.toml)")
+    rsim.add_argument("--out", type=Path, required=True, help="output .csv or .nc")
+    rsim.set_defaults(handler=_rucl3_simulate)
+
     plot = sub.add_parser("plot", help="draw a measurement or redraw a run's figure",
                           description="Draw the noise map, the spectrum at a pixel and the "
                                       "truth of a measurement file, or redraw the figure of "
@@ -242,6 +281,168 @@ def _ablate(args) -> None:
         methods = sweep_variants(base, args.sweep, values)
         title, kind = f"Sweep of {args.sweep} (Table 10)", f"sweep-{args.sweep}"
     _execute(args, methods, kind, title, base_model=base.name)
+
+
+def _rucl3_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", type=Path, nargs="?",
+                   help="per-NV .csv or .nc (default: the shipped SYNTHETIC set)")
+    p.add_argument("--spec", default="rucl3", help="ansatz file (models/rucl3.toml)")
+    p.add_argument("--out", type=Path, help="output folder (default under runs/)")
+
+
+def _rucl3_inputs(args):
+    """``(spec, data, tag)`` of a rucl3 step, announcing synthetic data."""
+    from .rucl3.data import describe, load_nv_data
+    from .rucl3.spec import load_ansatz
+
+    spec = load_ansatz(args.spec)
+    data = load_nv_data(args.data)
+    print(f"data: {describe(data)}")
+    tag = args.data.stem if args.data is not None else "synthetic"
+    return spec, data, tag
+
+
+def _operators(text: str) -> tuple:
+    from .physics.relaxation import check_operator
+
+    ops = tuple(check_operator(o.strip()) for o in text.split(",") if o.strip())
+    if not ops or len(set(ops)) != len(ops):
+        raise NvbayesError(f"--operators {text!r} names no operator or repeats one",
+                           "pass e.g. --operators F2,F1")
+    return ops
+
+
+def _rucl3_outputs(out: Path, files: dict) -> None:
+    """Write ``{name: writer(path)}`` into the folder ``out`` atomically."""
+    from .io import write_folder
+
+    def fill(tmp: Path) -> None:
+        for name, writer in files.items():
+            writer(tmp / name)
+
+    write_folder(out, fill)
+    print(f"folder: {out}")
+
+
+def _rucl3_fit(args) -> None:
+    from .rucl3.fit import fit_ansatz
+
+    spec, data, tag = _rucl3_inputs(args)
+    op = args.operator.upper()
+    out = args.out or RUNS / f"rucl3-{tag}-{op}-{args.method.lower()}-seed{args.seed}"
+    run = fit_ansatz(spec, data, op, args.method, seed=args.seed, chains=args.chains,
+                     warmup=args.warmup, draws=args.draws)
+    for message in run.messages:
+        print(f"nvbayes: warning: {message}", file=sys.stderr)
+    folder = run.save(out)
+    cols = [c for c in ("mean", "sd", "hdi_5%", "hdi_95%", "ess_bulk", "r_hat")
+            if c in run.summary.columns]
+    print(run.summary[cols].to_string())
+    if run.method == "nuts":
+        div = int(run.idata.sample_stats["diverging"].sum())
+        print(f"divergences: {div}; max R-hat {float(run.summary['r_hat'].max()):.3f}; "
+              f"min ESS (bulk) {float(run.summary['ess_bulk'].min()):.0f}")
+    else:
+        print(f"Laplace: Hessian condition number {run.laplace.attrs['condition_number']:.4g} "
+              "(unconstrained coordinates)")
+    print(f"wall time: {run.config['run']['wall_time_s']:.1f} s")
+    print(f"run: {folder}")
+
+
+def _rucl3_landscape(args) -> None:
+    import xarray as xr
+
+    from .rucl3.analysis import landscape
+    from .rucl3.data import is_synthetic
+    from .rucl3.figures import plot_landscape, save
+
+    spec, data, tag = _rucl3_inputs(args)
+    ops = _operators(args.operators)
+    land = xr.concat([landscape(spec, data, op, args.grid) for op in ops], dim="operator",
+                     combine_attrs="drop_conflicts")
+    print(f"depths: {land['depth'].attrs['source']}")
+    for op in ops:
+        one = land.sel(operator=op)
+        a, s = one["minimum"].values
+        where = "" if int(one["minimum_interior"]) else " (on the prior box's edge)"
+        print(f"{op}: minimum log10 A = {a:.3f}, sigma_g = {s:.2f} nm{where}, L = "
+              f"{float(one['minimum_loss']):.4g}, condition number "
+              f"{float(one['condition_number']):,.0f}")
+    out = args.out or RUNS / f"rucl3-landscape-{tag}"
+    _rucl3_outputs(out, {"landscape.nc": lambda p: land.to_netcdf(p, engine="netcdf4"),
+                         "landscape.png": lambda p: save(plot_landscape(land, is_synthetic(data)),
+                                                         p)})
+
+
+def _rucl3_depth(args) -> None:
+    from .rucl3.analysis import depth_table
+    from .rucl3.data import is_synthetic
+    from .rucl3.figures import plot_depths, save
+
+    spec, data, tag = _rucl3_inputs(args)
+    ops = _operators(args.operators)
+    table = depth_table(spec, data, ops)
+    lo, hi = spec.protocol.depth_window_nm
+    print(f"sheet: {spec.constants.spin_density_m2:g} m^-2, {spec.constants.moment_bohr:g} "
+          f"mu_B, radius {spec.constants.sheet_radius_nm:g} nm")
+    print("NV       Gamma_Ru [s^-1]  " + "  ".join(f"d*({op}) [nm]" for op in ops))
+    for i, label in enumerate(table["nv"].values):
+        cells = []
+        for op in ops:
+            d = float(table["implied_depth"].sel(operator=op).values[i])
+            cells.append(f"{'no solution' if d != d else f'{d:.2f}':>12}")
+        print(f"{label:<8} {float(table['gamma_ru'].values[i]):>15.4g}  " + "  ".join(cells))
+    for op in ops:
+        one = table.sel(operator=op)
+        print(f"{op}: {int(one['n_in_window'])}/{table.sizes['nv']} NVs in [{lo:g}, {hi:g}] nm, "
+              f"{int(one['n_solved'])} solved; sheet rate at {spec.protocol.point_depth_nm:g} nm "
+              f"= {float(one['point_rate']):.4g} s^-1")
+    if "F1" in ops and "F2" in ops:
+        ratio = float(table["point_rate"].sel(operator="F1") / table["point_rate"].sel(
+            operator="F2"))
+        paper = spec.paper.rate_f1_per_s / spec.paper.rate_f2_per_s
+        print(f"point ratio F1/F2 = {ratio:.4g} (paper: {spec.paper.rate_f1_per_s:g} / "
+              f"{spec.paper.rate_f2_per_s:g} = {paper:.4g})")
+    out = args.out or RUNS / f"rucl3-depth-{tag}"
+    _rucl3_outputs(out, {"depth.nc": lambda p: table.to_netcdf(p, engine="netcdf4"),
+                         "depth.png": lambda p: save(plot_depths(spec, table,
+                                                                 is_synthetic(data)), p)})
+
+
+def _rucl3_slope(args) -> None:
+    from .rucl3.analysis import slope_analysis
+    from .rucl3.data import is_synthetic
+    from .rucl3.figures import plot_slope, save
+
+    spec, data, tag = _rucl3_inputs(args)
+    ops = _operators(args.operators)
+    slopes = slope_analysis(spec, data, ops)
+    a = slopes.attrs
+    print(f"alpha = {a['alpha']:g} +- {a['alpha_err']:g}; measured slope b = "
+          f"{a['measured_slope']:.3f} +- {a['measured_slope_err']:.3f} ({a['measured_source']})")
+    for op in ops:
+        one = slopes.sel(operator=op)
+        print(f"{op}: paper exponent {float(one['exponent_paper']):g} -> b_pred = "
+              f"{float(one['slope_paper']):.2f} +- {float(one['slope_paper_err']):.2f} "
+              f"(z = {float(one['z_paper']):+.2f}); this model's sheet exponent at "
+              f"{a['exponent_depth_nm']:g} nm {float(one['exponent_model']):.3f} -> "
+              f"{float(one['slope_model']):.2f} (z = {float(one['z_model']):+.2f})")
+    out = args.out or RUNS / f"rucl3-slope-{tag}"
+    _rucl3_outputs(out, {"slope.nc": lambda p: slopes.to_netcdf(p, engine="netcdf4"),
+                         "slope.png": lambda p: save(plot_slope(data, slopes,
+                                                                is_synthetic(data)), p)})
+
+
+def _rucl3_simulate(args) -> None:
+    from .rucl3.data import describe, synthetic_data, write_nv_data
+    from .rucl3.spec import load_ansatz
+
+    if args.out.suffix.lower() not in (".csv", ".nc"):
+        raise NvbayesError(f"--out {args.out} is neither .csv nor .nc", "name a .csv or .nc")
+    data = synthetic_data(load_ansatz(args.spec), args.operator, args.seed)
+    write_nv_data(data, args.out)
+    print(f"data: {describe(data)}")
+    print(args.out)
 
 
 def _simulate(args) -> None:

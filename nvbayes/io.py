@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -67,6 +68,32 @@ def write_netcdf(dataset: xr.Dataset, path: "str | os.PathLike") -> Path:
     with atomic_path(path) as tmp:
         dataset.to_netcdf(tmp, engine="netcdf4")
     return Path(path)
+
+
+def write_folder(folder: "str | os.PathLike", fill: Callable[[Path], object]) -> Path:
+    """Let ``fill(tmp_folder)`` write a folder's files, then put it at ``folder`` atomically.
+
+    An existing ``folder`` is replaced only once the new one is complete; on any exception
+    (or interrupt) the temporary folder is removed and ``folder`` is untouched.
+    """
+    target = Path(folder)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    old = target.with_name(f".{target.name}.{os.getpid()}.old")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+        fill(tmp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return target
 
 
 def write_with(path: "str | os.PathLike", writer: Callable[[Path], object]) -> Path:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ import xarray as xr
 
 from . import __version__
 from .errors import NvbayesError
-from .io import SPATIAL, toml_dumps
+from .io import SPATIAL, toml_dumps, write_folder
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -169,13 +168,7 @@ class Run:
 
     def save(self, folder: "str | os.PathLike", figure: bool = True) -> Path:
         """Write the run folder atomically; returns its path."""
-        target = Path(folder)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        try:
-            tmp.mkdir()
+        def fill(tmp: Path) -> None:
             self.idata.to_netcdf(str(tmp / POSTERIOR))
             self.history.to_netcdf(tmp / HISTORY, engine="netcdf4")
             if self.metrics is not None:
@@ -185,15 +178,8 @@ class Run:
                 from .plots import plot_run, save_figure
 
                 save_figure(plot_run(self), tmp / FIGURE)
-            old = target.with_name(f".{target.name}.{os.getpid()}.old")
-            if target.exists():
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old.exists():
-                shutil.rmtree(old)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+
+        target = write_folder(folder, fill)
         self.path = target
         return target
 

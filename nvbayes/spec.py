@@ -322,8 +322,13 @@ def models_dir() -> Path:
                          "reinstall nvbayes")
 
 
+#: Files of ``models/`` that are not imaging models (read by ``nvbayes rucl3``).
+ANSATZ_MODELS = ("rucl3",)
+
+
 def available_models() -> list[str]:
-    return sorted(p.stem for p in models_dir().glob("*.toml"))
+    """The imaging models of ``models/`` (the α-RuCl3 ansatz file is not one)."""
+    return sorted(p.stem for p in models_dir().glob("*.toml") if p.stem not in ANSATZ_MODELS)
 
 
 def load_spec(name: "str | Path") -> ModelSpec:
@@ -335,6 +340,9 @@ def load_spec(name: "str | Path") -> ModelSpec:
         text, where = path.read_text(), str(path)
     else:
         entry = models_dir() / f"{name}.toml"
+        if str(name) in ANSATZ_MODELS:
+            raise ParameterError(f"models/{name}.toml is the α-RuCl3 Gaussian ansatz, not an "
+                                 "imaging model", "use it with 'nvbayes rucl3 fit'")
         if not entry.is_file():
             raise ParameterError(f"unknown model {name!r}",
                                  f"choose one of {', '.join(available_models())}")
