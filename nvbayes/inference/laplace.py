@@ -4,7 +4,9 @@ The mode of the posterior density in Pyro's unconstrained space is found with Ad
 ``AutoLaplaceApproximation`` guide, i.e. a point mass trained on the negative log joint),
 then polished with L-BFGS;
 the Hessian ``H`` of the negative log joint there gives the Gaussian ``N(mode, H⁻¹)``, whose
-draws are mapped back through each site's constraint transform.  ``H`` is returned with its
+draws are mapped back through each site's constraint transform.  Draws are made in one
+vectorized pass (``Predictive(parallel=True)``), so the model must broadcast over a leading
+sample axis.  ``H`` is returned with its
 eigenvalues and condition number ``λ_max / λ_min``.
 """
 
@@ -78,14 +80,14 @@ def run_laplace(model, *args, steps: int = 3000, lr: float = 0.02, draws: int = 
                            "the posterior is not locally Gaussian there; use --method nuts") \
             from None
     with torch.no_grad():
-        scale_tril = gaussian.scale_tril.detach()
-        covariance = scale_tril @ scale_tril.T
+        covariance = gaussian.get_posterior(*args, **kwargs).covariance_matrix.detach()
         hessian = torch.linalg.inv(covariance)
         hessian = 0.5 * (hessian + hessian.T)
         eigenvalues = torch.linalg.eigvalsh(hessian).cpu().numpy()
         mode = {k: v.detach().cpu().numpy() for k, v in gaussian.median(*args, **kwargs).items()}
     sites = list(mode)
-    predictive = Predictive(model, guide=gaussian, num_samples=draws, return_sites=sites)
+    predictive = Predictive(model, guide=gaussian, num_samples=draws, return_sites=sites,
+                           parallel=True)
     with torch.no_grad():
         drawn = predictive(*args, **kwargs)
     samples = {k: drawn[k].detach().cpu().numpy().reshape((1, draws) + np.shape(mode[k]))

@@ -1,0 +1,323 @@
+"""The α-RuCl3 workflow: priors, per-NV files, the E.8 steps, Laplace, NUTS and the CLI."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from nvbayes.cli import main
+from nvbayes.inference.laplace import run_laplace
+from nvbayes.model.ansatz import LogUniform, PositiveNormal
+from nvbayes.rucl3.analysis import (
+    implied_depths,
+    landscape,
+    measured_slope,
+    sheet_rate,
+    slope_analysis,
+)
+from nvbayes.rucl3.data import (
+    NVDataError,
+    read_nv_data,
+    shipped_synthetic_path,
+    synthetic_data,
+    validate_nv_data,
+    write_nv_data,
+)
+from nvbayes.rucl3.fit import fit_ansatz
+from nvbayes.rucl3.spec import load_ansatz
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import arviz as az
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_ansatz()
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return read_nv_data(shipped_synthetic_path())
+
+
+def run_cli(args, capsys):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- priors ----------------------------------------------------------------------------------
+
+
+def test_positive_normal_is_a_normalized_truncated_normal():
+    d = PositiveNormal(torch.tensor(14.0, dtype=torch.float64),
+                       torch.tensor(5.0, dtype=torch.float64))
+    x = torch.linspace(1e-9, 80, 400001, dtype=torch.float64)
+    density = torch.exp(d.log_prob(x))
+    assert float(torch.trapezoid(density, x)) == pytest.approx(1.0, abs=1e-6)
+    torch.manual_seed(0)
+    draws = d.sample((200000,))
+    assert float(draws.min()) > 0
+    se = float(draws.std()) / math.sqrt(draws.numel())
+    assert abs(float(draws.mean()) - float(d.mean)) < 4 * se
+
+
+def test_log_uniform_puts_equal_mass_per_decade():
+    d = LogUniform(torch.tensor(2.0, dtype=torch.float64), torch.tensor(200.0,
+                                                                        dtype=torch.float64))
+    # the support is the half-open [low, high): stay a hair inside it
+    x = torch.exp(torch.linspace(math.log(2.0) + 1e-12, math.log(200.0) - 1e-12, 200001,
+                                 dtype=torch.float64))
+    density = torch.exp(d.log_prob(x))
+    assert float(torch.trapezoid(density, x)) == pytest.approx(1.0, abs=1e-8)
+    below = x <= 20.0
+    assert float(torch.trapezoid(density[below], x[below])) == pytest.approx(0.5, abs=1e-6)
+
+
+# ---- per-NV files ----------------------------------------------------------------------------
+
+
+def test_shipped_set_is_the_model_at_the_published_constants(spec, shipped):
+    again = synthetic_data(spec)
+    for name in again.data_vars:
+        np.testing.assert_allclose(shipped[name].values, again[name].values, rtol=1e-12)
+    assert shipped.attrs["synthetic"] == 1
+    assert "SYNTHETIC" in shipped.attrs["description"]
+    assert shipped.attrs["true_log10_amplitude"] == pytest.approx(
+        math.log10(spec.constants.spin_density_m2), abs=1e-12)
+    assert list(shipped["nv"].values) == ["NV2", "NV3", "NV4", "NV6", "NV7", "NV8", "NV9",
+                                          "NV10"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".nc"])
+def test_per_nv_files_round_trip_exactly(shipped, tmp_path, suffix):
+    back = read_nv_data(write_nv_data(shipped, tmp_path / f"set{suffix}"))
+    for name in shipped.data_vars:
+        np.testing.assert_array_equal(back[name].values, shipped[name].values)
+    assert list(back["nv"].values) == list(shipped["nv"].values)
+    assert back.attrs["synthetic"] == 1
+
+
+def _table(**columns):
+    return xr.Dataset({k: ("nv", np.asarray(v, dtype=float)) for k, v in columns.items()},
+                      coords={"nv": [f"NV{i}" for i in range(len(next(iter(columns.values()))))]})
+
+
+def test_flake_and_bare_rates_give_gamma_ru():
+    data = validate_nv_data(_table(field_gauss=[2, 2, 2], gamma_flake=[500, 300, 250],
+                                   gamma_flake_err=[30, 40, 20], gamma_bare=[200, 100, 150],
+                                   gamma_bare_err=[40, 30, 15]))
+    np.testing.assert_array_equal(data["gamma_ru"].values, [300, 200, 100])
+    np.testing.assert_allclose(data["gamma_ru_err"].values, [50, 50, 25])
+    assert data["gamma_ru"].attrs["units"] == "s-1"
+
+
+@pytest.mark.parametrize("columns, problem", [
+    (dict(field_gauss=[2, 2], gamma_ru=[100, -5], gamma_ru_err=[1, 1]), "must be positive"),
+    (dict(field_gauss=[2, 2], gamma_ru=[100, 50]), "needs gamma_ru_err"),
+    (dict(field_gauss=[2, 2], gamma_flake=[100, 50], gamma_flake_err=[1, 1],
+          gamma_bare=[40, 60], gamma_bare_err=[1, 1]), "gamma_flake <= gamma_bare"),
+    (dict(gamma_ru=[100, 50], gamma_ru_err=[1, 1]), "no field_gauss"),
+    (dict(field_gauss=[2, 2], gamma_ru=[100, np.nan], gamma_ru_err=[1, 1]), "not finite"),
+    (dict(field_gauss=[2], gamma_ru=[100], gamma_ru_err=[1]), "at least two"),
+])
+def test_bad_per_nv_data_is_refused(columns, problem):
+    with pytest.raises(NVDataError, match=problem):
+        validate_nv_data(_table(**columns))
+
+
+# ---- the steps of appendix E.8 ---------------------------------------------------------------
+
+
+def test_implied_depths_invert_the_sheet_rate(spec):
+    depths = np.array([9.0, 12.5, 14.49, 20.0, 31.0])
+    for op in ("F2", "F1"):
+        rates = sheet_rate(spec, depths, op, 2.0)
+        data = validate_nv_data(_table(field_gauss=np.full(5, 2.0), gamma_ru=rates,
+                                       gamma_ru_err=0.1 * rates))
+        np.testing.assert_allclose(implied_depths(spec, data, op), depths, rtol=1e-9)
+    # F1's sheet rate saturates as d -> 0: a larger measured rate has no depth
+    too_fast = 10 * sheet_rate(spec, 0.1, "F1", 2.0)
+    data = validate_nv_data(_table(field_gauss=[2.0, 2.0], gamma_ru=[too_fast, too_fast],
+                                   gamma_ru_err=[1.0, 1.0]))
+    assert np.isnan(implied_depths(spec, data, "F1")).all()
+
+
+def test_slopes_follow_the_power_laws(spec):
+    """Γ_int ∝ d^-α and Γ_Ru ∝ d^-4 give a measured slope of exactly 4/α."""
+    d = np.array([8.0, 11.0, 14.0, 19.0, 26.0])
+    alpha = spec.protocol.alpha
+    data = validate_nv_data(_table(field_gauss=np.full(5, 2.0), gamma_bare=300 * d**-alpha,
+                                   gamma_bare_err=np.ones(5), gamma_ru=5e6 * d**-4.0,
+                                   gamma_ru_err=np.ones(5)))
+    slope = measured_slope(data)
+    assert slope.value == pytest.approx(4 / alpha, rel=1e-12)
+    out = slope_analysis(spec, data)
+    # the paper's predictions b = 4/α = 3.77 (F2) and 2/α = 1.89 (F1), appendix E.8
+    assert float(out["slope_paper"].sel(operator="F2")) == pytest.approx(3.77, abs=5e-3)
+    assert float(out["slope_paper"].sel(operator="F1")) == pytest.approx(1.89, abs=5e-3)
+    assert float(out["exponent_model"].sel(operator="F2")) == pytest.approx(4.0, abs=1e-6)
+
+
+def test_landscape_recovers_noiseless_truth_and_its_hessian(spec):
+    """Noiseless F2 rates at known depths: the minimum is the truth, L = 0 there, and the
+    autograd Hessian equals central finite differences of the loss."""
+    from nvbayes.rucl3.data import ansatz_model
+
+    depths = np.array([7.0, 10.0, 14.0, 19.0, 25.0, 33.0])
+    truth = (18.6, 9.0)
+    model = ansatz_model(spec, "F2")
+    with torch.no_grad():
+        rates = model.rates(torch.tensor(truth[0], dtype=torch.float64),
+                            torch.tensor(truth[1], dtype=torch.float64),
+                            torch.as_tensor(depths), torch.full((6,), 2.0,
+                                                                dtype=torch.float64)).numpy()
+    data = validate_nv_data(_table(field_gauss=np.full(6, 2.0), gamma_ru=rates,
+                                   gamma_ru_err=0.1 * rates, depth_nm=depths))
+    land = landscape(spec, data, "F2", grid=30)
+    np.testing.assert_allclose(land["minimum"].values, truth, rtol=1e-5)
+    assert float(land["minimum_loss"]) < 1e-12
+    assert float(land["log_mse"].min()) >= float(land["minimum_loss"])
+
+    def loss(a, s):
+        pred = np.log(model.rates(torch.tensor(a, dtype=torch.float64),
+                                  torch.tensor(s, dtype=torch.float64),
+                                  torch.as_tensor(depths),
+                                  torch.full((6,), 2.0, dtype=torch.float64)).numpy())
+        return float(np.mean((pred - np.log(rates)) ** 2))
+
+    a, s = land["minimum"].values
+    h = (1e-3, 1e-2)
+    fd = np.empty((2, 2))
+    fd[0, 0] = (loss(a + h[0], s) - 2 * loss(a, s) + loss(a - h[0], s)) / h[0] ** 2
+    fd[1, 1] = (loss(a, s + h[1]) - 2 * loss(a, s) + loss(a, s - h[1])) / h[1] ** 2
+    fd[0, 1] = fd[1, 0] = (loss(a + h[0], s + h[1]) - loss(a + h[0], s - h[1])
+                           - loss(a - h[0], s + h[1]) + loss(a - h[0], s - h[1])) / (
+        4 * h[0] * h[1])
+    np.testing.assert_allclose(land["hessian"].values, fd, rtol=1e-4)
+    eig = np.linalg.eigvalsh(fd)
+    assert float(land["condition_number"]) == pytest.approx(eig.max() / eig.min(), rel=1e-3)
+
+
+# ---- inference ------------------------------------------------------------------------------
+
+
+def test_laplace_recovers_the_linear_gaussian_posterior():
+    """x ~ N(0, s0² I), y ~ N(A x, σ² I): the posterior precision is AᵀA/σ² + I/s0²."""
+    import pyro
+    import pyro.distributions as dist
+
+    g = torch.Generator().manual_seed(1)
+    a_mat = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(6, generator=g, dtype=torch.float64)
+    s0, sigma = 2.0, 0.3
+
+    def model(y):
+        x = pyro.sample("x", dist.Normal(torch.zeros(3, dtype=torch.float64), s0).to_event(1))
+        pyro.sample("y", dist.Normal(x @ a_mat.T, sigma).to_event(1), obs=y)
+
+    result = run_laplace(model, y, steps=500, lr=0.05, draws=20000, seed=0)
+    precision = a_mat.T @ a_mat / sigma**2 + torch.eye(3, dtype=torch.float64) / s0**2
+    mean = torch.linalg.solve(precision, a_mat.T @ y / sigma**2)
+    np.testing.assert_allclose(result.hessian, precision.numpy(), rtol=1e-8)
+    np.testing.assert_allclose(result.mode["x"], mean.numpy(), rtol=1e-8, atol=1e-10)
+    cov = np.cov(result.samples["x"][0].T)
+    np.testing.assert_allclose(cov, torch.linalg.inv(precision).numpy(), atol=0.05 * float(
+        torch.linalg.inv(precision).diagonal().max()))
+
+
+def test_laplace_fit_of_the_ansatz_writes_a_run(spec, shipped, tmp_path):
+    run = fit_ansatz(spec, shipped, "F2", "laplace", draws=400)
+    folder = run.save(tmp_path / "lap")
+    idata = az.from_netcdf(str(folder / "posterior.nc"))
+    assert idata.posterior["depth"].shape == (1, 400, 8)
+    lap = xr.open_dataset(folder / "laplace.nc")
+    eig = lap["eigenvalues"].values
+    assert (eig > 0).all()
+    assert lap.attrs["condition_number"] == pytest.approx(eig.max() / eig.min())
+    assert (folder / "posterior.png").stat().st_size > 10_000
+
+
+@pytest.fixture(scope="module")
+def nuts_run(spec, shipped):
+    return fit_ansatz(spec, shipped, "F2", "nuts", seed=0, chains=4, warmup=150, draws=150)
+
+
+def test_nuts_recovers_the_synthetic_parameters(nuts_run, shipped):
+    post = nuts_run.idata.posterior
+    truth = {"log10_amplitude": shipped.attrs["true_log10_amplitude"],
+             "sigma_g": shipped.attrs["true_sigma_g_nm"],
+             "depth": shipped["depth_true_nm"].values}
+    for name, value in truth.items():
+        lo, hi = (post[name].quantile(q, dim=("chain", "draw")).values for q in (0.05, 0.95))
+        assert np.all((lo <= value) & (value <= hi)), name
+    summary = nuts_run.summary
+    assert float(summary["r_hat"].max()) < 1.05
+
+
+def test_nuts_run_folder_opens_in_arviz(nuts_run, tmp_path):
+    folder = nuts_run.save(tmp_path / "nuts")
+    idata = az.from_netcdf(str(folder / "posterior.nc"))
+    assert set(idata.groups()) >= {"posterior", "sample_stats", "observed_data",
+                                   "constant_data"}
+    assert idata.posterior.sizes["chain"] == 4 and idata.posterior.sizes["draw"] == 150
+    assert idata.sample_stats["diverging"].dtype == bool
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = az.summary(idata, var_names=["log10_amplitude", "sigma_g", "depth"])
+    assert len(summary) == 10 and summary["r_hat"].notna().all()
+    tree = xr.open_datatree(folder / "posterior.nc")
+    assert "posterior" in tree.children
+    assert idata.posterior.attrs["synthetic"] == 1
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+
+def test_rucl3_commands_run_on_the_shipped_set(tmp_path, capsys):
+    code, out, _ = run_cli(["rucl3", "depth", "--out", tmp_path / "depth"], capsys)
+    assert code == 0 and "SYNTHETIC" in out and "F2:" in out and "point ratio" in out
+    assert (tmp_path / "depth" / "depth.png").is_file()
+    table = xr.open_dataset(tmp_path / "depth" / "depth.nc")
+    assert set(table["operator"].values) == {"F1", "F2"}
+    code, out, _ = run_cli(["rucl3", "slope", "--out", tmp_path / "slope"], capsys)
+    assert code == 0 and "b_pred = 3.77" in out
+    code, out, _ = run_cli(["rucl3", "landscape", "--grid", "15", "--out", tmp_path / "land"],
+                           capsys)
+    assert code == 0 and "condition number" in out
+    land = xr.open_dataset(tmp_path / "land" / "landscape.nc")
+    assert land["log_mse"].shape == (2, 15, 15)
+
+
+def test_rucl3_simulate_then_fit_a_users_file(tmp_path, capsys):
+    path = tmp_path / "mine.nc"
+    code, _, _ = run_cli(["rucl3", "simulate", "--operator", "F1", "--seed", "3", "--out",
+                          path], capsys)
+    assert code == 0 and read_nv_data(path).attrs["true_operator"] == "F1"
+    code, out, _ = run_cli(["rucl3", "fit", path, "--operator", "F1", "--method", "laplace",
+                            "--draws", "100", "--out", tmp_path / "run"], capsys)
+    assert code == 0 and "condition number" in out
+    assert (tmp_path / "run" / "posterior.nc").is_file()
+
+
+@pytest.mark.parametrize("args, problem", [
+    (["rucl3", "fit", "missing.csv"], "no such file"),
+    (["rucl3", "fit", "--operator", "F3"], "unknown operator"),
+    (["rucl3", "fit", "--method", "svi"], "unknown method"),
+    (["rucl3", "landscape", "--operators", "F2,F2"], "repeats"),
+    (["rucl3", "simulate", "--out", "x.txt"], "neither .csv nor .nc"),
+])
+def test_bad_rucl3_arguments_give_one_line(args, problem, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(args, capsys)
+    assert code == 2 and problem in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_imaging_fit_refuses_the_ansatz_file(tmp_path, capsys):
+    code, _, err = run_cli(["fit", tmp_path / "x.nc", "--model", "rucl3"], capsys)
+    assert code == 2
