@@ -10,7 +10,7 @@ import xarray as xr
 
 from nvbayes.cli import main
 from nvbayes.inference.laplace import run_laplace
-from nvbayes.model.ansatz import LogUniform, PositiveNormal
+from nvbayes.model.ansatz import PositiveNormal
 from nvbayes.rucl3.analysis import (
     implied_depths,
     landscape,
@@ -66,16 +66,35 @@ def test_positive_normal_is_a_normalized_truncated_normal():
     assert abs(float(draws.mean()) - float(d.mean)) < 4 * se
 
 
-def test_log_uniform_puts_equal_mass_per_decade():
-    d = LogUniform(torch.tensor(2.0, dtype=torch.float64), torch.tensor(200.0,
-                                                                        dtype=torch.float64))
-    # the support is the half-open [low, high): stay a hair inside it
-    x = torch.exp(torch.linspace(math.log(2.0) + 1e-12, math.log(200.0) - 1e-12, 200001,
-                                 dtype=torch.float64))
-    density = torch.exp(d.log_prob(x))
-    assert float(torch.trapezoid(density, x)) == pytest.approx(1.0, abs=1e-8)
-    below = x <= 20.0
-    assert float(torch.trapezoid(density[below], x[below])) == pytest.approx(0.5, abs=1e-6)
+@pytest.mark.parametrize("operator", ["F2", "F1"])
+def test_the_sampling_reparameterization_keeps_the_stated_prior(spec, operator):
+    """Uniform (ln σg, log10_scale) restricted to the amplitude box is uniform in
+    (log10 A, ln σg): log10 A uniform on its box and independent of σg (KS tests)."""
+    from scipy import stats
+
+    from nvbayes.rucl3.data import ansatz_model
+
+    model = ansatz_model(spec, operator)
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    lo, hi = (math.log(v) for v in spec.prior.sigma_g_nm)
+    log_sigma = lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
+    u_lo, u_hi = model._scale_box
+    scale = u_lo + (u_hi - u_lo) * torch.rand(n, generator=g, dtype=torch.float64)
+    phys = model.physical({"log_sigma_g": log_sigma, "log10_scale": scale,
+                           "depth": torch.ones(n)})
+    a_lo, a_hi = spec.prior.log10_amplitude
+    keep = (phys["log10_amplitude"] >= a_lo) & (phys["log10_amplitude"] <= a_hi)
+    amp = phys["log10_amplitude"][keep].numpy()
+    assert stats.kstest(amp, stats.uniform(a_lo, a_hi - a_lo).cdf).pvalue > 1e-3
+    small = phys["sigma_g"][keep].numpy() < 20.0   # the median of the log-uniform prior
+    assert abs(small.mean() - 0.5) < 4 * math.sqrt(0.25 / small.size)
+    assert stats.ks_2samp(amp[small], amp[~small]).pvalue > 1e-3
+    # the box of log10_scale contains the image of the whole prior box
+    edges = torch.exp(torch.tensor([lo, hi], dtype=torch.float64))
+    for a in (a_lo, a_hi):
+        image = a + model.log10_factor(edges)
+        assert bool(((image >= u_lo) & (image <= u_hi)).all())
 
 
 # ---- per-NV files ----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """NUTS (Hamiltonian Monte Carlo) for low-dimensional Pyro models.
 
 Chains are run one after another, each from its own seed and its own random initial point
-(Pyro's ``init_to_uniform`` in the unconstrained space), so the draws do not depend on the
-number of CPU cores.  Draws come back as arrays of shape ``(chain, draw, ...)``, ready for
-ArviZ.
+(``initial_values(generator)`` when given, else Pyro's ``init_to_uniform`` in the
+unconstrained space), so the draws do not depend on the number of CPU cores.  Draws come
+back as arrays of shape ``(chain, draw, ...)``, ready for ArviZ.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyro
+import torch
 from pyro.infer import MCMC, NUTS
+from pyro.infer.autoguide.initialization import init_to_value
 
 from ..progress import show_progress
 
@@ -31,16 +33,19 @@ class McmcResult:
 
 def run_nuts(model, *args, chains: int = 4, warmup: int = 500, draws: int = 500,
              seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
-             full_mass: bool = True,
-             **kwargs) -> McmcResult:
+             full_mass: bool = True, initial_values=None, **kwargs) -> McmcResult:
     """Sample ``model(*args, **kwargs)`` with NUTS; ``chains`` chains of ``draws`` draws."""
     per_chain, diverging, step_size, times = [], [], [], []
     start = time.perf_counter()
     for chain in range(chains):
         pyro.clear_param_store()
         pyro.set_rng_seed(seed * 1000 + chain)
+        init = {}
+        if initial_values is not None:
+            generator = torch.Generator().manual_seed(seed * 1000 + chain)
+            init = {"init_strategy": init_to_value(values=initial_values(generator))}
         kernel = NUTS(model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                      full_mass=full_mass)
+                      full_mass=full_mass, **init)
         mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, num_chains=1,
                     disable_progbar=not show_progress())
         t0 = time.perf_counter()

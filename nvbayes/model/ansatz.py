@@ -4,13 +4,23 @@ For NVs ``i = 1 … n`` at depths ``d_i`` under a spin density ``ρ(r) = A exp(�
 centred under each NV, the model is
 
     log10 A  ~ Uniform(a₀, a₁)                    (A in m⁻²)
-    σg       ~ LogUniform(s₀, s₁)                 (nm; uniform in ln σg, a scale prior)
+    ln σg    ~ Uniform(ln s₀, ln s₁)              (σg in nm: a log-uniform scale prior)
     d_i      ~ Normal(μ_d, s_d) truncated to d > 0   (nm; the SRIM prior 14 ± 5 nm)
     ln Γ_i   ~ Normal(ln Γ_op(A, σg, d_i, B_i), s_i)
 
 with ``Γ_op`` the rate of :func:`nvbayes.physics.relaxation.relaxation_rate` under F1 or F2
 (a log-normal likelihood on Γ_Ru) and ``s_i`` the relative uncertainty of the measured rate,
 floored at ``min_log_sd``.
+
+Sampling reparameterization.  The rate sees (A, σg) mostly through one combination: for
+σg ≪ d only the number of spins ``2πAσg²`` matters, for σg ≫ d F2 sees only A and F1 only
+A/σg.  The posterior is then a bent, narrow ridge in (log10 A, σg) that NUTS crosses badly.
+The model therefore samples ``log10_scale = log10 A + log10 q(σg)`` with
+``q(σg) = I_op(σg, d₀) / I_op(∞ or d₀)``, the operator's integral (``∫Pρ`` for F2,
+``∫g_zz ρ`` for F1) of a unit Gaussian at the prior-mean depth ``d₀``, relative to a fixed
+reference.  ``(ln σg, log10_scale) → (ln σg, log10 A)`` is a shear with unit Jacobian, so a
+uniform ``log10_scale`` on a box that contains every image, times the indicator of
+``log10 A ∈ [a₀, a₁]`` (a ``pyro.factor``), is exactly the prior above.
 """
 
 from __future__ import annotations
@@ -74,29 +84,6 @@ class PositiveNormal(TorchDistribution):
         return self.loc + self.scale * pdf / (1 - self._lower_cdf)
 
 
-class LogUniform(dist.TransformedDistribution):
-    """``ln X ~ Uniform(ln low, ln high)``: density ``1 / (x ln(high/low))`` on [low, high].
-
-    The scale-invariant prior of a positive length: each decade gets the same mass.
-    """
-
-    arg_constraints = {"low": constraints.positive, "high": constraints.positive}
-
-    def __init__(self, low, high, validate_args=None):
-        self.low, self.high = torch.broadcast_tensors(torch.as_tensor(low),
-                                                      torch.as_tensor(high))
-        base = dist.Uniform(torch.log(self.low), torch.log(self.high))
-        super().__init__(base, [dist.transforms.ExpTransform()], validate_args=validate_args)
-
-    @constraints.dependent_property(is_discrete=False, event_dim=0)
-    def support(self):
-        return constraints.interval(self.low, self.high)
-
-    def expand(self, batch_shape, _instance=None):
-        shape = torch.Size(batch_shape)
-        return LogUniform(self.low.expand(shape), self.high.expand(shape))
-
-
 @dataclass(frozen=True)
 class GaussianAnsatz:
     """Priors, the spin bath and the operator of the α-RuCl3 model; see the module docstring.
@@ -114,6 +101,50 @@ class GaussianAnsatz:
 
     def __post_init__(self):
         object.__setattr__(self, "operator", check_operator(self.operator))
+        grid = torch.exp(torch.linspace(math.log(self.sigma_g_nm[0]),
+                                        math.log(self.sigma_g_nm[1]), 2001,
+                                        dtype=torch.float64))
+        factor = self.log10_factor(grid)
+        box = (self.log10_amplitude[0] + float(factor.min()) - 0.01,
+               self.log10_amplitude[1] + float(factor.max()) + 0.01)
+        object.__setattr__(self, "_scale_box", box)
+
+    def log10_factor(self, sigma_g_nm) -> torch.Tensor:
+        """``log10 q(σg)`` of the sampling reparameterization (module docstring)."""
+        d0 = self.depth_mean_nm * NM
+        unit = GaussianDensity(1.0, torch.as_tensor(sigma_g_nm, dtype=torch.float64) * NM)
+        if self.operator == "F2":
+            return torch.log10(unit.power(d0) * d0**4 / (1.5 * math.pi))
+        return torch.log10(unit.field(d0) * d0)
+
+    def initial_values(self, generator: torch.Generator, n_nv: int) -> dict:
+        """A random starting point of the sampled sites inside the prior's support.
+
+        ``ln σg`` uniform on its range, ``log10 A`` uniform on the middle half of its box and
+        the depths from their prior, so that every chain starts at a finite density.
+        """
+        def uniform(lo, hi):
+            return lo + (hi - lo) * torch.rand((), generator=generator, dtype=torch.float64)
+
+        log_sigma = uniform(*(math.log(v) for v in self.sigma_g_nm))
+        a0, a1 = self.log10_amplitude
+        log10_amplitude = uniform(a0 + (a1 - a0) / 4, a1 - (a1 - a0) / 4)
+        depth = PositiveNormal(torch.tensor(self.depth_mean_nm, dtype=torch.float64),
+                               torch.tensor(self.depth_sd_nm, dtype=torch.float64))
+        u = torch.rand(n_nv, generator=generator, dtype=torch.float64)
+        lower = depth._lower_cdf
+        depths = depth._normal.icdf(lower + u * (1 - lower))
+        return {"log_sigma_g": log_sigma,
+                "log10_scale": log10_amplitude + self.log10_factor(torch.exp(log_sigma)),
+                "depth": depths}
+
+    def physical(self, latent: dict) -> dict:
+        """``log10_amplitude``, ``sigma_g`` and ``depth`` from the sampled sites."""
+        log_sigma = torch.as_tensor(latent["log_sigma_g"])
+        sigma = torch.exp(log_sigma)
+        return {"log10_amplitude": torch.as_tensor(latent["log10_scale"])
+                - self.log10_factor(sigma),
+                "sigma_g": sigma, "depth": torch.as_tensor(latent["depth"])}
 
     def rates(self, log10_amplitude, sigma_g_nm, depth_nm, field_gauss) -> torch.Tensor:
         """Γ_Ru in s⁻¹; arguments broadcast (e.g. ``(..., 1)`` against ``(n_nv,)``)."""
@@ -128,10 +159,17 @@ class GaussianAnsatz:
               log_rate: "torch.Tensor | None" = None) -> None:
         """The Pyro model; all tensors are ``(n_nv,)`` float64, ``log_rate`` is ln Γ_Ru."""
         dtype = field_gauss.dtype
-        lo, hi = (torch.tensor(v, dtype=dtype) for v in self.log10_amplitude)
-        log10_amplitude = pyro.sample("log10_amplitude", dist.Uniform(lo, hi))
-        lo, hi = (torch.tensor(v, dtype=dtype) for v in self.sigma_g_nm)
-        sigma_g = pyro.sample("sigma_g", LogUniform(lo, hi))
+        lo, hi = (torch.tensor(math.log(v), dtype=dtype) for v in self.sigma_g_nm)
+        log_sigma = pyro.sample("log_sigma_g", dist.Uniform(lo, hi))
+        sigma_g = torch.exp(log_sigma)
+        lo, hi = (torch.tensor(v, dtype=dtype) for v in self._scale_box)
+        log10_scale = pyro.sample("log10_scale", dist.Uniform(lo, hi))
+        log10_amplitude = log10_scale - self.log10_factor(sigma_g)
+        inside = (log10_amplitude >= self.log10_amplitude[0]) & (
+            log10_amplitude <= self.log10_amplitude[1])
+        pyro.factor("amplitude_prior_box", torch.where(
+            inside, torch.zeros_like(log10_amplitude), torch.full_like(log10_amplitude,
+                                                                       -math.inf)))
         with pyro.plate("nv", field_gauss.shape[-1]):
             depth = pyro.sample("depth", PositiveNormal(
                 torch.tensor(self.depth_mean_nm, dtype=dtype),
@@ -141,7 +179,7 @@ class GaussianAnsatz:
                         obs=log_rate)
 
 
-#: Latent sites of :meth:`GaussianAnsatz.model`, with their units.
+#: Physical parameters of the model (see :meth:`GaussianAnsatz.physical`), with their units.
 ANSATZ_SITES = {"log10_amplitude": "log10(m-2)", "sigma_g": "nm", "depth": "nm"}
 
-__all__ = ["ANSATZ_SITES", "GaussianAnsatz", "LogUniform", "PositiveNormal"]
+__all__ = ["ANSATZ_SITES", "GaussianAnsatz", "PositiveNormal"]

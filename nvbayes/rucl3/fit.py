@@ -76,7 +76,10 @@ class AnsatzRun:
 
 def _posterior(samples: dict, model, field_gauss: torch.Tensor, nv) -> dict:
     """Posterior arrays with the predicted rate added; ``(chain, draw[, nv])``."""
-    post = {k: np.asarray(samples[k], dtype=float) for k in ANSATZ_SITES}
+    with torch.no_grad():
+        physical = model.physical({k: torch.as_tensor(np.asarray(v, dtype=float))
+                                   for k, v in samples.items()})
+    post = {k: physical[k].numpy() for k in ANSATZ_SITES}
     with torch.no_grad():
         rate = model.rates(torch.as_tensor(post["log10_amplitude"])[..., None],
                            torch.as_tensor(post["sigma_g"])[..., None],
@@ -116,7 +119,8 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
     if method == "nuts":
         result = run_nuts(model.model, *args, chains=chains, warmup=warmup, draws=draws,
                           seed=seed, target_accept=inf.target_accept,
-                          max_tree_depth=inf.max_tree_depth)
+                          max_tree_depth=inf.max_tree_depth,
+                          initial_values=lambda g: model.initial_values(g, len(nv)))
         sample_stats = {"diverging": result.diverging}
         n_div = int(result.diverging.sum())
         if n_div:
@@ -131,11 +135,13 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                              draws=draws, seed=seed)
         sample_stats = None
         wall, samples = result.wall_time_s, result.samples
-        names = ["log10_amplitude", "sigma_g"] + [f"depth[{v}]" for v in nv]
+        names = [k if np.ndim(v) == 0 else f"{k}[{nv[i]}]"
+                 for k, v in result.mode.items() for i in range(max(1, np.size(v)))]
         laplace = xr.Dataset(
             {"hessian": (("latent", "latent2"), result.hessian,
                          {"long_name": "Hessian of the negative log joint at the mode, "
-                                       "in Pyro's unconstrained coordinates"}),
+                                       "in Pyro's unconstrained coordinates of the sampled "
+                                       "sites (log_sigma_g, log10_scale, depth)"}),
              "eigenvalues": ("eigen", result.eigenvalues)},
             coords={"latent": names, "latent2": names},
             attrs={"condition_number": result.condition_number,
@@ -143,7 +149,7 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                    **{f"mode_{k}": (float(v) if np.ndim(v) == 0 else [float(x) for x in v])
                       for k, v in result.mode.items()}})
         settings = {"steps": inf.laplace_steps, "lr": inf.laplace_lr,
-                    "draws": int(samples["sigma_g"].shape[1]),
+                    "draws": int(samples["depth"].shape[1]),
                     "condition_number": result.condition_number}
     post = _posterior(samples, model, args[0], nv)
     dims = {"depth": ["nv"], "rate_ru": ["nv"], "log_rate_ru": ["nv"], "field_gauss": ["nv"],
