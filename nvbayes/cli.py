@@ -303,22 +303,23 @@ def _rucl3_inputs(args):
 
 
 def _operators(text: str) -> tuple:
-    from .physics.relaxation import check_operator
+    from .physics.operators import check_inversion_operator
 
-    ops = tuple(check_operator(o.strip()) for o in text.split(",") if o.strip())
+    ops = tuple(check_inversion_operator(o.strip()) for o in text.split(",") if o.strip())
     if not ops or len(set(ops)) != len(ops):
         raise NvbayesError(f"--operators {text!r} names no operator or repeats one",
                            "pass e.g. --operators F2,F1")
     return ops
 
 
-def _rucl3_outputs(out: Path, files: dict) -> None:
-    """Write ``{name: writer(path)}`` into the folder ``out`` atomically."""
+def _rucl3_outputs(out: Path, name: str, dataset, figure) -> None:
+    """Write ``NAME.nc`` and the figure ``NAME.png`` into the folder ``out`` atomically."""
     from .io import write_folder
+    from .plots import save_figure
 
     def fill(tmp: Path) -> None:
-        for name, writer in files.items():
-            writer(tmp / name)
+        dataset.to_netcdf(tmp / f"{name}.nc", engine="netcdf4")
+        save_figure(figure(), tmp / f"{name}.png")
 
     write_folder(out, fill)
     print(f"folder: {out}")
@@ -354,7 +355,7 @@ def _rucl3_landscape(args) -> None:
 
     from .rucl3.analysis import landscape
     from .rucl3.data import is_synthetic
-    from .rucl3.figures import plot_landscape, save
+    from .rucl3.figures import plot_landscape
 
     spec, data, tag = _rucl3_inputs(args)
     ops = _operators(args.operators)
@@ -369,15 +370,13 @@ def _rucl3_landscape(args) -> None:
               f"{float(one['minimum_loss']):.4g}, condition number "
               f"{float(one['condition_number']):,.0f}")
     out = args.out or RUNS / f"rucl3-landscape-{tag}"
-    _rucl3_outputs(out, {"landscape.nc": lambda p: land.to_netcdf(p, engine="netcdf4"),
-                         "landscape.png": lambda p: save(plot_landscape(land, is_synthetic(data)),
-                                                         p)})
+    _rucl3_outputs(out, "landscape", land, lambda: plot_landscape(land, is_synthetic(data)))
 
 
 def _rucl3_depth(args) -> None:
     from .rucl3.analysis import depth_table
     from .rucl3.data import is_synthetic
-    from .rucl3.figures import plot_depths, save
+    from .rucl3.figures import plot_depths
 
     spec, data, tag = _rucl3_inputs(args)
     ops = _operators(args.operators)
@@ -404,15 +403,13 @@ def _rucl3_depth(args) -> None:
         print(f"point ratio F1/F2 = {ratio:.4g} (paper: {spec.paper.rate_f1_per_s:g} / "
               f"{spec.paper.rate_f2_per_s:g} = {paper:.4g})")
     out = args.out or RUNS / f"rucl3-depth-{tag}"
-    _rucl3_outputs(out, {"depth.nc": lambda p: table.to_netcdf(p, engine="netcdf4"),
-                         "depth.png": lambda p: save(plot_depths(spec, table,
-                                                                 is_synthetic(data)), p)})
+    _rucl3_outputs(out, "depth", table, lambda: plot_depths(spec, table, is_synthetic(data)))
 
 
 def _rucl3_slope(args) -> None:
     from .rucl3.analysis import slope_analysis
     from .rucl3.data import is_synthetic
-    from .rucl3.figures import plot_slope, save
+    from .rucl3.figures import plot_slope
 
     spec, data, tag = _rucl3_inputs(args)
     ops = _operators(args.operators)
@@ -428,9 +425,7 @@ def _rucl3_slope(args) -> None:
               f"{a['exponent_depth_nm']:g} nm {float(one['exponent_model']):.3f} -> "
               f"{float(one['slope_model']):.2f} (z = {float(one['z_model']):+.2f})")
     out = args.out or RUNS / f"rucl3-slope-{tag}"
-    _rucl3_outputs(out, {"slope.nc": lambda p: slopes.to_netcdf(p, engine="netcdf4"),
-                         "slope.png": lambda p: save(plot_slope(data, slopes,
-                                                                is_synthetic(data)), p)})
+    _rucl3_outputs(out, "slope", slopes, lambda: plot_slope(data, slopes, is_synthetic(data)))
 
 
 def _rucl3_simulate(args) -> None:

@@ -273,18 +273,23 @@ def _check_truth(ds: xr.Dataset, name: str, source: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def read_measurement(path: "str | os.PathLike") -> xr.Dataset:
-    """Load a measurement file fully into memory and validate it."""
+def load_netcdf(path: "str | os.PathLike", error=MeasurementError, what: str = "measurement",
+                writer: str = "'nvbayes simulate' or xarray") -> xr.Dataset:
+    """A netCDF file fully in memory; a missing or unreadable file raises ``error``."""
     path = Path(path)
     if not path.is_file():
-        raise MeasurementError(f"no such file: {path}", "check the path to the measurement")
+        raise error(f"no such file: {path}", f"check the path to the {what}")
     try:
         with xr.open_dataset(path, engine="netcdf4") as handle:
-            ds = handle.load()
+            return handle.load()
     except (OSError, ValueError) as exc:
-        raise MeasurementError(f"cannot read {path} as netCDF ({type(exc).__name__})",
-                               "pass a .nc file written by 'nvbayes simulate' or xarray") from None
-    return validate_measurement(ds, source=str(path))
+        raise error(f"cannot read {path} as netCDF ({type(exc).__name__})",
+                    f"pass a .nc file written by {writer}") from None
+
+
+def read_measurement(path: "str | os.PathLike") -> xr.Dataset:
+    """Load a measurement file fully into memory and validate it."""
+    return validate_measurement(load_netcdf(path), source=str(path))
 
 
 def n_samples(ds: xr.Dataset) -> int:

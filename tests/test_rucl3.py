@@ -278,6 +278,19 @@ def test_nuts_recovers_the_synthetic_parameters(nuts_run, shipped):
     assert float(summary["r_hat"].max()) < 1.05
 
 
+@pytest.mark.slow
+def test_nuts_recovers_f1_truth_from_f1_data(spec):
+    data = synthetic_data(spec, operator="F1", seed=1)
+    run = fit_ansatz(spec, data, "F1", "nuts", seed=1, chains=4, warmup=300, draws=300)
+    post = run.idata.posterior
+    for name, value in (("log10_amplitude", data.attrs["true_log10_amplitude"]),
+                        ("sigma_g", data.attrs["true_sigma_g_nm"]),
+                        ("depth", data["depth_true_nm"].values)):
+        lo, hi = (post[name].quantile(q, dim=("chain", "draw")).values for q in (0.05, 0.95))
+        assert np.all((lo <= value) & (value <= hi)), name
+    assert float(run.summary["r_hat"].max()) < 1.05
+
+
 def test_nuts_run_folder_opens_in_arviz(nuts_run, tmp_path):
     folder = nuts_run.save(tmp_path / "nuts")
     idata = az.from_netcdf(str(folder / "posterior.nc"))
@@ -325,7 +338,7 @@ def test_rucl3_simulate_then_fit_a_users_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, problem", [
     (["rucl3", "fit", "missing.csv"], "no such file"),
-    (["rucl3", "fit", "--operator", "F3"], "unknown operator"),
+    (["rucl3", "fit", "--operator", "F3"], "cannot invert under operator"),
     (["rucl3", "fit", "--method", "svi"], "unknown method"),
     (["rucl3", "landscape", "--operators", "F2,F2"], "repeats"),
     (["rucl3", "simulate", "--out", "x.txt"], "neither .csv nor .nc"),
@@ -338,5 +351,11 @@ def test_bad_rucl3_arguments_give_one_line(args, problem, tmp_path, capsys, monk
 
 
 def test_imaging_fit_refuses_the_ansatz_file(tmp_path, capsys):
-    code, _, err = run_cli(["fit", tmp_path / "x.nc", "--model", "rucl3"], capsys)
-    assert code == 2
+    data = tmp_path / "m.nc"
+    code, _, _ = run_cli(["simulate", "--scene", "few/far", "--grid", "24", "--freqs", "10",
+                          "--out", data], capsys)
+    assert code == 0
+    code, _, err = run_cli(["fit", data, "--model", "rucl3", "--out", tmp_path / "run"],
+                           capsys)
+    assert code == 2 and "α-RuCl3" in err and "nvbayes rucl3 fit" in err
+    assert not (tmp_path / "run").exists()

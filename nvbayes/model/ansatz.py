@@ -34,7 +34,8 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
-from ..physics.relaxation import GaussianDensity, SpinBath, check_operator, relaxation_rate
+from ..physics.operators import check_inversion_operator
+from ..physics.relaxation import GaussianDensity, SpinBath, relaxation_rate
 
 NM = 1e-9
 
@@ -100,7 +101,7 @@ class GaussianAnsatz:
     min_log_sd: float
 
     def __post_init__(self):
-        object.__setattr__(self, "operator", check_operator(self.operator))
+        object.__setattr__(self, "operator", check_inversion_operator(self.operator))
         grid = torch.exp(torch.linspace(math.log(self.sigma_g_nm[0]),
                                         math.log(self.sigma_g_nm[1]), 2001,
                                         dtype=torch.float64))

@@ -8,12 +8,8 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..errors import ParameterError
 from ..physics.geometry import coarsen
-from ..physics.operators import make_operator
-
-#: Operators a model may use as its likelihood (F3 is the simulator).
-INVERSION_OPERATORS = ("F1", "F2")
+from ..physics.operators import check_inversion_operator, make_operator
 
 
 @dataclass(frozen=True)
@@ -56,11 +52,3 @@ class InverseProblem:
         name = check_inversion_operator(name)
         return make_operator(name, self.freqs, self.linewidth, self.spacing * downsample,
                              self.standoff, units=self.units)
-
-
-def check_inversion_operator(name: str) -> str:
-    key = str(name).upper()
-    if key not in INVERSION_OPERATORS:
-        raise ParameterError(f"cannot invert under operator {name!r}",
-                             "use --operator F1 or F2 (F3 is the simulator)")
-    return key

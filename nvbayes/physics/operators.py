@@ -208,6 +208,19 @@ class DirectOperator(ForwardOperator):
 OPERATORS = {"F1": ScalarOperator, "F2": TensorOperator, "F3": DirectOperator}
 
 
+#: Operators a model may use as its likelihood or a rate model (F3 is the simulator).
+INVERSION_OPERATORS = ("F1", "F2")
+
+
+def check_inversion_operator(name: str) -> str:
+    """``name`` as ``"F1"`` or ``"F2"`` (any case); anything else is a user error."""
+    key = str(name).upper()
+    if key not in INVERSION_OPERATORS:
+        raise ParameterError(f"cannot invert under operator {name!r}",
+                             "use --operator F1 or F2 (F3 is the simulator)")
+    return key
+
+
 def make_operator(name: str, *args, **kwargs) -> ForwardOperator:
     """Build an operator by its paper name, ``"F1"``, ``"F2"`` or ``"F3"``."""
     key = str(name).upper()

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ParameterError
+from .operators import check_inversion_operator
 from .units import BOHR_MAGNETON, MU0_OVER_4PI
 
 #: Electron gyromagnetic ratio γe in rad s⁻¹ T⁻¹ (CODATA 2018).
@@ -58,8 +59,6 @@ GYROMAGNETIC_RATIO = 1.76085963023e11
 ZERO_FIELD_SPLITTING_HZ = 2.87e9
 #: Tesla per gauss.
 TESLA_PER_GAUSS = 1e-4
-#: Relaxation operators: the incoherent tensor sum (F2) and the coherent scalar square (F1).
-RATE_OPERATORS = ("F1", "F2")
 
 _LOG_X_RANGE = (math.log(1e-16), math.log(1e12))
 _LOG_X_STEP = 0.2
@@ -186,17 +185,9 @@ class GaussianDensity:
         return amplitude * 2 * math.pi * k / depth * integral
 
 
-def check_operator(operator: str) -> str:
-    op = str(operator).upper()
-    if op not in RATE_OPERATORS:
-        raise ParameterError(f"unknown operator {operator!r} for relaxation rates",
-                             "use F1 or F2")
-    return op
-
-
 def field_variance(source, depth, operator: str, bath: SpinBath) -> torch.Tensor:
     """``⟨B²⟩`` along the NV axis in T² from a source at depth ``depth`` (m)."""
-    op = check_operator(operator)
+    op = check_inversion_operator(operator)
     geometric = source.power(depth) if op == "F2" else source.field(depth) ** 2
     return bath.variance_scale * geometric
 
@@ -215,7 +206,7 @@ def depth_exponent(source, depth, operator: str, bath: SpinBath, field_gauss=0.0
 
 
 __all__ = [
-    "GYROMAGNETIC_RATIO", "RATE_OPERATORS", "TESLA_PER_GAUSS", "ZERO_FIELD_SPLITTING_HZ",
-    "GaussianDensity", "SpinBath", "UniformDisc", "check_operator", "depth_exponent",
+    "GYROMAGNETIC_RATIO", "TESLA_PER_GAUSS", "ZERO_FIELD_SPLITTING_HZ",
+    "GaussianDensity", "SpinBath", "UniformDisc", "depth_exponent",
     "field_variance", "nv_frequency_hz", "relaxation_rate",
 ]

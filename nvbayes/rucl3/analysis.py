@@ -18,7 +18,8 @@ import torch
 import xarray as xr
 
 from ..errors import ParameterError
-from ..physics.relaxation import UniformDisc, check_operator, depth_exponent, relaxation_rate
+from ..physics.operators import check_inversion_operator
+from ..physics.relaxation import UniformDisc, depth_exponent, relaxation_rate
 from .data import ansatz_model
 from .spec import AnsatzSpec
 
@@ -132,7 +133,7 @@ def slope_analysis(spec: AnsatzSpec, data: xr.Dataset, operators=("F2", "F1")) -
     source = "data" if measured is not None else "paper (the data have no gamma_bare)"
     if measured is None:
         measured = Slope(p.measured_slope, p.measured_slope_err)
-    paper_n = np.array([PAPER_EXPONENTS[check_operator(op)] for op in operators])
+    paper_n = np.array([PAPER_EXPONENTS[check_inversion_operator(op)] for op in operators])
     field = float(np.median(data["field_gauss"].values))
     model_n = np.array([depth_exponent(sheet(spec), p.point_depth_nm * NM, op, spec.bath, field)
                         for op in operators])
@@ -228,7 +229,7 @@ def landscape(spec: AnsatzSpec, data: xr.Dataset, operator: str,
                                                        "Hessian at the minimum"}),
          "minimum_loss": ((), float(objective(theta))),
          "minimum_interior": ((), int(interior))},
-        coords={"operator": check_operator(operator),
+        coords={"operator": check_inversion_operator(operator),
                 "log10_amplitude": ("log10_amplitude", amps.numpy(), {"units": "log10(m-2)"}),
                 "sigma_g": ("sigma_g", sigmas.numpy(), {"units": "nm"}),
                 "parameter": ["log10_amplitude", "sigma_g"],

@@ -34,7 +34,7 @@ import xarray as xr
 
 from .. import __version__
 from ..errors import NvbayesError
-from ..io import atomic_path, write_netcdf
+from ..io import atomic_path, load_netcdf, write_netcdf
 from ..model.ansatz import GaussianAnsatz
 from .spec import AnsatzSpec
 
@@ -192,12 +192,7 @@ def read_nv_data(path: "str | os.PathLike") -> xr.Dataset:
     if path.suffix.lower() == ".csv":
         data = _read_csv(path)
     elif path.suffix.lower() == ".nc":
-        try:
-            with xr.open_dataset(path, engine="netcdf4") as ds:
-                data = ds.load()
-        except (OSError, ValueError) as exc:
-            raise NVDataError(f"{path} is not a readable netCDF file ({exc})",
-                              "pass a file written by 'nvbayes rucl3 simulate'") from None
+        data = load_netcdf(path, NVDataError, "per-NV data", "'nvbayes rucl3 simulate'")
         if data.attrs.get("schema") != SCHEMA:
             _fail(str(path), f"schema is {data.attrs.get('schema')!r}, not {SCHEMA!r}",
                   "pass a per-NV file (see 'nvbayes rucl3 --help')")

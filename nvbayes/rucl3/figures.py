@@ -10,15 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from ..plots import save_figure  # noqa: E402
 from .analysis import sheet_rate  # noqa: E402
 from .spec import AnsatzSpec  # noqa: E402
 
 SYNTHETIC_TITLE = "SYNTHETIC DATA (generated from the model, not measured)"
-
-
-def save(fig: plt.Figure, path) -> None:
-    save_figure(fig, path)
 
 
 def _suptitle(fig: plt.Figure, text: str, synthetic: bool) -> None:
@@ -37,8 +32,11 @@ def plot_posterior(run) -> plt.Figure:
         ax.plot(post["log10_amplitude"].sel(chain=c), post["sigma_g"].sel(chain=c), ".",
                 ms=3, alpha=0.4, label=f"chain {c}")
     if "true_log10_amplitude" in attrs:
+        generator = attrs.get("true_operator", "")
+        label = ("truth" if generator == attrs["operator"]
+                 else f"generating values (under {generator})")
         ax.plot(float(attrs["true_log10_amplitude"]), float(attrs["true_sigma_g_nm"]), "r*",
-                ms=14, label="truth")
+                ms=14, label=label)
     ax.set_xlabel("log10 A  [A in m^-2]")
     ax.set_ylabel("sigma_g [nm]")
     ax.legend(fontsize=7)
@@ -163,4 +161,4 @@ def plot_slope(data: xr.Dataset, slopes: xr.Dataset, synthetic: bool) -> plt.Fig
     return fig
 
 
-__all__ = ["plot_depths", "plot_landscape", "plot_posterior", "plot_slope", "save"]
+__all__ = ["plot_depths", "plot_landscape", "plot_posterior", "plot_slope"]

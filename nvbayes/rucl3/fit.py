@@ -23,7 +23,7 @@ import xarray as xr
 from ..errors import ParameterError
 from ..io import toml_dumps, write_folder
 from ..model.ansatz import ANSATZ_SITES
-from ..physics.relaxation import check_operator
+from ..physics.operators import check_inversion_operator
 from ..run import versions
 from .data import SYNTHETIC_NOTE, ansatz_model, is_synthetic
 from .spec import AnsatzSpec
@@ -66,9 +66,10 @@ class AnsatzRun:
             (tmp / "config.toml").write_text(toml_dumps(self.config))
             if self.laplace is not None:
                 self.laplace.to_netcdf(tmp / "laplace.nc", engine="netcdf4")
-            from .figures import plot_posterior, save
+            from ..plots import save_figure
+            from .figures import plot_posterior
 
-            save(plot_posterior(self), tmp / "posterior.png")
+            save_figure(plot_posterior(self), tmp / "posterior.png")
 
         self.path = write_folder(folder, fill)
         return self.path
@@ -95,7 +96,7 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
     from ..inference.laplace import run_laplace
     from ..inference.nuts import run_nuts
 
-    operator = check_operator(operator)
+    operator = check_inversion_operator(operator)
     method = str(method).lower()
     if method not in METHODS:
         raise ParameterError(f"unknown method {method!r} for the α-RuCl3 model",

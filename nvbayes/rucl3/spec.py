@@ -12,7 +12,8 @@ from pathlib import Path
 import tomllib
 
 from ..errors import ParameterError
-from ..physics.relaxation import SpinBath, check_operator
+from ..physics.operators import check_inversion_operator
+from ..physics.relaxation import SpinBath
 
 
 def _interval(name: str, value) -> tuple[float, float]:
@@ -134,7 +135,7 @@ class Synthetic:
     labels: tuple
 
     def __post_init__(self):
-        object.__setattr__(self, "operator", check_operator(self.operator))
+        object.__setattr__(self, "operator", check_inversion_operator(self.operator))
         for name in ("sigma_g_nm", "internal_rate_per_s", "relative_error"):
             _positive(name, getattr(self, name))
         object.__setattr__(self, "labels", tuple(str(v) for v in self.labels))
