@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     _rucl3_arguments(land)
     land.add_argument("--operators", default="F2,F1", help="operators (F2,F1)")
     land.add_argument("--grid", type=int, help="grid points per axis (90)")
+    land.add_argument("--depths", default="auto", choices=("auto", "true"),
+                      help="fixed NV depths: auto = depth_nm of the data, else from the "
+                           "internal rates (Gamma_int ~ d^-alpha, geometric mean at the SRIM "
+                           "mean); true = the true depths of a synthetic set")
     land.set_defaults(handler=_rucl3_landscape)
     depth = steps.add_parser("depth", help="step 1: implied depth per NV under each operator")
     _rucl3_arguments(depth)
@@ -359,7 +363,8 @@ def _rucl3_landscape(args) -> None:
 
     spec, data, tag = _rucl3_inputs(args)
     ops = _operators(args.operators)
-    land = xr.concat([landscape(spec, data, op, args.grid) for op in ops], dim="operator",
+    land = xr.concat([landscape(spec, data, op, args.grid, args.depths) for op in ops],
+                     dim="operator",
                      combine_attrs="drop_conflicts")
     print(f"depths: {land['depth'].attrs['source']}")
     for op in ops:
@@ -368,7 +373,8 @@ def _rucl3_landscape(args) -> None:
         where = "" if int(one["minimum_interior"]) else " (on the prior box's edge)"
         print(f"{op}: minimum log10 A = {a:.3f}, sigma_g = {s:.2f} nm{where}, L = "
               f"{float(one['minimum_loss']):.4g}, condition number "
-              f"{float(one['condition_number']):,.0f}")
+              f"{float(one['condition_number']):,.0f} (log10 A, sigma_g/nm) and "
+              f"{float(one['condition_number_log']):,.0f} (log10 A, log10 sigma_g)")
     out = args.out or RUNS / f"rucl3-landscape-{tag}"
     _rucl3_outputs(out, "landscape", land, lambda: plot_landscape(land, is_synthetic(data)))
 

@@ -220,6 +220,11 @@ def test_landscape_recovers_noiseless_truth_and_its_hessian(spec):
     np.testing.assert_allclose(land["hessian"].values, fd, rtol=1e-4)
     eig = np.linalg.eigvalsh(fd)
     assert float(land["condition_number"]) == pytest.approx(eig.max() / eig.min(), rel=1e-3)
+    # at a minimum (zero gradient) the Hessian in (log10 A, log10 σg) is J H J
+    jac = np.diag([1.0, s * math.log(10)])
+    eig = np.linalg.eigvalsh(jac @ fd @ jac)
+    assert float(land["condition_number_log"]) == pytest.approx(eig.max() / eig.min(),
+                                                                rel=1e-3)
 
 
 # ---- inference ------------------------------------------------------------------------------
@@ -323,6 +328,9 @@ def test_rucl3_commands_run_on_the_shipped_set(tmp_path, capsys):
     assert code == 0 and "condition number" in out
     land = xr.open_dataset(tmp_path / "land" / "landscape.nc")
     assert land["log_mse"].shape == (2, 15, 15)
+    code, out, _ = run_cli(["rucl3", "landscape", "--grid", "9", "--depths", "true",
+                            "--operators", "F1", "--out", tmp_path / "true"], capsys)
+    assert code == 0 and "true depths" in out
 
 
 def test_rucl3_simulate_then_fit_a_users_file(tmp_path, capsys):

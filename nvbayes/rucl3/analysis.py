@@ -162,13 +162,27 @@ def slope_analysis(spec: AnsatzSpec, data: xr.Dataset, operators=("F2", "F1")) -
 # --------------------------------------------------------------------------------------------
 
 
-def landscape_depths(spec: AnsatzSpec, data: xr.Dataset) -> tuple[np.ndarray, str]:
+#: Where the landscape takes its fixed depths from (:func:`landscape_depths`).
+DEPTH_SOURCES = ("auto", "true")
+
+
+def landscape_depths(spec: AnsatzSpec, data: xr.Dataset,
+                     source: str = "auto") -> tuple[np.ndarray, str]:
     """Fixed NV depths for the landscape, and where they come from.
 
-    ``depth_nm`` of the data if given; else from the internal rates through ``Γ_int ∝ d^-α``
-    with their geometric mean at the SRIM prior mean; else the prior mean for every NV.
+    ``auto``: ``depth_nm`` of the data if given; else from the internal rates through
+    ``Γ_int ∝ d^-α`` with their geometric mean at the SRIM prior mean; else the prior mean for
+    every NV.  ``true``: the true depths of a synthetic set (``depth_true_nm``).
     """
     mean = spec.prior.depth_mean_nm
+    if source not in DEPTH_SOURCES:
+        raise ParameterError(f"unknown depth source {source!r}",
+                             f"use one of {', '.join(DEPTH_SOURCES)}")
+    if source == "true":
+        if "depth_true_nm" not in data:
+            raise ParameterError("the data have no true depths (depth_true_nm)",
+                                 "use --depths auto, or a synthetic set")
+        return np.asarray(data["depth_true_nm"].values, dtype=float), "true depths (synthetic)"
     if "depth_nm" in data:
         return np.asarray(data["depth_nm"].values, dtype=float), "depth_nm of the data"
     if "gamma_bare" in data:
@@ -185,17 +199,19 @@ def _log_mse(model, log_rate, depth, field, log10_amplitude, sigma):
 
 
 def landscape(spec: AnsatzSpec, data: xr.Dataset, operator: str,
-              grid: "int | None" = None) -> xr.Dataset:
+              grid: "int | None" = None, depths: str = "auto") -> xr.Dataset:
     """``L(log10 A, σg) = mean_i (ln Γ_pred,i − ln Γ_Ru,i)²`` on a grid over the prior box.
 
     The grid minimum is refined by Newton steps (with backtracking) inside the box, and the
-    Hessian there (with respect to log10 A and σg in nm) gives ``κ = λ_max / λ_min``.
+    Hessian there (with respect to log10 A and σg in nm, as the paper's axes) gives
+    ``κ = λ_max / λ_min``; ``condition_number_log`` is the same in (log10 A, log10 σg), which
+    does not depend on the unit of σg.
     """
     n = int(grid or spec.inference.landscape_grid)
     if n < 3:
         raise ParameterError(f"landscape grid {n} is too small", "use --grid 3 or more")
     model = ansatz_model(spec, operator)
-    depths, depth_source = landscape_depths(spec, data)
+    depths, depth_source = landscape_depths(spec, data, depths)
     depth = torch.as_tensor(depths)
     field = torch.as_tensor(np.asarray(data["field_gauss"].values, dtype=float))
     log_rate = torch.log(torch.as_tensor(np.asarray(data["gamma_ru"].values, dtype=float)))
@@ -216,7 +232,11 @@ def landscape(spec: AnsatzSpec, data: xr.Dataset, operator: str,
     theta = _newton(objective, theta, lower, upper)
     hessian = torch.autograd.functional.hessian(objective, theta).detach()
     eig = torch.linalg.eigvalsh(0.5 * (hessian + hessian.T)).numpy()
-    kappa = float(eig.max() / eig.min()) if eig.min() > 0 else math.inf
+    kappa = _condition(eig)
+    log_theta = torch.stack([theta[0], torch.log10(theta[1])])
+    hessian_log = torch.autograd.functional.hessian(
+        lambda t: objective(torch.stack([t[0], 10.0 ** t[1]])), log_theta).detach()
+    kappa_log = _condition(torch.linalg.eigvalsh(0.5 * (hessian_log + hessian_log.T)).numpy())
     interior = bool(torch.all((theta > lower) & (theta < upper)))
     return xr.Dataset(
         {"log_mse": (("log10_amplitude", "sigma_g"), loss.numpy(),
@@ -227,6 +247,8 @@ def landscape(spec: AnsatzSpec, data: xr.Dataset, operator: str,
          "depth": ("nv", depths, {"units": "nm", "source": depth_source}),
          "condition_number": ((), kappa, {"long_name": "lambda_max / lambda_min of the "
                                                        "Hessian at the minimum"}),
+         "condition_number_log": ((), kappa_log, {
+             "long_name": "condition number in (log10 A, log10 sigma_g)"}),
          "minimum_loss": ((), float(objective(theta))),
          "minimum_interior": ((), int(interior))},
         coords={"operator": check_inversion_operator(operator),
@@ -236,6 +258,11 @@ def landscape(spec: AnsatzSpec, data: xr.Dataset, operator: str,
                 "parameter2": ["log10_amplitude", "sigma_g"], "nv": data["nv"].values},
         attrs={"hessian_units": "log10 A in log10(m-2), sigma_g in nm",
                "depth_source": depth_source})
+
+
+def _condition(eigenvalues: np.ndarray) -> float:
+    """``λ_max / λ_min``; infinite when the smallest eigenvalue is not positive."""
+    return float(eigenvalues.max() / eigenvalues.min()) if eigenvalues.min() > 0 else math.inf
 
 
 def _newton(objective, theta, lower, upper, iterations: int = 100):
@@ -268,6 +295,6 @@ def _newton(objective, theta, lower, upper, iterations: int = 100):
     return theta.detach()
 
 
-__all__ = ["DEPTH_RANGE_NM", "PAPER_EXPONENTS", "Slope", "depth_table", "implied_depths",
-           "landscape", "landscape_depths", "measured_slope", "sheet", "sheet_rate",
-           "slope_analysis"]
+__all__ = ["DEPTH_RANGE_NM", "DEPTH_SOURCES", "PAPER_EXPONENTS", "Slope", "depth_table",
+           "implied_depths", "landscape", "landscape_depths", "measured_slope", "sheet",
+           "sheet_rate", "slope_analysis"]

@@ -92,7 +92,9 @@ def plot_landscape(land: xr.Dataset, synthetic: bool) -> plt.Figure:
         a, s = one["minimum"].values
         ax.plot(a, s, "r*", ms=12, label="minimum")
         kappa = float(one["condition_number"])
-        ax.set_title(f"{op}: kappa = {kappa:,.0f}")
+        kappa_log = float(one["condition_number_log"])
+        ax.set_title(f"{op}: kappa = {kappa:,.0f} (sigma_g in nm), {kappa_log:,.0f} "
+                     "(log10 sigma_g)", fontsize=9)
         ax.set_xlabel("log10 A  [A in m^-2]")
         ax.set_ylabel("sigma_g [nm]")
         ax.legend(fontsize=7)
