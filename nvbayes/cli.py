@@ -130,8 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     land = steps.add_parser("landscape", help="log-MSE landscape and Hessian condition number",
                             description="Step 4: L(log10 A, sigma_g) on a grid, its minimum "
                                         "and the condition number of its Hessian there.")
-    _rucl3_arguments(land)
-    land.add_argument("--operators", default="F2,F1", help="operators (F2,F1)")
+    _rucl3_arguments(land, operators=True)
     land.add_argument("--grid", type=int, help="grid points per axis (90)")
     land.add_argument("--depths", default="auto", choices=("auto", "true"),
                       help="fixed NV depths: auto = depth_nm of the data, else from the "
@@ -139,12 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                            "mean); true = the true depths of a synthetic set")
     land.set_defaults(handler=_rucl3_landscape)
     depth = steps.add_parser("depth", help="step 1: implied depth per NV under each operator")
-    _rucl3_arguments(depth)
-    depth.add_argument("--operators", default="F2,F1", help="operators (F2,F1)")
+    _rucl3_arguments(depth, operators=True)
     depth.set_defaults(handler=_rucl3_depth)
     slope = steps.add_parser("slope", help="step 2: predicted internal-rate slopes 4/α and 2/α")
-    _rucl3_arguments(slope)
-    slope.add_argument("--operators", default="F2,F1", help="operators (F2,F1)")
+    _rucl3_arguments(slope, operators=True)
     slope.set_defaults(handler=_rucl3_slope)
     rsim = steps.add_parser("simulate", help="write a synthetic per-NV set (.csv or .nc)")
     rsim.add_argument("--operator", help="operator generating the rates (toml: F2)")
@@ -287,9 +284,11 @@ def _ablate(args) -> None:
     _execute(args, methods, kind, title, base_model=base.name)
 
 
-def _rucl3_arguments(p: argparse.ArgumentParser) -> None:
+def _rucl3_arguments(p: argparse.ArgumentParser, operators: bool = False) -> None:
     p.add_argument("data", type=Path, nargs="?",
                    help="per-NV .csv or .nc (default: the shipped SYNTHETIC set)")
+    if operators:
+        p.add_argument("--operators", default="F2,F1", help="operators (F2,F1)")
     p.add_argument("--spec", default="rucl3", help="ansatz file (models/rucl3.toml)")
     p.add_argument("--out", type=Path, help="output folder (default under runs/)")
 
