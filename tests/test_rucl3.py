@@ -72,9 +72,7 @@ def test_the_sampling_reparameterization_keeps_the_stated_prior(spec, operator):
     (log10 A, ln σg): log10 A uniform on its box and independent of σg (KS tests)."""
     from scipy import stats
 
-    from nvbayes.rucl3.data import ansatz_model
-
-    model = ansatz_model(spec, operator)
+    model = spec.model(operator)
     g = torch.Generator().manual_seed(0)
     n = 200_000
     lo, hi = (math.log(v) for v in spec.prior.sigma_g_nm)
@@ -185,11 +183,9 @@ def test_slopes_follow_the_power_laws(spec):
 def test_landscape_recovers_noiseless_truth_and_its_hessian(spec):
     """Noiseless F2 rates at known depths: the minimum is the truth, L = 0 there, and the
     autograd Hessian equals central finite differences of the loss."""
-    from nvbayes.rucl3.data import ansatz_model
-
     depths = np.array([7.0, 10.0, 14.0, 19.0, 25.0, 33.0])
     truth = (18.6, 9.0)
-    model = ansatz_model(spec, "F2")
+    model = spec.model("F2")
     with torch.no_grad():
         rates = model.rates(torch.tensor(truth[0], dtype=torch.float64),
                             torch.tensor(truth[1], dtype=torch.float64),

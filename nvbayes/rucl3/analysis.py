@@ -20,7 +20,6 @@ import xarray as xr
 from ..errors import ParameterError
 from ..physics.operators import check_inversion_operator
 from ..physics.relaxation import UniformDisc, depth_exponent, relaxation_rate
-from .data import ansatz_model
 from .spec import AnsatzSpec
 
 NM = 1e-9
@@ -210,7 +209,7 @@ def landscape(spec: AnsatzSpec, data: xr.Dataset, operator: str,
     n = int(grid or spec.inference.landscape_grid)
     if n < 3:
         raise ParameterError(f"landscape grid {n} is too small", "use --grid 3 or more")
-    model = ansatz_model(spec, operator)
+    model = spec.model(operator)
     depths, depth_source = landscape_depths(spec, data, depths)
     depth = torch.as_tensor(depths)
     field = torch.as_tensor(np.asarray(data["field_gauss"].values, dtype=float))

@@ -35,7 +35,6 @@ import xarray as xr
 from .. import __version__
 from ..errors import NvbayesError
 from ..io import atomic_path, load_netcdf, write_netcdf
-from ..model.ansatz import GaussianAnsatz
 from .spec import AnsatzSpec
 
 SCHEMA = "nvbayes.rucl3/1"
@@ -239,15 +238,6 @@ def write_nv_data(data: xr.Dataset, path: "str | os.PathLike") -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def ansatz_model(spec: AnsatzSpec, operator: str) -> GaussianAnsatz:
-    """The Pyro model of ``spec`` under ``operator``."""
-    p = spec.prior
-    return GaussianAnsatz(bath=spec.bath, operator=operator,
-                          log10_amplitude=p.log10_amplitude, sigma_g_nm=p.sigma_g_nm,
-                          depth_mean_nm=p.depth_mean_nm, depth_sd_nm=p.depth_sd_nm,
-                          min_log_sd=spec.likelihood.min_log_sd)
-
-
 def synthetic_data(spec: AnsatzSpec, operator: "str | None" = None,
                    seed: "int | None" = None) -> xr.Dataset:
     """A per-NV set generated from the model at the constants of ``spec.synthetic``.
@@ -267,7 +257,7 @@ def synthetic_data(spec: AnsatzSpec, operator: "str | None" = None,
             d = rng.normal(spec.prior.depth_mean_nm, spec.prior.depth_sd_nm)
         depths[i] = d
     field = np.full(n, syn.field_gauss)
-    model = ansatz_model(spec, operator)
+    model = spec.model(operator)
     with torch.no_grad():
         rate = model.rates(torch.tensor(syn.log10_amplitude, dtype=torch.float64),
                            torch.tensor(syn.sigma_g_nm, dtype=torch.float64),
@@ -306,6 +296,6 @@ def load_nv_data(path: "str | os.PathLike | None") -> xr.Dataset:
     return read_nv_data(shipped_synthetic_path() if path is None else path)
 
 
-__all__ = ["SCHEMA", "SYNTHETIC_NOTE", "NVDataError", "ansatz_model", "describe",
+__all__ = ["SCHEMA", "SYNTHETIC_NOTE", "NVDataError", "describe",
            "is_synthetic", "load_nv_data", "read_nv_data", "shipped_synthetic_path",
            "synthetic_data", "validate_nv_data", "write_nv_data"]

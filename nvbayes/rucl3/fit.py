@@ -25,7 +25,7 @@ from ..io import toml_dumps, write_folder
 from ..model.ansatz import ANSATZ_SITES
 from ..physics.operators import check_inversion_operator
 from ..run import versions
-from .data import SYNTHETIC_NOTE, ansatz_model, is_synthetic
+from .data import SYNTHETIC_NOTE, is_synthetic
 from .spec import AnsatzSpec
 
 with warnings.catch_warnings():
@@ -112,7 +112,7 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                                  f"pass --{name} 1 or more")
     if seed < 0:
         raise ParameterError(f"seed must be >= 0, got {seed}", "pass --seed 0 or more")
-    model = ansatz_model(spec, operator)
+    model = spec.model(operator)
     args = model_arguments(data)
     nv = [str(v) for v in data["nv"].values]
     laplace = None

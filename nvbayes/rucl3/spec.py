@@ -12,6 +12,7 @@ from pathlib import Path
 import tomllib
 
 from ..errors import ParameterError
+from ..model.ansatz import GaussianAnsatz
 from ..physics.operators import check_inversion_operator
 from ..physics.relaxation import SpinBath
 
@@ -168,6 +169,14 @@ class AnsatzSpec:
     @property
     def bath(self) -> SpinBath:
         return self.constants.bath
+
+    def model(self, operator: str) -> GaussianAnsatz:
+        """The Pyro model of this specification under ``operator`` (F1 or F2)."""
+        p = self.prior
+        return GaussianAnsatz(bath=self.bath, operator=operator,
+                              log10_amplitude=p.log10_amplitude, sigma_g_nm=p.sigma_g_nm,
+                              depth_mean_nm=p.depth_mean_nm, depth_sd_nm=p.depth_sd_nm,
+                              min_log_sd=self.likelihood.min_log_sd)
 
 
 _SECTIONS = {"constants": Constants, "prior": Prior, "likelihood": Likelihood,
