@@ -315,6 +315,14 @@ def _operators(text: str) -> tuple:
     return ops
 
 
+def _replaceable(out: Path, marker: str) -> Path:
+    """``out`` if it is absent or an earlier output folder (holding ``marker``)."""
+    if out.exists() and not (out / marker).is_file():
+        raise NvbayesError(f"{out} exists and is not an earlier output folder (no {marker})",
+                           "choose another --out (only an earlier output folder is replaced)")
+    return out
+
+
 def _rucl3_outputs(out: Path, name: str, dataset, figure) -> None:
     """Write ``NAME.nc`` and the figure ``NAME.png`` into the folder ``out`` atomically."""
     from .io import write_folder
@@ -333,7 +341,8 @@ def _rucl3_fit(args) -> None:
 
     spec, data, tag = _rucl3_inputs(args)
     op = args.operator.upper()
-    out = args.out or RUNS / f"rucl3-{tag}-{op}-{args.method.lower()}-seed{args.seed}"
+    out = _replaceable(args.out or RUNS / f"rucl3-{tag}-{op}-{args.method.lower()}-seed"
+                                         f"{args.seed}", "posterior.nc")
     run = fit_ansatz(spec, data, op, args.method, seed=args.seed, chains=args.chains,
                      warmup=args.warmup, draws=args.draws)
     for message in run.messages:
@@ -362,6 +371,7 @@ def _rucl3_landscape(args) -> None:
 
     spec, data, tag = _rucl3_inputs(args)
     ops = _operators(args.operators)
+    out = _replaceable(args.out or RUNS / f"rucl3-landscape-{tag}", "landscape.nc")
     land = xr.concat([landscape(spec, data, op, args.grid, args.depths) for op in ops],
                      dim="operator",
                      combine_attrs="drop_conflicts")
@@ -374,7 +384,6 @@ def _rucl3_landscape(args) -> None:
               f"{float(one['minimum_loss']):.4g}, condition number "
               f"{float(one['condition_number']):,.0f} (log10 A, sigma_g/nm) and "
               f"{float(one['condition_number_log']):,.0f} (log10 A, log10 sigma_g)")
-    out = args.out or RUNS / f"rucl3-landscape-{tag}"
     _rucl3_outputs(out, "landscape", land, lambda: plot_landscape(land, is_synthetic(data)))
 
 
@@ -385,6 +394,7 @@ def _rucl3_depth(args) -> None:
 
     spec, data, tag = _rucl3_inputs(args)
     ops = _operators(args.operators)
+    out = _replaceable(args.out or RUNS / f"rucl3-depth-{tag}", "depth.nc")
     table = depth_table(spec, data, ops)
     lo, hi = spec.protocol.depth_window_nm
     print(f"sheet: {spec.constants.spin_density_m2:g} m^-2, {spec.constants.moment_bohr:g} "
@@ -407,7 +417,6 @@ def _rucl3_depth(args) -> None:
         paper = spec.paper.rate_f1_per_s / spec.paper.rate_f2_per_s
         print(f"point ratio F1/F2 = {ratio:.4g} (paper: {spec.paper.rate_f1_per_s:g} / "
               f"{spec.paper.rate_f2_per_s:g} = {paper:.4g})")
-    out = args.out or RUNS / f"rucl3-depth-{tag}"
     _rucl3_outputs(out, "depth", table, lambda: plot_depths(spec, table, is_synthetic(data)))
 
 
@@ -418,6 +427,7 @@ def _rucl3_slope(args) -> None:
 
     spec, data, tag = _rucl3_inputs(args)
     ops = _operators(args.operators)
+    out = _replaceable(args.out or RUNS / f"rucl3-slope-{tag}", "slope.nc")
     slopes = slope_analysis(spec, data, ops)
     a = slopes.attrs
     print(f"alpha = {a['alpha']:g} +- {a['alpha_err']:g}; measured slope b = "
@@ -429,7 +439,6 @@ def _rucl3_slope(args) -> None:
               f"(z = {float(one['z_paper']):+.2f}); this model's sheet exponent at "
               f"{a['exponent_depth_nm']:g} nm {float(one['exponent_model']):.3f} -> "
               f"{float(one['slope_model']):.2f} (z = {float(one['z_model']):+.2f})")
-    out = args.out or RUNS / f"rucl3-slope-{tag}"
     _rucl3_outputs(out, "slope", slopes, lambda: plot_slope(data, slopes, is_synthetic(data)))
 
 

@@ -354,6 +354,19 @@ def test_bad_rucl3_arguments_give_one_line(args, problem, tmp_path, capsys, monk
     assert not (tmp_path / "runs").exists()
 
 
+def test_rucl3_never_replaces_a_foreign_folder(tmp_path, capsys):
+    keep = tmp_path / "notes"
+    keep.mkdir()
+    (keep / "mine.txt").write_text("keep me")
+    for step in ("fit", "depth", "slope", "landscape"):
+        code, _, err = run_cli(["rucl3", step, "--out", keep], capsys)
+        assert code == 2 and "not an earlier output folder" in err
+    assert sorted(p.name for p in keep.iterdir()) == ["mine.txt"]
+    code, _, _ = run_cli(["rucl3", "depth", "--out", tmp_path / "d"], capsys)
+    code, _, _ = run_cli(["rucl3", "depth", "--out", tmp_path / "d"], capsys)
+    assert code == 0
+
+
 def test_imaging_fit_refuses_the_ansatz_file(tmp_path, capsys):
     data = tmp_path / "m.nc"
     code, _, _ = run_cli(["simulate", "--scene", "few/far", "--grid", "24", "--freqs", "10",
