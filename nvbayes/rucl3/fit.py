@@ -80,13 +80,28 @@ def _posterior(samples: dict, model, field_gauss: torch.Tensor, nv) -> dict:
     with torch.no_grad():
         physical = model.physical({k: torch.as_tensor(np.asarray(v, dtype=float))
                                    for k, v in samples.items()})
+        rate = model.rates(physical["log10_amplitude"][..., None],
+                           physical["sigma_g"][..., None], physical["depth"], field_gauss)
     post = {k: physical[k].numpy() for k in ANSATZ_SITES}
-    with torch.no_grad():
-        rate = model.rates(torch.as_tensor(post["log10_amplitude"])[..., None],
-                           torch.as_tensor(post["sigma_g"])[..., None],
-                           torch.as_tensor(post["depth"]), field_gauss).numpy()
-    post["rate_ru"] = rate
+    post["rate_ru"] = rate.numpy()
     return post
+
+
+def _laplace_dataset(result, nv: list) -> xr.Dataset:
+    """The Laplace mode, Hessian and its spectrum, one label per latent coordinate."""
+    names = [k if np.ndim(v) == 0 else f"{k}[{nv[i]}]"
+             for k, v in result.mode.items() for i in range(max(1, np.size(v)))]
+    mode = {f"mode_{k}": (float(v) if np.ndim(v) == 0 else [float(x) for x in v])
+            for k, v in result.mode.items()}
+    return xr.Dataset(
+        {"hessian": (("latent", "latent2"), result.hessian,
+                     {"long_name": "Hessian of the negative log joint at the mode, in Pyro's "
+                                   "unconstrained coordinates of the sampled sites "
+                                   "(log_sigma_g, log10_scale, depth)"}),
+         "eigenvalues": ("eigen", result.eigenvalues)},
+        coords={"latent": names, "latent2": names},
+        attrs={"condition_number": result.condition_number,
+               "final_loss": result.final_loss, **mode})
 
 
 def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
@@ -136,19 +151,7 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                              draws=draws, seed=seed)
         sample_stats = None
         wall, samples = result.wall_time_s, result.samples
-        names = [k if np.ndim(v) == 0 else f"{k}[{nv[i]}]"
-                 for k, v in result.mode.items() for i in range(max(1, np.size(v)))]
-        laplace = xr.Dataset(
-            {"hessian": (("latent", "latent2"), result.hessian,
-                         {"long_name": "Hessian of the negative log joint at the mode, "
-                                       "in Pyro's unconstrained coordinates of the sampled "
-                                       "sites (log_sigma_g, log10_scale, depth)"}),
-             "eigenvalues": ("eigen", result.eigenvalues)},
-            coords={"latent": names, "latent2": names},
-            attrs={"condition_number": result.condition_number,
-                   "final_loss": result.final_loss,
-                   **{f"mode_{k}": (float(v) if np.ndim(v) == 0 else [float(x) for x in v])
-                      for k, v in result.mode.items()}})
+        laplace = _laplace_dataset(result, nv)
         settings = {"steps": inf.laplace_steps, "lr": inf.laplace_lr,
                     "draws": int(samples["depth"].shape[1]),
                     "condition_number": result.condition_number}
