@@ -1,8 +1,9 @@
 """Model specifications: the TOML files of ``models/`` as typed, validated objects.
 
 A specification names the parameterization (``[field]``, one of :data:`FIELD_KINDS`), the
-optimizer (``[optimizer]``), optionally the ADMM splitting (``[admm]``) and the curriculum (one
-``[[stages]]`` table per stage, each with its loss weights).  ``nvbayes fit --model NAME``
+optimizer (``[optimizer]``), optionally the ADMM splitting (``[admm]``) or early stopping
+(``[stopping]``), and the curriculum (one ``[[stages]]`` table per stage, each with its loss
+weights).  ``nvbayes fit --model NAME``
 reads ``models/NAME.toml``; a path to a ``.toml`` file works too.
 """
 
@@ -228,6 +229,24 @@ class AdmmSpec:
 
 
 @dataclass(frozen=True)
+class StoppingSpec:
+    """Convergence-based early stopping for Adam/AdamW stages (:mod:`nvbayes.inference.stopping`):
+    a stage ends once the loss has fallen by less than ``rel_tol`` (relative) over the last
+    ``window`` steps.  ``window = 0`` (the default) runs every stage to its full length."""
+
+    window: int = 0
+    rel_tol: float = 1e-3
+
+    def __post_init__(self):
+        if not (isinstance(self.window, int) and self.window >= 0):
+            raise ParameterError(f"[stopping] window = {self.window!r}",
+                                 "use an integer number of steps >= 0 (0: no early stopping)")
+        if not (isinstance(self.rel_tol, (int, float)) and self.rel_tol > 0):
+            raise ParameterError(f"[stopping] rel_tol = {self.rel_tol!r}",
+                                 "use a relative loss change > 0, e.g. 1e-3")
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     description: str = ""
@@ -238,8 +257,13 @@ class ModelSpec:
     optimizer: OptimizerSpec = OptimizerSpec()
     stages: tuple[Stage, ...] = ()
     admm: "AdmmSpec | None" = None
+    stopping: StoppingSpec = StoppingSpec()
 
     def __post_init__(self):
+        if self.stopping.window > 0 and self.solver != "gradient":
+            raise ParameterError(f"{self.name}: [stopping] applies to Adam/AdamW stages",
+                                 "drop [stopping] (ADMM has its own tolerance; L-BFGS its "
+                                 "line search)")
         if self.admm is not None and self.field.kind != "pixels":
             raise ParameterError(f"{self.name}: ADMM splits a free density",
                                  "use [field] kind = \"pixels\" with an [admm] table")
@@ -306,10 +330,12 @@ def spec_from_dict(data: dict, where: str = "model") -> ModelSpec:
     admm = data.pop("admm", None)
     if admm is not None:
         admm = _build(AdmmSpec, admm, f"{where} [admm]")
+    stopping = _build(StoppingSpec, data.pop("stopping", {}), f"{where} [stopping]")
     if "name" not in data:
         raise ParameterError(f"{where} has no name", "add name = \"...\" at the top")
     return _build(ModelSpec, data | {"field": field_spec, "optimizer": optimizer,
-                                     "stages": tuple(built), "admm": admm}, where)
+                                     "stages": tuple(built), "admm": admm,
+                                     "stopping": stopping}, where)
 
 
 def models_dir() -> Path:

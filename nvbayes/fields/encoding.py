@@ -31,7 +31,7 @@ def pixel_coordinates(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
 def annealing_weights(beta: "float | torch.Tensor", octaves: int) -> torch.Tensor:
     """The cosine window ``w_k(β)`` for ``k = 0 … K−1``, shape ``(K,)`` (or ``β.shape + (K,)``)."""
     beta = torch.as_tensor(beta, dtype=torch.float64)
-    k = torch.arange(octaves, dtype=torch.float64)
+    k = torch.arange(octaves, dtype=torch.float64, device=beta.device)
     alpha = (beta.unsqueeze(-1) - k).clamp(0.0, 1.0)
     return 0.5 * (1.0 - torch.cos(math.pi * alpha))
 
@@ -57,10 +57,13 @@ class AnnealedFourierFeatures(nn.Module):
     def out_features(self) -> int:
         return 2 + 4 * self.octaves
 
-    def forward(self, coords: torch.Tensor, beta: float) -> torch.Tensor:
+    def forward(self, coords: torch.Tensor, beta: "float | torch.Tensor") -> torch.Tensor:
+        """``β`` a number, or a tensor whose shape (with a trailing axis for K) broadcasts
+        against ``coords``'s leading axes."""
         weights = annealing_weights(beta, self.octaves).to(coords)            # (K,)
         freqs = torch.tensor(self.frequencies, dtype=coords.dtype, device=coords.device)
         phase = coords.unsqueeze(-1) * freqs                                  # (..., 2, K)
         sin = (torch.sin(phase) * weights).flatten(-2)                        # (..., 2K)
         cos = (torch.cos(phase) * weights).flatten(-2)
+        coords = coords.expand(*sin.shape[:-1], coords.shape[-1])           # β may add axes
         return torch.cat([coords, sin, cos], dim=-1)

@@ -6,9 +6,17 @@ of width ``width`` with tanh; the encoded input is concatenated again to the inp
 ``skip_layer``.  With the paper's ``K = 12``, width 320, depth 6 and the skip at layer 3 the
 field has 444 163 parameters, the "≈ 4.5 × 10⁵" of Table 5 (which is how "6 layers" is read:
 five hidden layers and the read-out).
+
+Independent instances: ``NeuralField(..., instances=B)`` holds B separate networks, their
+weights stacked along a leading axis, for fitting B measurements in one loop (every layer is
+one batched matrix product).  Instance ``i`` initialized with seed ``s_i``
+(:meth:`NeuralField.reset_parameters`) starts where a single field seeded ``s_i`` starts.
 """
 
 from __future__ import annotations
+
+import contextlib
+import math
 
 import torch
 import torch.nn.functional as F
@@ -19,10 +27,48 @@ from .heads import SUPPORT_THRESHOLD, density_head, larmor_head, support_mask
 
 #: Larmor values off the predicted support.
 OFF_SUPPORT = ("zero", "centre")
+#: Matrix-product precisions: ``fp32`` (the parameters' dtype) or ``bf16`` (mixed precision:
+#: the MLP's products and tanh in bfloat16 under autocast, the parameters, the heads, the
+#: operator and the loss in the parameters' dtype).
+PRECISIONS = ("fp32", "bf16")
+
+
+class StackedLinear(nn.Module):
+    """``y = x Wᵀ + b`` for ``I`` independent layers: weight ``(I, out, in)``, bias ``(I, out)``.
+
+    ``instances=None`` is one ordinary layer (``I = 1``) applied to ``x`` of shape
+    ``(..., in)``; otherwise ``x`` is ``(I, P, in)`` and the result ``(I, P, out)``.
+    """
+
+    def __init__(self, fan_in: int, fan_out: int, instances: "int | None" = None):
+        super().__init__()
+        self.instances = instances
+        count = 1 if instances is None else int(instances)
+        self.weight = nn.Parameter(torch.empty(count, fan_out, fan_in))
+        self.bias = nn.Parameter(torch.empty(count, fan_out))
+        self.reset_parameters()
+
+    def reset_parameters(self, index: int = 0, generator: "torch.Generator | None" = None):
+        """Instance ``index`` from ``U(−1/√in, 1/√in)`` (PyTorch's default for a linear layer),
+        weight first, drawing from ``generator`` (default: the global generator)."""
+        bound = 1.0 / math.sqrt(self.weight.shape[-1])
+        with torch.no_grad():
+            for p in (self.weight, self.bias):
+                values = torch.empty(p.shape[1:], dtype=torch.float32)
+                values.uniform_(-bound, bound, generator=generator)
+                p[index].copy_(values)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.instances is None:
+            return F.linear(x, self.weight[0], self.bias[0])
+        return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
 
 class NeuralField(nn.Module):
-    """Coordinates ``(..., ny, nx, 2)`` → ``ρ, ω_L`` each ``(..., ny, nx)``.
+    """Coordinates → ``ρ, ω_L``.
+
+    Without ``instances``: coordinates ``(..., ny, nx, 2)`` → ``ρ, ω_L`` each ``(..., ny, nx)``.
+    With ``instances=B``: coordinates ``(ny, nx, 2)`` (shared) → each ``(B, ny, nx)``.
 
     Parameters
     ----------
@@ -39,12 +85,15 @@ class NeuralField(nn.Module):
         ``γ_K`` throughout): the "−annealed PE" row of the paper's Table 3.
     gate : ``False`` drops the gate, ``ρ = softplus(h_ρ)``: the "−gate" row of Table 3
         (the gate channel is still computed and simply unused).
+    instances : number of independent networks (``None``: one, with no instance axis).
+    precision : ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS`).
     """
 
     def __init__(self, band: tuple[float, float], octaves: int = 12, base: float = 2.0,
                  width: int = 320, depth: int = 6, skip_layer: int = 3,
                  support_threshold: float = SUPPORT_THRESHOLD, off_support: str = "zero",
-                 annealed: bool = True, gate: bool = True):
+                 annealed: bool = True, gate: bool = True, instances: "int | None" = None,
+                 precision: str = "fp32"):
         super().__init__()
         self.annealed = bool(annealed)
         self.gate = bool(gate)
@@ -55,6 +104,12 @@ class NeuralField(nn.Module):
             raise ValueError(f"need depth >= 2 and width >= 1, got {depth}, {width}")
         if not 0 <= skip_layer <= depth:
             raise ValueError(f"skip_layer must lie in [0, depth], got {skip_layer}")
+        if instances is not None and instances < 1:
+            raise ValueError(f"instances must be >= 1, got {instances}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
+        self.instances = None if instances is None else int(instances)
         self.band = (float(band[0]), float(band[1]))
         self.support_threshold = float(support_threshold)
         self.skip_layer = int(skip_layer)
@@ -65,24 +120,60 @@ class NeuralField(nn.Module):
             fan_in = enc if i == 1 else width
             if i == self.skip_layer and i > 1:
                 fan_in += enc
-            layers.append(nn.Linear(fan_in, width))
+            layers.append(StackedLinear(fan_in, width, self.instances))
         self.hidden = nn.ModuleList(layers)
-        self.readout = nn.Linear(width + (enc if self.skip_layer == depth else 0), 3)
+        self.readout = StackedLinear(width + (enc if self.skip_layer == depth else 0), 3,
+                                     self.instances)
         self.depth = int(depth)
 
-    def raw(self, coords: torch.Tensor, beta: float) -> torch.Tensor:
-        """The three output channels ``(h_ρ, g, h_ω)`` stacked last: ``(..., 3)``."""
-        encoded = self.encoding(coords, beta if self.annealed else self.encoding.octaves)
-        h = encoded
-        for i, layer in enumerate(self.hidden, start=1):
-            if i == self.skip_layer and i > 1:
-                h = torch.cat([h, encoded], dim=-1)
-            h = torch.tanh(layer(h))
-        if self.skip_layer == self.depth:
-            h = torch.cat([h, encoded], dim=-1)
-        return self.readout(h)
+    def reset_parameters(self, seeds) -> None:
+        """Draw instance ``i``'s weights from a generator seeded ``seeds[i]``, layer by layer,
+        exactly as a single field built after ``torch.manual_seed(seeds[i])`` draws them."""
+        seeds = list(seeds)
+        if len(seeds) != (self.instances or 1):
+            raise ValueError(f"need {self.instances or 1} seeds, got {len(seeds)}")
+        for i, seed in enumerate(seeds):
+            generator = torch.Generator().manual_seed(int(seed))
+            for layer in (*self.hidden, self.readout):
+                layer.reset_parameters(i, generator)
 
-    def forward(self, coords: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def _autocast(self, device: torch.device):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def raw(self, coords: torch.Tensor, beta: "float | torch.Tensor") -> torch.Tensor:
+        """The three output channels ``(h_ρ, g, h_ω)`` stacked last: ``(..., 3)``.
+
+        With instances, ``beta`` may be a tensor ``(B,)``, one progress per instance.
+        """
+        beta = beta if self.annealed else float(self.encoding.octaves)
+        if self.instances is None:
+            encoded = self.encoding(coords, beta)
+        else:
+            spatial = coords.shape[:-1]
+            flat = coords.reshape(1, -1, coords.shape[-1])
+            if isinstance(beta, torch.Tensor) and beta.dim() > 0:
+                encoded = self.encoding(flat, beta.reshape(-1, 1, 1))
+            else:
+                encoded = self.encoding(flat, beta)
+            encoded = encoded.expand(self.instances, -1, -1)
+        with self._autocast(coords.device):
+            h = encoded
+            for i, layer in enumerate(self.hidden, start=1):
+                if i == self.skip_layer and i > 1:
+                    h = torch.cat([h, encoded.to(h.dtype)], dim=-1)
+                h = torch.tanh(layer(h))
+            if self.skip_layer == self.depth:
+                h = torch.cat([h, encoded.to(h.dtype)], dim=-1)
+            out = self.readout(h)
+        out = out.to(coords.dtype)
+        if self.instances is not None:
+            out = out.reshape(self.instances, *spatial, 3)
+        return out
+
+    def forward(self, coords: torch.Tensor, beta: "float | torch.Tensor"
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ρ, ω_L)``: the gated density and the support-masked Larmor field (GHz)."""
         channels = self.raw(coords, beta)
         if self.gate:
@@ -96,6 +187,7 @@ class NeuralField(nn.Module):
         return rho, larmor
 
     def extra_repr(self) -> str:
-        n = sum(p.numel() for p in self.parameters())
+        n = sum(p.numel() for p in self.parameters()) // (self.instances or 1)
         return (f"band={self.band}, skip_layer={self.skip_layer}, annealed={self.annealed}, "
-                f"gate={self.gate}, parameters={n}")
+                f"gate={self.gate}, instances={self.instances}, precision={self.precision}, "
+                f"parameters per instance={n}")

@@ -1,11 +1,22 @@
 """First-order MAP solver: Adam or AdamW steps over the stages of the curriculum.
 
-Each step: the loss of :func:`~.objective.traced_objective`; backward; global gradient-norm
+Each step: the loss of :func:`~.objective.traced_objective`; backward; gradient-norm
 clipping; an optimizer step at the stage's cosine-scheduled learning rate; then the field's
 own hooks, if it has them: ``project_`` (the free density's projection onto ρ ≥ 0) and
 ``observe_gradients`` / ``densify`` (the splats' adaptive density control, after which the
 optimizer is rebuilt for the new parameter set).  β of the Fourier annealing rises from 0 to
 K within each stage (K = 0 for fields without an encoding).
+
+Batched fits.  A field with ``instances = B`` (:class:`~nvbayes.fields.NeuralField`) holds B
+independent networks for B measurements; the loss is one value per measurement and the solver
+keeps every measurement on its own trajectory: the gradient norm is clipped per measurement,
+Adam's moments are elementwise (so per measurement), early stopping
+(:mod:`.stopping`) and the NaN guard act per measurement, and a measurement that has stopped
+is held at its state while the others go on.  Instance ``i`` therefore ends where a single fit
+of measurement ``i`` ends.
+
+NaN guard: a non-finite loss or gradient restores that measurement's state before the step
+and ends its fit (flagged ``diverged``); the others continue.
 """
 
 from __future__ import annotations
@@ -17,6 +28,10 @@ from ..spec import ModelSpec, OptimizerSpec
 from .objective import stage_objective, traced_objective
 from .recorder import Recorder, Snapshot, gradient_norm
 from .schedule import annealing_progress, cosine_lr
+from .stopping import ConvergenceMonitor
+
+#: Added to the norm in the clipping coefficient, as torch.nn.utils.clip_grad_norm_ does.
+_CLIP_EPS = 1e-6
 
 
 def make_optimizer(field: torch.nn.Module, lr: float, spec: OptimizerSpec):
@@ -46,8 +61,9 @@ def clip_gradients(field: torch.nn.Module, limit: float) -> torch.Tensor:
 
 def guarded_step(loss: torch.Tensor, field: torch.nn.Module, optimizer, guard: Snapshot,
                  grad_clip: float, observe=None) -> "torch.Tensor | None":
-    """One NaN-guarded optimizer step on ``loss``: the gradient norm before clipping, or
-    ``None`` (with the state before the step restored) if the loss or gradient is not finite.
+    """One NaN-guarded optimizer step on a scalar ``loss``: the gradient norm before clipping,
+    or ``None`` (with the state before the step restored) if the loss or gradient is not
+    finite.
 
     ``observe`` runs between ``backward`` and clipping (the splats' gradient statistics).
     """
@@ -67,30 +83,139 @@ def guarded_step(loss: torch.Tensor, field: torch.nn.Module, optimizer, guard: S
     return grad_norm
 
 
+class InstanceState:
+    """The parameters of a field of B instances (leading axis B), saved and restored per
+    instance; a field without instances is one instance (its whole state, by
+    :class:`~.recorder.Snapshot`, which also follows parameter sets that change size)."""
+
+    def __init__(self, field: torch.nn.Module):
+        self.field = field
+        self.count = getattr(field, "instances", None) or 1
+        self.batched = getattr(field, "instances", None) is not None
+        self.snapshot = None if self.batched else Snapshot(field)
+        self.saved = None
+
+    def save(self, mask: torch.Tensor) -> None:
+        """Keep the current state of the instances in ``mask`` (bool ``(B,)``)."""
+        if not bool(mask.any()):
+            return
+        if not self.batched:
+            self.snapshot.save()
+            return
+        params = [p.detach() for p in self.field.parameters()]
+        if self.saved is None:
+            self.saved = [p.clone() for p in params]
+            return
+        for saved, p in zip(self.saved, params, strict=True):
+            keep = mask.to(p.device).view(-1, *([1] * (p.dim() - 1)))
+            saved.copy_(torch.where(keep, p, saved))
+
+    def restore(self, mask: torch.Tensor) -> None:
+        """Put the instances in ``mask`` back to their saved state."""
+        if not bool(mask.any()):
+            return
+        if not self.batched:
+            self.snapshot.restore()
+            return
+        if self.saved is None:
+            return
+        with torch.no_grad():
+            for saved, p in zip(self.saved, self.field.parameters(), strict=True):
+                back = mask.to(p.device).view(-1, *([1] * (p.dim() - 1)))
+                p.copy_(torch.where(back, saved, p))
+
+    def gradient_norms(self) -> torch.Tensor:
+        """The 2-norm of each instance's gradient, ``(B,)`` (0 where there is none)."""
+        grads = [p.grad for p in self.field.parameters() if p.grad is not None]
+        if not grads:
+            return torch.zeros(self.count)
+        if not self.batched:
+            return gradient_norm(list(self.field.parameters())).reshape(1)
+        squares = sum(g.detach().reshape(self.count, -1).pow(2).sum(dim=1) for g in grads)
+        return squares.sqrt()
+
+    def scale_gradients(self, factor: torch.Tensor) -> None:
+        """Multiply instance ``i``'s gradient by ``factor[i]``; a factor of 0 zeroes it
+        (non-finite entries included)."""
+        for p in self.field.parameters():
+            if p.grad is None:
+                continue
+            f = factor.to(p.grad.device, p.grad.dtype)
+            f = f.view(-1, *([1] * (p.grad.dim() - 1))) if self.batched else f.reshape(())
+            p.grad.copy_(torch.where(f == 0, torch.zeros_like(p.grad), p.grad * f))
+
+
+def clip_factor(norms: torch.Tensor, limit: float, running: torch.Tensor) -> torch.Tensor:
+    """Per-instance gradient multiplier: ``min(1, limit / (‖g‖ + 1e-6))`` (1 without a limit),
+    0 for the instances not running."""
+    factor = torch.ones_like(norms)
+    if limit > 0:
+        factor = (limit / (norms + _CLIP_EPS)).clamp(max=1.0)
+    return torch.where(running.to(norms.device), factor, torch.zeros_like(factor))
+
+
 def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,
                    operator: str, device, recorder: Recorder) -> list[str]:
-    """Run every stage; returns messages (a divergence ends the fit at the last finite state)."""
+    """Run every stage for every instance; returns messages (one per diverged measurement)."""
     opt = spec.optimizer
     octaves = getattr(spec.field, "octaves", 0)
-    guard = Snapshot(field)
+    state = InstanceState(field)
+    count = state.count
+    alive = torch.ones(count, dtype=torch.bool)          # not diverged
+    messages: list[str] = []
     project = getattr(field, "project_", None)
     observe = getattr(field, "observe_gradients", None)
     densify = getattr(field, "densify", None)
+
+    def diverge(bad: torch.Tensor) -> None:
+        state.restore(bad)
+        for i in bad.nonzero().flatten().tolist():
+            messages.append(recorder.diverge(spec.total_steps, i))
+        alive.copy_(alive & ~bad)
+
     for stage_no, stage in enumerate(spec.stages, start=1):
         model, guide = stage_objective(problem, spec, stage, operator, field, device)
         optimizer = make_optimizer(field, stage.lr, opt)
+        monitor = ConvergenceMonitor(spec.stopping, count)
+        running = alive.clone()
         for t in range(stage.steps):
+            if not bool(running.any()):
+                break
             beta = annealing_progress(t, stage.steps, octaves)
             lr = cosine_lr(t, stage.steps, stage.lr, opt.final_lr_fraction)
             set_lr(optimizer, lr)
             loss, terms = traced_objective(model, guide, beta)
-            grad_norm = guarded_step(loss, field, optimizer, guard, opt.grad_clip, observe)
-            if grad_norm is None:
-                return [recorder.diverge(spec.total_steps)]
+            loss = loss.reshape(count)
+            bad = running & ~torch.isfinite(loss.detach()).cpu()
+            if bool(bad.any()):
+                diverge(bad)
+                running &= ~bad
+                if not bool(running.any()):
+                    break
+            state.save(running)
+            optimizer.zero_grad(set_to_none=True)
+            torch.where(running.to(loss.device), loss, torch.zeros_like(loss)).sum().backward()
+            if observe is not None:
+                observe()
+            norms = state.gradient_norms()
+            bad = running & ~torch.isfinite(norms).cpu()
+            if bool(bad.any()):
+                diverge(bad)
+                running &= ~bad
+                if not bool(running.any()):
+                    break
+            state.scale_gradients(clip_factor(norms, opt.grad_clip, running))
+            optimizer.step()
+            state.restore(~running)          # stopped instances stay where they stopped
             if project is not None:
                 project()
             if densify is not None and densify(t + 1):
                 optimizer = make_optimizer(field, lr, opt)
-                guard.save()
-            recorder.record(loss, terms, grad_norm, lr=lr, beta=beta, stage=stage_no)
-    return []
+                state.save(running)
+            losses = recorder.record(loss, terms, norms, running, lr=lr, beta=beta,
+                                     stage=stage_no)
+            converged = running & monitor.update(losses)
+            if bool(converged.any()):
+                state.save(converged)
+                running &= ~converged
+    return messages

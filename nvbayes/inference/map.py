@@ -16,10 +16,16 @@ window's edges, so an F1 energy match would set ``c`` by edge effects alone.)
 
 NaN guard: the state of the last step with a finite loss is kept; a non-finite loss or gradient
 restores it and ends the fit early, flagged ``diverged`` in the result.
+
+:func:`fit_batch` fits B measurements of one grid in one optimization loop (a neural field of
+B instances, :mod:`.gradient`), each as :func:`fit_map` would fit it alone.  The final maps
+are evaluated at the annealing progress β of each fit's last step (K, unless early stopping
+ended the last stage sooner).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -27,6 +33,7 @@ import numpy as np
 import pyro
 import torch
 
+from ..errors import ParameterError
 from ..fields import (
     DeepDecoder,
     DensityControl,
@@ -37,6 +44,7 @@ from ..fields import (
     PixelDensity,
     pixel_coordinates,
 )
+from ..fields.neural import PRECISIONS
 from ..model.problem import InverseProblem, check_inversion_operator
 from ..spec import ModelSpec
 from .admm import solve_admm
@@ -46,8 +54,8 @@ from .objective import FieldGuide, traced_objective
 from .recorder import Recorder
 from .scale import HOMOGENEITY, scale_correction
 
-__all__ = ["FieldGuide", "MapResult", "build_field", "fit_map", "traced_objective",
-           "uniform_level"]
+__all__ = ["FieldGuide", "MapResult", "batchable", "build_field", "fit_batch", "fit_map",
+           "traced_objective", "uniform_level"]
 
 SOLVERS = {"gradient": solve_gradient, "lbfgs": solve_lbfgs, "admm": solve_admm}
 #: Extra history columns of each solver.
@@ -81,15 +89,19 @@ def uniform_level(problem: InverseProblem, operator: str = "F2", device="cpu") -
         return float(scale_correction(observed, predicted, operator)["scale_correction"])
 
 
-def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0) -> torch.nn.Module:
+def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
+                instances: "int | None" = None, precision: str = "fp32") -> torch.nn.Module:
     """The parameterization of ``spec.field`` on ``problem``'s grid; baselines start at
-    ``level``."""
+    ``level``.  ``instances`` and ``precision`` apply to the neural field."""
     f = spec.field
     if f.kind == "neural":
         return NeuralField(problem.band, octaves=f.octaves, base=f.base, width=f.width,
                            depth=f.depth, skip_layer=f.skip_layer,
                            support_threshold=f.support_threshold, off_support=f.off_support,
-                           annealed=f.annealed, gate=f.gate)
+                           annealed=f.annealed, gate=f.gate, instances=instances,
+                           precision=precision)
+    if instances is not None:
+        raise ValueError(f"a {f.kind} field has no instance axis")
     n = problem.n
     if f.kind == "pixels":
         density = PixelDensity(n, level)
@@ -108,40 +120,128 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0) ->
     return DensityField(density, LarmorMap(n, problem.band))
 
 
+def batchable(spec: ModelSpec) -> bool:
+    """Whether measurements can share one optimization loop under ``spec`` (the neural field
+    with Adam/AdamW; the baselines are fitted one after the other)."""
+    return spec.field.kind == "neural" and spec.solver == "gradient"
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ParameterError(f"unknown precision {precision!r}",
+                             f"use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
 def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed: int = 0,
-            device: str = "cpu", show: "bool | None" = None) -> MapResult:
-    """Fit ``problem`` with the parameterization and solver of ``spec``; see the module
-    docstring."""
+            device: str = "cpu", show: "bool | None" = None, precision: str = "fp32",
+            dtype: torch.dtype = torch.float32) -> MapResult:
+    """Fit the single measurement of ``problem`` with the parameterization and solver of
+    ``spec``; see the module docstring.  ``precision`` (``fp32`` or ``bf16``) applies to the
+    neural field's MLP; ``dtype`` is that of the parameters, the operator and the loss."""
+    if problem.batch is not None:
+        raise ValueError("fit_map takes one measurement; use fit_batch for a stack")
     operator = check_inversion_operator(operator)
+    precision = check_precision(precision)
     start = time.perf_counter()
     torch.manual_seed(seed)
     pyro.set_rng_seed(seed)
     pyro.clear_param_store()
     device = torch.device(device)
-    level = 1.0 if spec.field.kind == "neural" else uniform_level(problem, device=device)
-    net = build_field(spec, problem, level).to(device)
+    if spec.field.kind == "neural":
+        net = build_field(spec, problem, precision=precision).to(device, dtype)
+    else:
+        net = build_field(spec, problem, uniform_level(problem, device=device)).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver])
     messages = SOLVERS[spec.solver](net, problem, spec, operator, device, recorder)
-    diverged = recorder.diverged
-    history = recorder.close()
-    rho, larmor, predicted, stats = _final_maps(net, problem, operator,
-                                                getattr(spec.field, "octaves", 0), device)
-    stats.update(steps=recorder.count, diverged=int(diverged), final_loss=recorder.final_loss)
-    return MapResult(rho=rho, larmor=larmor, predicted=predicted, stats=stats, history=history,
-                     wall_time_s=time.perf_counter() - start, diverged=diverged,
-                     messages=messages, field=net)
+    recorder.close()
+    beta = _final_beta(recorder, spec, 0)
+    coords = pixel_coordinates(problem.n, dtype=dtype, device=device)
+    maps = _final_maps(net, coords, beta, problem, operator, device)[0]
+    return _result(maps, recorder, 0, time.perf_counter() - start, messages, net)
 
 
-def _final_maps(net: torch.nn.Module, problem: InverseProblem, operator: str, octaves: int,
-                device) -> tuple:
-    """``(ρ, ω_L, S_pred, stats)`` on the full grid at β = K, scale-corrected, as numpy."""
-    coords = pixel_coordinates(problem.n, device=device)
+def fit_batch(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
+              seeds: "int | list[int]" = 0, device: str = "cpu", show: "bool | None" = None,
+              precision: str = "fp32", dtype: torch.dtype = torch.float32
+              ) -> list[MapResult]:
+    """Fit every measurement of a stacked ``problem`` (``(B, n_freq, n, n)``); one result
+    each.
+
+    With a neural field (:func:`batchable`) the B fits share one optimization loop (see
+    :mod:`.gradient`), measurement ``i`` seeded ``seeds[i]`` (one number: the same seed for
+    all), and each result is what :func:`fit_map` of that measurement alone gives.  Other
+    parameterizations are fitted one after the other.  Each result's ``wall_time_s`` is the
+    batch's wall time divided by B.
+    """
+    count = problem.batch
+    if count is None:
+        raise ValueError("fit_batch takes a stacked problem (B, n_freq, n, n)")
+    seeds = [int(seeds)] * count if isinstance(seeds, int) else [int(s) for s in seeds]
+    if len(seeds) != count:
+        raise ValueError(f"need {count} seeds, got {len(seeds)}")
+    if not batchable(spec):
+        return [fit_map(problem.instance(i), spec, operator, seeds[i], device, show, precision,
+                        dtype) for i in range(count)]
+    operator = check_inversion_operator(operator)
+    precision = check_precision(precision)
+    start = time.perf_counter()
+    pyro.clear_param_store()
+    device = torch.device(device)
+    net = build_field(spec, problem, instances=count, precision=precision)
+    net.reset_parameters(seeds)
+    net = net.to(device, dtype)
+    recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver], instances=count)
+    messages = SOLVERS[spec.solver](net, problem, spec, operator, device, recorder)
+    recorder.close()
+    beta = torch.tensor([_final_beta(recorder, spec, i) for i in range(count)],
+                        dtype=dtype, device=device)
+    coords = pixel_coordinates(problem.n, dtype=dtype, device=device)
+    maps = _final_maps(net, coords, beta, problem, operator, device)
+    wall = (time.perf_counter() - start) / count
+    prefix = [f"measurement {i}:" for i in range(count)]
+    results = []
+    for i in range(count):
+        mine = [m for m in messages if m.startswith(prefix[i] + " ")]
+        result = _result(maps[i], recorder, i, wall, mine, net)
+        result.stats["batch_size"] = count
+        results.append(result)
+    return results
+
+
+def _final_beta(recorder: Recorder, spec: ModelSpec, index: int) -> float:
+    """The annealing progress of the instance's last step (K if it recorded none)."""
+    beta = recorder.last("beta", index)
+    return float(getattr(spec.field, "octaves", 0)) if math.isnan(beta) else beta
+
+
+def _result(maps: tuple, recorder: Recorder, index: int, wall: float, messages: list,
+            net) -> MapResult:
+    rho, larmor, predicted, stats = maps
+    diverged = bool(recorder.diverged[index])
+    stats.update(steps=recorder.steps(index), diverged=int(diverged),
+                 final_loss=recorder.last("loss", index))
+    return MapResult(rho=rho, larmor=larmor, predicted=predicted, stats=stats,
+                     history=recorder.history(index), wall_time_s=wall, diverged=diverged,
+                     messages=list(messages), field=net)
+
+
+def _final_maps(net: torch.nn.Module, coords: torch.Tensor, beta, problem: InverseProblem,
+                operator: str, device) -> list[tuple]:
+    """``(ρ, ω_L, S_pred, stats)`` per measurement on the full grid at the last step's β,
+    scale-corrected, as numpy."""
     with torch.no_grad():
-        rho, larmor = net(coords, float(octaves))
+        rho, larmor = net(coords, beta)
         rho, larmor = rho.to(torch.float64), larmor.to(torch.float64)
         predicted = problem.operator(operator)(rho, larmor)
         observed = problem.observed(dtype=torch.float64, device=device)
-        stats = scale_correction(observed, predicted, operator)
-        alpha = stats["scale_correction"]
-    return ((alpha * rho).cpu().numpy(), larmor.cpu().numpy(),
-            (alpha ** HOMOGENEITY[operator] * predicted).cpu().numpy(), stats)
+        if problem.batch is None:
+            rho, larmor, predicted, observed = (t.unsqueeze(0) for t in
+                                                (rho, larmor, predicted, observed))
+        out = []
+        for i in range(rho.shape[0]):
+            stats = scale_correction(observed[i], predicted[i], operator)
+            alpha = stats["scale_correction"]
+            out.append(((alpha * rho[i]).cpu().numpy(), larmor[i].cpu().numpy(),
+                        (alpha ** HOMOGENEITY[operator] * predicted[i]).cpu().numpy(), stats))
+    return out

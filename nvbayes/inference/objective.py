@@ -7,6 +7,7 @@ weights, and the guide puts point masses at the field's output on that stage's p
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import pyro
@@ -24,7 +25,8 @@ class FieldGuide:
     """Pyro guide ``guide(beta)``: Delta sites ``rho`` and ``larmor`` at the field's output.
 
     ``field`` is any module ``(coords, β) → (ρ, ω_L)``; ``coords`` ``(n, n, 2)`` fixes the
-    pixel grid of the stage.
+    pixel grid of the stage.  A field of B instances gives its sites the plate of the model's
+    B measurements.
     """
 
     def __init__(self, field: torch.nn.Module, coords: torch.Tensor):
@@ -34,23 +36,29 @@ class FieldGuide:
     def __call__(self, beta: float, *args, **kwargs):
         pyro.module("field", self.field)
         rho, larmor = self.field(self.coords, beta)
-        pyro.sample("rho", dist.Delta(rho, event_dim=2))
-        pyro.sample("larmor", dist.Delta(larmor, event_dim=2))
+        instances = getattr(self.field, "instances", None)
+        with (pyro.plate("measurements", instances, dim=-1) if instances
+              else contextlib.nullcontext()):
+            pyro.sample("rho", dist.Delta(rho, event_dim=2))
+            pyro.sample("larmor", dist.Delta(larmor, event_dim=2))
         return rho, larmor
 
 
 def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, operator: str,
                     field: torch.nn.Module, device) -> tuple[NoiseSpectrumModel, FieldGuide]:
-    """``(model, guide)`` of one stage."""
+    """``(model, guide)`` of one stage, in the dtype of the field's parameters."""
+    dtype = next(field.parameters()).dtype
     model = NoiseSpectrumModel(problem.operator(operator, stage.downsample),
-                               problem.observed(stage.downsample, device=device),
+                               problem.observed(stage.downsample, dtype=dtype, device=device),
                                stage.weights, spec.log_eps)
-    guide = FieldGuide(field, pixel_coordinates(problem.n // stage.downsample, device=device))
+    guide = FieldGuide(field, pixel_coordinates(problem.n // stage.downsample, dtype=dtype,
+                                                device=device))
     return model, guide
 
 
 def traced_objective(model: NoiseSpectrumModel, guide: FieldGuide, beta: float):
-    """``(loss, terms)``: the negative log joint minus its constant, and its named terms.
+    """``(loss, terms)``: the negative log joint minus its constant, and its named terms, each
+    with the model's measurement batch shape (a scalar for one measurement).
 
     The loss is ``−log p(ρ, ω_L, S_obs) + log q(ρ, ω_L)`` with the guide's draws replayed in
     the model, as Trace_ELBO computes it; a Delta guide has ``log q = 0``.
@@ -63,7 +71,7 @@ def traced_objective(model: NoiseSpectrumModel, guide: FieldGuide, beta: float):
         model_trace.compute_log_prob()
         guide_trace.compute_log_prob()
     terms = model.loss_terms(model_trace)
-    log_q = sum(site["log_prob_sum"] for site in guide_trace.nodes.values()
+    log_q = sum(site["log_prob"] for site in guide_trace.nodes.values()
                 if site["type"] == "sample")
-    loss = torch.stack(list(terms.values())).sum() + log_q
+    loss = torch.stack(list(terms.values())).sum(0) + log_q
     return loss, terms

@@ -14,51 +14,81 @@ COLUMNS = ("loss",) + LOSS_TERMS + ("grad_norm", "lr", "beta", "stage")
 
 
 class Recorder:
-    """Rows of ``COLUMNS + extra`` for at most ``total`` steps, and a progress bar.
+    """Rows of ``COLUMNS + extra`` for at most ``total`` steps of ``instances`` fits run in one
+    loop, and a progress bar.
 
-    A row costs one device-to-host copy (the tensors are stacked first).
+    A row costs one device-to-host copy (the tensors are stacked first).  An instance that is
+    not active at a step (stopped early, or diverged) gets no row there: its history is the
+    sequence of steps it took, as if it had been fitted alone.
     """
 
-    def __init__(self, total: int, show: "bool | None" = None, extra: tuple = ()):
+    def __init__(self, total: int, show: "bool | None" = None, extra: tuple = (),
+                 instances: int = 1):
         self.columns = COLUMNS + tuple(extra)
-        self.rows = torch.full((total, len(self.columns)), float("nan"), dtype=torch.float64)
+        self.instances = int(instances)
+        self.total = int(total)
+        self.rows = torch.full((total, self.instances, len(self.columns)), float("nan"),
+                               dtype=torch.float64)
+        self.active = torch.zeros(total, self.instances, dtype=torch.bool)
         self.count = 0
-        self.diverged = False
+        self.diverged = torch.zeros(self.instances, dtype=torch.bool)
         self.bar = progress_bar(total, "fit", "step", show)
 
-    def record(self, loss: torch.Tensor, terms: dict, grad_norm: torch.Tensor, **values) -> None:
-        """One row: the loss, its terms (0 where inactive), the gradient norm and ``values``
-        (floats or 0-d tensors, by column name)."""
+    def record(self, loss: torch.Tensor, terms: dict, grad_norm: torch.Tensor,
+               active: "torch.Tensor | None" = None, **values) -> torch.Tensor:
+        """One row per instance: the loss, its terms (0 where inactive), the gradient norm
+        (each a number or ``(instances,)``) and ``values`` (floats, by column name), for the
+        instances in the boolean mask ``active`` (default all).  Returns the losses as a
+        float64 CPU tensor ``(instances,)``."""
         zero = loss.new_zeros(())
         tensors = [loss] + [terms.get(n, zero) for n in LOSS_TERMS] + [grad_norm]
+        stacked = torch.stack([t.detach().to(loss.dtype).expand(self.instances)
+                               for t in tensors], dim=-1).to("cpu", torch.float64)
         row = self.rows[self.count]
-        row[: len(tensors)] = torch.stack([t.detach().to(loss.dtype) for t in tensors]).to(
-            "cpu", torch.float64)
+        row[:, : len(tensors)] = stacked
         for name, value in values.items():
-            row[self.columns.index(name)] = float(value)
+            row[:, self.columns.index(name)] = float(value)
+        self.active[self.count] = True if active is None else active.cpu()
         self.count += 1
         if self.bar is not None:
             self.bar.update(1)
             if self.count % 25 == 1:
                 self.bar.set_postfix(stage=int(values.get("stage", 1)),
-                                     loss=f"{float(row[0]):.4g}")
+                                     loss=f"{float(stacked[:, 0].mean()):.4g}")
+        return stacked[:, 0]
 
-    def diverge(self, total: int) -> str:
-        """Flag the fit as diverged; the message that says so."""
-        self.diverged = True
-        return (f"the fit diverged (non-finite loss or gradient) at step {self.count} of "
+    def diverge(self, total: int, index: int = 0) -> str:
+        """Flag instance ``index`` as diverged; the message that says so."""
+        self.diverged[index] = True
+        steps = int(self.active[: self.count, index].sum())
+        where = f"measurement {index}: " if self.instances > 1 else ""
+        return (f"{where}the fit diverged (non-finite loss or gradient) at step {steps} of "
                 f"{total}; the run holds the last finite state")
 
-    def close(self) -> dict[str, np.ndarray]:
-        """Close the bar; the history as ``name → (steps,)`` arrays."""
+    def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-        rows = self.rows[: self.count].numpy()
+            self.bar = None
+
+    def history(self, index: int = 0) -> dict[str, np.ndarray]:
+        """Instance ``index``'s history as ``name → (steps,)`` arrays."""
+        keep = self.active[: self.count, index]
+        rows = self.rows[: self.count, index][keep].numpy()
         return {name: rows[:, i] for i, name in enumerate(self.columns)}
+
+    def steps(self, index: int = 0) -> int:
+        return int(self.active[: self.count, index].sum())
+
+    def last(self, column: str, index: int = 0) -> float:
+        """Instance ``index``'s last recorded value of ``column`` (NaN before any step)."""
+        keep = self.active[: self.count, index].nonzero()
+        if len(keep) == 0:
+            return float("nan")
+        return float(self.rows[int(keep[-1]), index, self.columns.index(column)])
 
     @property
     def final_loss(self) -> float:
-        return float(self.rows[self.count - 1, 0]) if self.count else float("nan")
+        return self.last("loss")
 
 
 class Snapshot:

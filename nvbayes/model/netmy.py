@@ -18,10 +18,15 @@ Latent sites ``rho`` (ρ ≥ 0) and ``larmor`` (ω_L, GHz), both ``(ny, nx)`` wi
 
 A weight of 0 removes its site.  The terms are in :mod:`nvbayes.model.losses`; the operator is
 any :class:`nvbayes.physics.ForwardOperator` (F1 or F2 for inversion).
+
+Independent measurements: an observed spectrum ``(B, n_freq, ny, nx)`` makes every site
+``B`` conditionally independent copies inside ``pyro.plate("measurements", B)``, so the
+negative log joint is a sum over measurements and each measurement's terms stay apart.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pyro
@@ -45,19 +50,22 @@ class NoiseSpectrumModel:
     Parameters
     ----------
     operator : the forward operator (its grid must match ``observed``).
-    observed : the measured spectrum ``(n_freq, ny, nx)``.
+    observed : the measured spectrum ``(n_freq, ny, nx)``, or ``(B, n_freq, ny, nx)`` for B
+        independent measurements.
     weights : the loss weights of this stage.
     log_eps : ε inside the log map of D (the paper's 1e-10).
     """
 
     def __init__(self, operator, observed: torch.Tensor, weights: LossWeights,
                  log_eps: float = LOG_EPS):
-        if observed.dim() != 3:
-            raise ValueError(f"observed spectrum must be (n_freq, ny, nx), got {observed.shape}")
+        if observed.dim() not in (3, 4):
+            raise ValueError("observed spectrum must be (n_freq, ny, nx) or (B, n_freq, ny, nx), "
+                             f"got {tuple(observed.shape)}")
         self.operator = operator
         self.weights = weights
         self.observed = observed
         self.shape = tuple(observed.shape[-2:])
+        self.batch = tuple(observed.shape[:-3])
         n_pixels = self.shape[0] * self.shape[1]
         self.log_eps = float(log_eps)
         self.log_map_obs = log_noise_map(observed, self.log_eps)
@@ -73,15 +81,24 @@ class NoiseSpectrumModel:
                 self.normalizer[name] = n_pixels * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
 
     def _latent(self, name: str, support) -> torch.Tensor:
-        base = dist.ImproperUniform(support, batch_shape=torch.Size(),
+        base = dist.ImproperUniform(support, batch_shape=torch.Size(self.batch),
                                     event_shape=torch.Size(self.shape))
         return pyro.sample(name, base)
 
+    def _plate(self):
+        if not self.batch:
+            return contextlib.nullcontext()
+        return pyro.plate("measurements", self.batch[0], dim=-1)
+
     def __call__(self, *args, **kwargs) -> torch.Tensor:
-        """Sample sites in order; returns the predicted spectrum ``(n_freq, ny, nx)``.
+        """Sample sites in order; returns the predicted spectrum ``(..., n_freq, ny, nx)``.
 
         Extra arguments (the guide's) are ignored.
         """
+        with self._plate():
+            return self._sites()
+
+    def _sites(self) -> torch.Tensor:
         w = self.weights
         rho = self._latent("rho", constraints.nonnegative)
         larmor = self._latent("larmor", constraints.real)
@@ -112,7 +129,8 @@ class NoiseSpectrumModel:
         return predicted
 
     def loss_terms(self, trace) -> dict[str, torch.Tensor]:
-        """The weighted loss terms of a model trace (log probabilities computed), by name.
+        """The weighted loss terms of a model trace (log probabilities computed), by name, each
+        of the measurements' batch shape (``()`` for one measurement).
 
         Their sum is the negative log joint minus the Gaussian normalizers.  A Gaussian term is
         computed as ``½ Σ ((obs − loc) / σ)²`` from its site rather than as ``−log p −
@@ -125,13 +143,14 @@ class NoiseSpectrumModel:
                 site = trace.nodes[name]
                 normal = site["fn"].base_dist
                 z = (site["value"] - normal.loc) / normal.scale
-                terms[name] = 0.5 * (z * z).sum()
+                terms[name] = 0.5 * (z * z).sum(dim=(-2, -1))
         for name in FACTOR_TERMS:
             if name in trace.nodes:
-                terms[name] = -trace.nodes[name]["log_prob_sum"]
+                terms[name] = -trace.nodes[name]["log_prob"]
         return terms
 
     @property
     def constant(self) -> float:
-        """Σ of the Gaussian normalizers: negative log joint − Σ loss terms."""
+        """Σ of the Gaussian normalizers (per measurement): negative log joint − Σ loss
+        terms."""
         return float(sum(self.normalizer.values()))
