@@ -1,4 +1,5 @@
-"""``nvbayes.fit``: one measurement in, one :class:`~nvbayes.run.Run` out."""
+"""``nvbayes.fit``: one measurement in, one :class:`~nvbayes.run.Run` out; ``fit_samples``: the
+samples of a data set, fitted in batches, one run each."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import torch
 import xarray as xr
 
 from .errors import ParameterError
-from .inference.map import fit_map
-from .io import read_measurement, select_sample, validate_measurement
+from .inference.map import check_precision, fit_batch, fit_map
+from .io import n_samples, read_measurement, select_sample, validate_measurement
 from .model.problem import InverseProblem, check_inversion_operator
 from .run import Run, run_config
 from .spec import load_spec
@@ -28,9 +29,37 @@ def check_device(device: str) -> str:
     return name
 
 
+def _prepare(measurement, model: str, method: str, operator: str, device: str,
+             precision: str):
+    if isinstance(measurement, (str, os.PathLike)):
+        source = str(measurement)
+        data = read_measurement(Path(measurement))
+    else:
+        source = "<dataset>"
+        data = validate_measurement(measurement)
+    spec = load_spec(model)
+    if method not in METHODS:
+        raise ParameterError(f"unknown method {method!r}", f"use one of {', '.join(METHODS)}")
+    return (data, source, spec, check_inversion_operator(operator), check_device(device),
+            check_precision(precision))
+
+
+def _run(one: xr.Dataset, result, spec, *, method, operator, seed, device, precision, source,
+         sample) -> Run:
+    config = run_config(spec.to_dict(), method=method, operator=operator, seed=seed,
+                        device=device, wall_time_s=result.wall_time_s, source=source,
+                        sample=sample, precision=precision,
+                        batch_size=int(result.stats.get("batch_size", 1)))
+    run = Run.from_point_estimate(one, result.rho, result.larmor, result.predicted,
+                                  result.stats, result.history, config, result.messages)
+    run.evaluate()
+    return run
+
+
 def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
         method: str = "map", operator: str = "F2", sample: "int | None" = None, seed: int = 0,
-        device: str = "cpu", show_progress: "bool | None" = None) -> Run:
+        device: str = "cpu", show_progress: "bool | None" = None,
+        precision: str = "fp32") -> Run:
     """Fit one measurement and return the run (metrics included when the truth is known).
 
     Parameters
@@ -43,25 +72,43 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     sample : which sample of a data set (required when it holds more than one).
     seed : seeds the field's initialization; the same seed gives the same run.
     device : ``cpu`` or ``cuda``.
+    precision : ``fp32``, or ``bf16`` for the neural field's MLP in mixed precision.
     """
-    if isinstance(measurement, (str, os.PathLike)):
-        source = str(measurement)
-        data = read_measurement(Path(measurement))
-    else:
-        source = "<dataset>"
-        data = validate_measurement(measurement)
+    data, source, spec, operator, device, precision = _prepare(measurement, model, method,
+                                                               operator, device, precision)
     one = select_sample(data, sample)
-    spec = load_spec(model)
-    if method not in METHODS:
-        raise ParameterError(f"unknown method {method!r}", f"use one of {', '.join(METHODS)}")
-    operator = check_inversion_operator(operator)
-    device = check_device(device)
     result = fit_map(InverseProblem.from_measurement(one), spec, operator, seed=seed,
-                     device=device, show=show_progress)
-    config = run_config(spec.to_dict(), method=method, operator=operator, seed=seed,
-                        device=device, wall_time_s=result.wall_time_s, source=source,
-                        sample=sample)
-    run = Run.from_point_estimate(one, result.rho, result.larmor, result.predicted,
-                                  result.stats, result.history, config, result.messages)
-    run.evaluate()
-    return run
+                     device=device, show=show_progress, precision=precision)
+    return _run(one, result, spec, method=method, operator=operator, seed=seed, device=device,
+                precision=precision, source=source, sample=sample)
+
+
+def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
+                method: str = "map", operator: str = "F2",
+                samples: "list[int] | None" = None, seed: int = 0, device: str = "cpu",
+                batch: int = 8, show_progress: "bool | None" = None,
+                precision: str = "fp32") -> list[Run]:
+    """Fit several samples of a data set (default: all), ``batch`` at a time in one
+    optimization loop (neural-field models; baselines one after the other), and return one run
+    per sample, each the run :func:`fit` gives for that sample alone."""
+    data, source, spec, operator, device, precision = _prepare(measurement, model, method,
+                                                               operator, device, precision)
+    count = n_samples(data)
+    samples = list(range(count)) if samples is None else [int(i) for i in samples]
+    if not samples:
+        raise ParameterError("no samples to fit", "choose at least one sample")
+    for i in samples:
+        select_sample(data, i)                      # range check, one-line error
+    if batch < 1:
+        raise ParameterError(f"batch must be >= 1, got {batch}", "pass --batch 1 or more")
+    runs = []
+    for lo in range(0, len(samples), batch):
+        chunk = samples[lo: lo + batch]
+        ones = [select_sample(data, i) for i in chunk]
+        stacked = InverseProblem.from_measurement(xr.concat(ones, "sample"))
+        results = fit_batch(stacked, spec, operator, seeds=seed, device=device,
+                            show=show_progress, precision=precision)
+        runs += [_run(one, result, spec, method=method, operator=operator, seed=seed,
+                      device=device, precision=precision, source=source, sample=i)
+                 for i, one, result in zip(chunk, ones, results, strict=True)]
+    return runs

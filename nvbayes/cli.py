@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit = sub.add_parser("fit", help="fit a measurement and write a run folder",
                          description="Fit one measurement with a model of models/ and write "
                                      "the run folder (posterior.nc, history.nc, metrics.nc, "
-                                     "config.toml, reconstruction.png).")
+                                     "config.toml, reconstruction.png).  On a data set "
+                                     "without --sample, fit every sample (or --samples), "
+                                     "--batch at a time in one optimization loop, into one "
+                                     "folder holding a run folder per sample and fits.csv.")
     fit.add_argument("data", type=Path, help="measurement .nc file")
     fit.add_argument("--model", default="netmy",
                      help="model name in models/ (netmy, netmy-fast, tikhonov, admm, lbfgs, "
@@ -72,8 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--method", default="map", help="inference method (map)")
     fit.add_argument("--operator", default="F2", help="likelihood operator, F1 or F2 (F2)")
     fit.add_argument("--sample", type=int, help="sample index in a data set")
+    fit.add_argument("--samples", help="samples of a data set to fit, e.g. 0-7 or 1,4,9 "
+                                       "(default: all)")
+    fit.add_argument("--batch", type=int, default=8,
+                     help="measurements per optimization loop when fitting several (8)")
     fit.add_argument("--seed", type=int, default=0, help="seed of the fit (0)")
     fit.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
+    fit.add_argument("--precision", default="fp32",
+                     help="fp32, or bf16: the neural field's MLP in mixed precision (fp32)")
     fit.add_argument("--out", type=Path, help="run folder (default runs/<data>-<model>-...)")
     fit.set_defaults(handler=_fit)
 
@@ -492,31 +501,107 @@ def _simulate(args) -> None:
     print(out)
 
 
+def _parse_samples(text: str) -> list[int]:
+    """``"0-7"``, ``"1,4,9"`` or a mix (``"0-3,8"``) → sample indices."""
+    out = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            lo, sep, hi = part.partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        raise NvbayesError(f"--samples {text!r} is not a list of sample indices",
+                           "pass e.g. --samples 0-7 or --samples 1,4,9") from None
+    if not out:
+        raise NvbayesError("--samples names no sample", "pass e.g. --samples 0-7")
+    return out
+
+
 def _fit(args) -> None:
-    from .api import fit
+    from .io import n_samples, read_measurement
 
     if args.seed < 0:
         raise NvbayesError(f"seed must be >= 0, got {args.seed}", "pass --seed 0 or more")
+    if args.sample is not None and args.samples is not None:
+        raise NvbayesError("--sample and --samples both given", "use one of them")
+    data = read_measurement(args.data)
+    if args.sample is None and (args.samples is not None or n_samples(data) > 1):
+        _fit_many(args, data)
+        return
+    from .api import fit
+
     suffix = f"-sample{args.sample}" if args.sample is not None else ""
-    model_tag = Path(args.model).stem
-    out = args.out or RUNS / (f"{args.data.stem}{suffix}-{model_tag}-{args.method}-"
-                              f"{args.operator.upper()}-seed{args.seed}")
-    if out.exists() and not (out / "config.toml").is_file():
-        raise NvbayesError(f"{out} exists and is not a run folder",
-                           "choose another --out (a run folder is replaced, nothing else is)")
-    run = fit(args.data, model=args.model, method=args.method, operator=args.operator,
-              sample=args.sample, seed=args.seed, device=args.device)
+    out = _fit_folder(args, suffix, "config.toml")
+    run = fit(data, model=args.model, method=args.method, operator=args.operator,
+              sample=args.sample, seed=args.seed, device=args.device,
+              precision=args.precision)
+    run.config["run"]["measurement"] = str(args.data)
     for message in run.messages:
         print(f"nvbayes: warning: {message}", file=sys.stderr)
     folder = run.save(out)
     print(f"run: {folder}")
     print(f"figure: {folder / 'reconstruction.png'}")
     if run.metrics is not None:
-        m = run.metrics
-        print(f"metrics: Hungarian F1 {float(m['hungarian_f1']):.3f}, "
-              f"SWD {float(m['swd']):.4f}, GMSD {float(m['gmsd']):.4f}, "
-              f"Larmor MAE {float(m['larmor_mae']):.3f} GHz "
-              f"({run.config['run']['wall_time_s']:.1f} s)")
+        print(f"metrics: {_metrics_line(run)} ({run.config['run']['wall_time_s']:.1f} s)")
+
+
+def _fit_folder(args, suffix: str, marker: str) -> Path:
+    model_tag = Path(args.model).stem
+    out = args.out or RUNS / (f"{args.data.stem}{suffix}-{model_tag}-{args.method}-"
+                              f"{args.operator.upper()}-seed{args.seed}")
+    if out.exists() and not (out / marker).is_file():
+        raise NvbayesError(f"{out} exists and is not a run folder",
+                           "choose another --out (a run folder is replaced, nothing else is)")
+    return out
+
+
+def _metrics_line(run) -> str:
+    m = run.metrics
+    return (f"Hungarian F1 {float(m['hungarian_f1']):.3f}, SWD {float(m['swd']):.4f}, "
+            f"GMSD {float(m['gmsd']):.4f}, Larmor MAE {float(m['larmor_mae']):.3f} GHz")
+
+
+#: The table of a folder of several runs (one row per sample).
+FITS_TABLE = "fits.csv"
+
+
+def _fit_many(args, data) -> None:
+    """Several samples of a data set, in batches, into one folder of run folders."""
+    from .api import fit_samples
+    from .io import write_folder
+
+    samples = _parse_samples(args.samples) if args.samples is not None else None
+    out = _fit_folder(args, "", FITS_TABLE)
+    runs = fit_samples(data, model=args.model, method=args.method, operator=args.operator,
+                       samples=samples, seed=args.seed, device=args.device, batch=args.batch,
+                       precision=args.precision)
+    columns = ("sample", "wall_time_s", "diverged", "hungarian_f1", "swd", "gmsd",
+               "larmor_mae")
+
+    def fill(tmp: Path) -> None:
+        rows = [",".join(columns)]
+        for run in runs:
+            run.config["run"]["measurement"] = str(args.data)
+            sample = int(run.config["run"]["sample"])
+            run.save(tmp / f"sample{sample:04d}")
+            m = run.metrics
+            values = [sample, run.config["run"]["wall_time_s"],
+                      int(run.idata.sample_stats["diverged"].values.item())]
+            values += [float(m[k]) if m is not None and k in m else float("nan")
+                       for k in columns[3:]]
+            rows.append(",".join(str(v) for v in values))
+        (tmp / FITS_TABLE).write_text("\n".join(rows) + "\n")
+
+    folder = write_folder(out, fill)
+    for run in runs:
+        for message in run.messages:
+            print(f"nvbayes: warning: sample {run.config['run']['sample']}: {message}",
+                  file=sys.stderr)
+    total = sum(run.config["run"]["wall_time_s"] for run in runs)
+    print(f"runs: {folder} ({len(runs)} samples, batch {args.batch}, {total:.1f} s in all)")
+    print(f"table: {folder / FITS_TABLE}")
 
 
 def _plot(args) -> None:

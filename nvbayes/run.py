@@ -208,11 +208,14 @@ class Run:
 
 
 def run_config(spec_dict: dict, *, method: str, operator: str, seed: int, device: str,
-               wall_time_s: float, source: str, sample: "int | None") -> dict:
-    """The ``config.toml`` content of a run."""
+               wall_time_s: float, source: str, sample: "int | None",
+               precision: str = "fp32", batch_size: int = 1) -> dict:
+    """The ``config.toml`` content of a run.  ``wall_time_s`` of a batched fit is the batch's
+    wall time divided by ``batch_size``."""
     return {
         "run": {"schema": RUN_SCHEMA, "method": method, "operator": operator, "seed": seed,
-                "device": device, "wall_time_s": wall_time_s, "measurement": source,
+                "device": device, "precision": precision, "batch_size": int(batch_size),
+                "wall_time_s": wall_time_s, "measurement": source,
                 "sample": -1 if sample is None else int(sample),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
         "versions": versions(),
