@@ -2,7 +2,8 @@
 
 ``nvbayes.fit(measurement, model="netmy", method="map", ...)`` fits one measurement and
 returns a :class:`nvbayes.run.Run`; ``nvbayes.fit_samples(data, ..., batch=8)`` fits the
-samples of a data set in batches, one run each; the command line is ``nvbayes`` (see ``nvbayes --help``).
+samples of a data set in batches, one run each; the command line is ``nvbayes`` (see
+``nvbayes --help``).
 """
 
 __version__ = "0.1.0"

@@ -192,6 +192,12 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
                         "models/netmy.toml")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per fit, on every executor (1)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="samples per optimization loop for neural-field methods; the results "
+                        "are those of single fits (1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda, for every fit (cpu)")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32, or bf16 for the neural field's MLP (fp32)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int,
                        help="start a local Dask cluster of N worker processes")
@@ -235,17 +241,21 @@ def _executor(args):
 
 
 def _execute(args, methods: dict, kind: str, title: str, **extra) -> None:
+    from .api import check_device
     from .benchmark import BenchmarkPlan, run_benchmark
     from .benchmark.plan import interleaved_order, parse_operators, parse_seeds
     from .benchmark.runner import with_sample_axis
+    from .inference.map import check_precision
 
     operators, seeds = parse_operators(args.operators), parse_seeds(args.seeds)
+    device, precision = check_device(args.device), check_precision(args.precision)
     executor = _executor(args)
     data, description = _benchmark_data(args)
     data = with_sample_axis(data)
     order = (interleaved_order(data["scene_class"].values.tolist())
              if "scene_class" in data.coords else ())
-    plan = BenchmarkPlan(methods, operators, seeds, data.sizes["sample"], args.threads, order)
+    plan = BenchmarkPlan(methods, operators, seeds, data.sizes["sample"], args.threads, order,
+                         batch=args.batch, device=device, precision=precision)
     tag = (args.data.stem if args.data is not None
            else f"{args.classes.replace('/', '-').replace(',', '+')}-{args.per_class}"
                 f"-{args.data_operator.upper()}")

@@ -1,17 +1,18 @@
 """Where cells run: in this process, or on a Dask cluster.
 
-An executor takes the cells to fit, the data set (with a ``sample`` axis) and the method
-specifications, and yields a :class:`~nvbayes.benchmark.cell.CellRecord` for each cell as it
-finishes (in completion order).  Every cell goes through the same
-:func:`~nvbayes.benchmark.cell.fit_sample` with the plan's thread count, so a cell's result
-does not depend on the executor that ran it.
+An executor takes the groups of cells to fit (:meth:`~.plan.BenchmarkPlan.groups`), the data
+set (with a ``sample`` axis) and the plan, and yields a
+:class:`~nvbayes.benchmark.cell.CellRecord` for each cell as its group finishes (in
+completion order).  Every group goes through the same :func:`~nvbayes.benchmark.cell.fit_group`
+with the plan's thread count, device and precision, so a cell's result does not depend on the
+executor that ran it.
 
 - :class:`InProcess`: one cell after the other (the default).
 - :class:`DaskExecutor`: ``scheduler="tcp://HOST:PORT"`` submits to an existing cluster;
   ``workers=N`` starts a ``distributed.LocalCluster`` of N worker processes (one task at a
   time each, ``threads`` torch threads) for the duration of the benchmark.  The data set is
-  sent to every worker once; tasks carry only the cell and its specification, and at most two
-  per worker slot are in flight, so the scheduler never holds the whole sweep (nor moves
+  sent to every worker once; tasks carry only the cells and their specification, and at most
+  two per worker slot are in flight, so the scheduler never holds the whole sweep (nor moves
   measurement data between workers).  A worker that dies (e.g. out of memory) fails only its
   cell, which is recorded with the error.
 """
@@ -25,7 +26,7 @@ import torch
 import xarray as xr
 
 from ..errors import ParameterError
-from .cell import CellRecord, failed_record, fit_sample
+from .cell import CellRecord, failed_record, fit_group
 from .plan import Cell
 
 
@@ -45,9 +46,10 @@ class InProcess:
         torch.set_num_threads(self._saved)
         return False
 
-    def run(self, cells: list[Cell], data: xr.Dataset, specs: dict) -> Iterator[CellRecord]:
-        for cell in cells:
-            yield fit_sample(cell, data, specs[cell.method], self.threads)
+    def run(self, groups: list[list[Cell]], data: xr.Dataset, plan) -> Iterator[CellRecord]:
+        for cells in groups:
+            yield from fit_group(cells, data, plan.methods[cells[0].method], self.threads,
+                                 plan.device, plan.precision)
 
 
 class DaskExecutor:
@@ -109,21 +111,23 @@ class DaskExecutor:
             self.cluster.close()
         return False
 
-    def run(self, cells: list[Cell], data: xr.Dataset, specs: dict) -> Iterator[CellRecord]:
+    def run(self, groups: list[list[Cell]], data: xr.Dataset, plan) -> Iterator[CellRecord]:
         from distributed import as_completed
 
         shared = self.client.scatter(data, broadcast=True)
         window = 2 * max(1, sum(self.client.nthreads().values()))
-        pending = iter(cells)
+        pending = iter(groups)
         futures: dict = {}
 
         def submit() -> bool:
-            cell = next(pending, None)
-            if cell is None:
+            cells = next(pending, None)
+            if cells is None:
                 return False
-            future = self.client.submit(fit_sample, cell, shared, specs[cell.method],
-                                        self.threads, key=f"nvbayes-{cell.key}", pure=False)
-            futures[future] = cell
+            future = self.client.submit(fit_group, cells, shared, plan.methods[cells[0].method],
+                                        self.threads, plan.device, plan.precision,
+                                        key=f"nvbayes-{cells[0].key}-x{len(cells)}",
+                                        pure=False)
+            futures[future] = cells
             queue.add(future)
             return True
 
@@ -132,9 +136,11 @@ class DaskExecutor:
             if not submit():
                 break
         for future in queue:
-            cell = futures.pop(future)
+            cells = futures.pop(future)
             try:
-                yield future.result()
-            except Exception as exc:   # noqa: BLE001 - a lost worker fails its cell only
-                yield failed_record(cell, f"{type(exc).__name__}: {exc} (on the cluster)")
+                records = future.result()
+            except Exception as exc:   # noqa: BLE001 - a lost worker fails its cells only
+                records = [failed_record(c, f"{type(exc).__name__}: {exc} (on the cluster)")
+                           for c in cells]
+            yield from records
             submit()

@@ -47,7 +47,9 @@ class BenchmarkPlan:
 
     ``threads`` is the number of torch threads of every fit, whichever executor runs it, so
     that results do not depend on where a cell ran (torch's reductions may change with the
-    thread count).
+    thread count).  ``batch`` cells of a neural-field method that differ only in their sample
+    are fitted in one optimization loop (:meth:`groups`; the results are those of single
+    fits); ``device`` (cpu or cuda) and ``precision`` (fp32 or bf16) apply to every fit.
     """
 
     methods: dict
@@ -56,6 +58,9 @@ class BenchmarkPlan:
     samples: int
     threads: int = 1
     sample_order: tuple = ()      # the order samples are visited; default 0 … samples − 1
+    batch: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"
 
     def __post_init__(self):
         if not self.methods:
@@ -73,6 +78,9 @@ class BenchmarkPlan:
             raise ParameterError(f"threads per fit must be >= 1, got {self.threads}",
                                  "pass --threads 1 or more")
 
+        if self.batch < 1:
+            raise ParameterError(f"batch must be >= 1, got {self.batch}",
+                                 "pass --batch 1 or more")
         if self.sample_order and sorted(self.sample_order) != list(range(self.samples)):
             raise ValueError("sample_order must be a permutation of the samples")
 
@@ -87,6 +95,26 @@ class BenchmarkPlan:
         order = self.sample_order or tuple(range(self.samples))
         return [Cell(m, op, s, seed) for seed in self.seeds for s in order
                 for op in self.operators for m in self.methods]
+
+
+    def groups(self, cells: list[Cell]) -> list[list[Cell]]:
+        """``cells`` in fitting groups: up to ``batch`` cells of one batchable method, operator
+        and seed (in the order given) per group; every other cell alone."""
+        from ..inference.map import batchable
+
+        groups: list[list[Cell]] = []
+        open_groups: dict = {}
+        for cell in cells:
+            if self.batch == 1 or not batchable(self.methods[cell.method]):
+                groups.append([cell])
+                continue
+            key = (cell.method, cell.operator, cell.seed)
+            group = open_groups.get(key)
+            if group is None or len(group) == self.batch:
+                group = open_groups[key] = []
+                groups.append(group)
+            group.append(cell)
+        return groups
 
 
 def interleaved_order(labels) -> tuple[int, ...]:

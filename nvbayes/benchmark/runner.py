@@ -81,6 +81,10 @@ def prepare_folder(folder: Path, plan: BenchmarkPlan, data: xr.Dataset, kind: st
         if old["benchmark"].get("data_fingerprint") != print_:
             raise NvbayesError(f"{folder} holds a benchmark of another data set",
                                "choose another --out, or rerun with the same data")
+        if old["benchmark"].get("precision", "fp32") != plan.precision:
+            raise NvbayesError(f"{folder} was run in {old['benchmark'].get('precision', 'fp32')}"
+                               f" precision, not {plan.precision}",
+                               f"rerun with --precision {old['benchmark'].get('precision')}")
         if old["benchmark"].get("threads") != plan.threads:
             raise NvbayesError(f"{folder} was run with {old['benchmark'].get('threads')} "
                                f"thread(s) per fit, not {plan.threads}",
@@ -98,7 +102,8 @@ def prepare_folder(folder: Path, plan: BenchmarkPlan, data: xr.Dataset, kind: st
     if not (folder / DATA).is_file():
         write_netcdf(data, folder / DATA)
     header = {"schema": PLAN_SCHEMA, "kind": kind, "data_fingerprint": print_,
-              "threads": plan.threads,
+              "threads": plan.threads, "precision": plan.precision, "device": plan.device,
+              "batch": plan.batch,
               "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     text = toml_dumps({"benchmark": header | settings, "versions": versions(),
                        "methods": methods})
@@ -135,7 +140,7 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
     if to_fit and compute:
         bar = progress_bar(len(to_fit), kind, "fit", show)
         with executor:
-            for record in executor.run(to_fit, data, plan.methods):
+            for record in executor.run(plan.groups(to_fit), data, plan):
                 record.info["executor"] = executor.name
                 store.write(record, spatial)
                 if not record.failed:
@@ -154,7 +159,8 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
             store.copy(source, cell, spatial)
     attrs = {"data": settings.get("data", "?"),
              "data_operator": str(data.attrs.get("operator", "?")),
-             "threads": plan.threads,
+             "threads": plan.threads, "precision": plan.precision, "device": plan.device,
+             "batch": plan.batch,
              "kind": kind} | {k: v for k, v in settings.items() if k != "data"}
     results = assemble_results(plan, store, data, attrs)
     write_results(results, folder)

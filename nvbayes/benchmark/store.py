@@ -91,7 +91,7 @@ class CellStore:
             ds = handle.load()
         values = {k: float(ds.attrs.get(k, math.nan)) for k in CELL_METRICS + ("runtime_s",)}
         info = {k: ds.attrs[k] for k in ("diverged", "steps", "threads", "copied_from_seed",
-                                         "executor") if k in ds.attrs}
+                                         "executor", "device", "batch_size") if k in ds.attrs}
         rho = ds["rho"].values if "rho" in ds else None
         larmor = ds["larmor"].values if "larmor" in ds else None
         return CellRecord(cell=cell, values=values, rho=rho, larmor=larmor,
