@@ -168,10 +168,15 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
     densify = getattr(field, "densify", None)
 
     def diverge(bad: torch.Tensor) -> None:
-        state.restore(bad)
+        """Flag ``bad``; their state goes back to the saved one after this step's update (or
+        at once if no instance is left to update: the graph of the others must not see an
+        in-place change before their backward pass)."""
         for i in bad.nonzero().flatten().tolist():
             messages.append(recorder.diverge(spec.total_steps, i))
         alive.copy_(alive & ~bad)
+        running.copy_(running & ~bad)
+        if not bool(running.any()):
+            state.restore(bad)
 
     for stage_no, stage in enumerate(spec.stages, start=1):
         model, guide = stage_objective(problem, spec, stage, operator, field, device)
@@ -189,7 +194,6 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
             bad = running & ~torch.isfinite(loss.detach()).cpu()
             if bool(bad.any()):
                 diverge(bad)
-                running &= ~bad
                 if not bool(running.any()):
                     break
             state.save(running)
@@ -201,12 +205,11 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
             bad = running & ~torch.isfinite(norms).cpu()
             if bool(bad.any()):
                 diverge(bad)
-                running &= ~bad
                 if not bool(running.any()):
                     break
             state.scale_gradients(clip_factor(norms, opt.grad_clip, running))
             optimizer.step()
-            state.restore(~running)          # stopped instances stay where they stopped
+            state.restore(~running)          # stopped and diverged instances stay put
             if project is not None:
                 project()
             if densify is not None and densify(t + 1):
