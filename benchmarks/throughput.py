@@ -59,8 +59,10 @@ def timed_fit(spec, problem, device, precision, batch) -> float:
     return time.perf_counter() - start
 
 
-def stage_times(spec, problem, device, precision, batch, steps, repeats) -> tuple[list, float]:
-    """``([step time per stage], fixed time)`` in seconds, medians over ``repeats``."""
+def stage_times(spec, problem, device, precision, batch, steps, repeats
+                ) -> tuple[list, float, float]:
+    """``([step time per stage], fixed time, implied time of the full fit)`` in seconds,
+    medians over ``repeats``."""
     step_times, fixed = [], []
     for stage in spec.stages:
         short = dataclasses.replace(spec, stages=(dataclasses.replace(stage, steps=steps),))
@@ -71,7 +73,13 @@ def stage_times(spec, problem, device, precision, batch, steps, repeats) -> tupl
         step = max(statistics.median(t2) - statistics.median(t1), 0.0) / steps
         step_times.append(step)
         fixed.append(statistics.median(t1) - steps * step)
-    return step_times, max(statistics.median(fixed), 0.0)
+    fixed = max(statistics.median(fixed), 0.0)
+    total = fixed + sum(s.steps * t for s, t in zip(spec.stages, step_times, strict=True))
+    return step_times, fixed, total
+
+
+def ms(step_times) -> str:
+    return " / ".join(f"{1e3 * t:.2f}" for t in step_times)
 
 
 def main() -> None:
@@ -116,14 +124,12 @@ def main() -> None:
     for preset in args.presets.split(","):
         spec = load_spec(preset)
         for precision in precisions:
-            steps, fixed = stage_times(spec, problem, device, precision, 1, args.steps,
-                                       args.repeats)
-            implied = fixed + sum(s.steps * t for s, t in zip(spec.stages, steps, strict=True))
+            steps, fixed, implied = stage_times(spec, problem, device, precision, 1,
+                                                args.steps, args.repeats)
             measured = (f"{timed_fit(spec, problem, device, precision, 1):.1f}" if args.full
                         else "")
             emit(f"| {preset} | {precision} | {' + '.join(str(s.steps) for s in spec.stages)} | "
-                 f"{' / '.join(f'{1e3 * t:.2f}' for t in steps)} | {fixed:.2f} | "
-                 f"{implied:.1f} | {measured} |")
+                 f"{ms(steps)} | {fixed:.2f} | {implied:.1f} | {measured} |")
 
     emit("")
     emit("## Batched throughput")
@@ -138,14 +144,11 @@ def main() -> None:
             for b in batches:
                 sub = problem if b == problem.batch else dataclasses.replace(
                     problem, spectrum=problem.spectrum[:b])
-                steps, fixed = stage_times(spec, sub, device, precision, b, args.steps,
-                                           args.repeats)
-                total = fixed + sum(s.steps * t for s, t in zip(spec.stages, steps,
-                                                                 strict=True))
+                steps, _, total = stage_times(spec, sub, device, precision, b, args.steps,
+                                              args.repeats)
                 rate = 60.0 * b / total
                 base = base or rate
-                emit(f"| {preset} | {precision} | {b} | "
-                     f"{' / '.join(f'{1e3 * t:.2f}' for t in steps)} | {total:.1f} | "
+                emit(f"| {preset} | {precision} | {b} | {ms(steps)} | {total:.1f} | "
                      f"{rate:.2f} | {rate / base:.2f} |")
 
     emit("")
