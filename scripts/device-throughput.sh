@@ -8,7 +8,8 @@
 #
 # Python packages the image lacks travel as wheels in .whl (see the device README); results go
 # to ${OUT:-runs}.  BENCH_LIMIT (s) bounds the benchmark; it is resumable, and on a timeout the
-# report is written from the cells finished so far.
+# report is written from the cells finished so far.  PER_CLASS, PRESET, DEVICE, BATCH and
+# PRECISION override the benchmark's settings (e.g. for a dry run on a CPU).
 set -uo pipefail
 out=${OUT:-runs}
 mkdir -p "$out"
@@ -20,14 +21,15 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 python3 -c "import torch, pyro, arviz, netCDF4; print('torch', torch.__version__, \
-torch.cuda.get_device_name(), 'pyro', pyro.__version__, 'arviz', arviz.__version__)" \
+torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA', 'pyro', pyro.__version__, 'arviz', arviz.__version__)" \
   | tee -a "$out/gpu.txt" || exit 1
 
 case "${1:-bench}" in
 bench)
   folder=runs/gpu-paper-512
-  args=(--classes all --per-class 64 --methods netmy --preset paper --operators F2 --seeds 0
-        --device cuda --batch "${BATCH:-128}" --precision "${PRECISION:-bf16}" --out "$folder")
+  args=(--classes all --per-class "${PER_CLASS:-64}" --methods netmy --preset "${PRESET:-paper}"
+        --operators F2 --seeds 0 --device "${DEVICE:-cuda}" --batch "${BATCH:-128}"
+        --precision "${PRECISION:-bf16}" --out "$folder")
   start=$(date +%s)
   timeout "${BENCH_LIMIT:-470}" python3 -m nvbayes.cli benchmark "${args[@]}" 2>&1 \
     | tee "$out/bench.log"
@@ -46,7 +48,7 @@ checks)
       --precision bf16 --batch 4 --out runs/gpu-fits 2>&1 | tee "$out/cli.txt" &&
     cat runs/gpu-fits/fits.csv | tee -a "$out/cli.txt"
   python3 benchmarks/throughput.py --device cuda --presets netmy,netmy-fast \
-    --batch-presets netmy --batches "${BATCHES:-1,16,64,128}" --repeats 3 \
+    --batch-presets netmy --batches "${BATCHES:-1,16,64,128,256}" --repeats 3 \
     --out "$out/throughput-cuda.md" 2>&1 | tail -n 30
   python3 benchmarks/fit_tradeoffs.py --model netmy --samples 16 --batch 16 --device cuda \
     --variants fp32,bf16,bf16+stop500:1e-3 --out "$out/tradeoffs-cuda.md" 2>&1 | tail -n 12
