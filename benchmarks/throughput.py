@@ -11,7 +11,10 @@ schedule.  For each stage k the script times real fits (``fit_batch``, the solve
 the median difference over S is the step time, and the rest of the S-step fit is the fixed
 part.  The implied time of a full fit is ``fixed + Σ_k steps_k · step_k``; with B measurements
 per loop, throughput is ``60 · B / time`` fits per minute.  ``--full`` also runs one complete
-fit per preset and precision, as a check of the implied time.  F3: median wall time of
+fit per preset and precision, as a check of the implied time.  On a GPU use a larger S
+(``--steps 200``): with S = 20 the difference of two short timings is dominated by noise
+there (on an H200, S = 20 implied 131 s for a batch of 128 paper-preset fits that took 214 s
+in the benchmark).  F3: median wall time of
 ``simulate`` (scene, noise, F3 in float64) over several scenes.  The table is printed and
 written to ``--out`` (default ``runs/throughput-<device>.md``).
 """

@@ -48,7 +48,7 @@ checks)
       --precision bf16 --batch 4 --out runs/gpu-fits 2>&1 | tee "$out/cli.txt" &&
     cat runs/gpu-fits/fits.csv | tee -a "$out/cli.txt"
   python3 benchmarks/throughput.py --device cuda --presets netmy,netmy-fast \
-    --batch-presets netmy --batches "${BATCHES:-1,16,64,128,256}" --repeats 3 \
+    --batch-presets netmy --batches "${BATCHES:-1,16,64,128,256}" --repeats 3 --steps 200 \
     --out "$out/throughput-cuda.md" 2>&1 | tail -n 30
   python3 benchmarks/fit_tradeoffs.py --model netmy --samples 16 --batch 16 --device cuda \
     --variants fp32,bf16,bf16+stop500:1e-3 --out "$out/tradeoffs-cuda.md" 2>&1 | tail -n 12
