@@ -83,6 +83,11 @@ def guarded_step(loss: torch.Tensor, field: torch.nn.Module, optimizer, guard: S
     return grad_norm
 
 
+def per_instance(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``values`` ``(B,)`` shaped to broadcast against a stacked tensor ``like`` ``(B, ...)``."""
+    return values.to(like.device).view(-1, *([1] * (like.dim() - 1)))
+
+
 class InstanceState:
     """The parameters of a field of B instances (leading axis B), saved and restored per
     instance; a field without instances is one instance (its whole state, by
@@ -107,8 +112,7 @@ class InstanceState:
             self.saved = [p.clone() for p in params]
             return
         for saved, p in zip(self.saved, params, strict=True):
-            keep = mask.to(p.device).view(-1, *([1] * (p.dim() - 1)))
-            saved.copy_(torch.where(keep, p, saved))
+            saved.copy_(torch.where(per_instance(mask, p), p, saved))
 
     def restore(self, mask: torch.Tensor) -> None:
         """Put the instances in ``mask`` back to their saved state."""
@@ -121,8 +125,7 @@ class InstanceState:
             return
         with torch.no_grad():
             for saved, p in zip(self.saved, self.field.parameters(), strict=True):
-                back = mask.to(p.device).view(-1, *([1] * (p.dim() - 1)))
-                p.copy_(torch.where(back, saved, p))
+                p.copy_(torch.where(per_instance(mask, p), saved, p))
 
     def gradient_norms(self) -> torch.Tensor:
         """The 2-norm of each instance's gradient, ``(B,)`` (0 where there is none)."""
@@ -140,8 +143,8 @@ class InstanceState:
         for p in self.field.parameters():
             if p.grad is None:
                 continue
-            f = factor.to(p.grad.device, p.grad.dtype)
-            f = f.view(-1, *([1] * (p.grad.dim() - 1))) if self.batched else f.reshape(())
+            f = factor.to(p.grad.dtype)
+            f = per_instance(f, p.grad) if self.batched else f.to(p.grad.device).reshape(())
             p.grad.copy_(torch.where(f == 0, torch.zeros_like(p.grad), p.grad * f))
 
 

@@ -26,7 +26,6 @@ class Recorder:
                  instances: int = 1):
         self.columns = COLUMNS + tuple(extra)
         self.instances = int(instances)
-        self.total = int(total)
         self.rows = torch.full((total, self.instances, len(self.columns)), float("nan"),
                                dtype=torch.float64)
         self.active = torch.zeros(total, self.instances, dtype=torch.bool)
@@ -85,10 +84,6 @@ class Recorder:
         if len(keep) == 0:
             return float("nan")
         return float(self.rows[int(keep[-1]), index, self.columns.index(column)])
-
-    @property
-    def final_loss(self) -> float:
-        return self.last("loss")
 
 
 class Snapshot:
