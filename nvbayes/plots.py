@@ -12,7 +12,7 @@ import torch  # noqa: E402
 import xarray as xr  # noqa: E402
 
 from .errors import ParameterError  # noqa: E402
-from .physics.noise_map import log_noise_map  # noqa: E402
+from .physics.noise_map import log_map, log_noise_map, normalized_noise_map  # noqa: E402
 
 
 def brightest_pixel(measurement: xr.Dataset) -> tuple[int, int]:
@@ -95,11 +95,19 @@ def save_figure(fig: plt.Figure, path) -> None:
         plt.close(fig)
 
 
+def _log_map(noise: np.ndarray) -> np.ndarray:
+    t = torch.from_numpy(np.asarray(noise, dtype=np.float64))
+    return log_map(normalized_noise_map(t)).numpy()
+
+
 def plot_run(run) -> plt.Figure:
     """Truth | reconstruction | Larmor map | observed and predicted log noise maps.
 
-    Without a truth the first panel is left out.
+    Without a truth the first panel is left out.  A run with posterior draws gets
+    :func:`plot_posterior` instead.
     """
+    if run.draws > 1:
+        return plot_posterior(run)
     truth = run.truth
     has_truth = truth is not None and "rho_true" in truth
     x = run.rho["x"].values
@@ -137,13 +145,18 @@ def plot_run(run) -> plt.Figure:
     fig.colorbar(sc, ax=ax, shrink=0.85)
 
     observed = log_noise_map(torch.from_numpy(run.observed.values)).numpy()
-    predicted = log_noise_map(torch.from_numpy(run.predicted.values)).numpy()
+    predicted = _log_map(run.predicted_noise_map.values)
     low = max(min(observed.min(), predicted.min()), -6)
     for ax, img, label in ((axes[0], observed, "observed"), (axes[1], predicted, "predicted")):
         im = ax.imshow(img, extent=extent, cmap="magma", vmin=low, vmax=0)
         ax.set(title=f"{label} log10 N/max N", xlabel="x (nm)")
         fig.colorbar(im, ax=ax, shrink=0.85)
 
+    fig.suptitle(_title(run))
+    return fig
+
+
+def _title(run) -> str:
     cfg = run.config["run"]
     parts = [f"{run.config['model']['name']} {cfg['method']}", f"operator {cfg['operator']}",
              f"seed {cfg['seed']}", f"{cfg['wall_time_s']:.0f} s"]
@@ -151,5 +164,65 @@ def plot_run(run) -> plt.Figure:
         m = run.metrics
         parts.append(f"F1 {float(m['hungarian_f1']):.2f}, SWD {float(m['swd']):.3f}, "
                      f"GMSD {float(m['gmsd']):.3f}")
-    fig.suptitle(" | ".join(parts))
+    return " | ".join(parts)
+
+
+def plot_posterior(run) -> plt.Figure:
+    """Truth (or the observed log noise map) | posterior mean | posterior standard deviation,
+    then the 5 % and 95 % quantiles (the 90 % credible interval, pixel by pixel) and the
+    predicted log noise map of the posterior mean.  Densities share one colour scale."""
+    post = run.idata.posterior["rho"]
+    x = post["x"].values
+    extent = (x[0], x[-1], x[-1], x[0])
+    mean = post.mean(("chain", "draw")).values
+    sd = post.std(("chain", "draw")).values
+    q05, q95 = (post.quantile(q, ("chain", "draw")).values for q in (0.05, 0.95))
+    truth = run.truth
+    has_truth = truth is not None and "rho_true" in truth
+    vmax = max(float(q95.max()), float(truth["rho_true"].max()) if has_truth else 0.0)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 8), constrained_layout=True)
+    if has_truth:
+        first = (truth["rho_true"].values, "true density", "viridis", 0, vmax)
+    else:
+        first = (log_noise_map(torch.from_numpy(run.observed.values)).numpy(),
+                 "observed log10 N/max N", "magma", -4, 0)
+    panels = [first,
+              (mean, f"posterior mean ({run.draws} draws)", "viridis", 0, vmax),
+              (sd, "posterior standard deviation", "cividis", 0, None),
+              (q05, "5 % quantile", "viridis", 0, vmax),
+              (q95, "95 % quantile", "viridis", 0, vmax),
+              (_log_map(run.predicted_noise_map.values), "predicted log10 N/max N (mean)",
+               "magma", -4, 0)]
+    for ax, (img, title, cmap, lo, hi) in zip(axes.flat, panels, strict=True):
+        im = ax.imshow(img, extent=extent, cmap=cmap, vmin=lo, vmax=hi)
+        ax.set(title=title, xlabel="x (nm)", ylabel="y (nm)")
+        fig.colorbar(im, ax=ax, shrink=0.85)
+    if has_truth:
+        ty, tx = np.nonzero(truth["rho_true"].values > 0)
+        for ax in axes.flat[1:5]:
+            ax.scatter(x[tx], x[ty], s=90, facecolors="none", edgecolors="r", lw=0.8)
+    fig.suptitle(_title(run) + " | densities scale-corrected per draw")
+    return fig
+
+
+def plot_hessian_spectrum(hessian) -> plt.Figure:
+    """Appendix C.1: the Laplace Hessian's eigenvalues against the spatial frequency of their
+    eigenvectors (log scale), with the fitted exponential envelope, and sorted."""
+    lam = hessian["eigenvalue"].values
+    kz = hessian["spatial_frequency"].values * float(hessian.attrs["standoff_nm"])
+    keep = lam > 0
+    rate = float(hessian.attrs["decay_per_standoff"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
+    a.scatter(kz[keep], lam[keep], s=4, alpha=0.5, label="eigenmodes")
+    grid = np.linspace(kz[keep].min(), kz[keep].max(), 50)
+    anchor = np.median(np.log(lam[keep][kz[keep] <= np.quantile(kz[keep], 0.1)]))
+    k0 = np.median(kz[keep][kz[keep] <= np.quantile(kz[keep], 0.1)])
+    a.plot(grid, np.exp(anchor - rate * (grid - k0)), "r-",
+           label=f"exp(-{rate:.2f} k z0), fitted")
+    a.set(yscale="log", xlabel="spatial frequency k z0 of the eigenvector",
+          ylabel="Hessian eigenvalue", title="eigenvalue against spatial frequency")
+    a.legend(fontsize=8)
+    b.semilogy(np.arange(1, keep.sum() + 1), np.sort(lam[keep])[::-1], "k-")
+    b.set(xlabel="mode (sorted)", ylabel="eigenvalue",
+          title=f"spectrum: condition number {float(hessian.attrs['condition_number']):.3g}")
     return fig

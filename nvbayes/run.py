@@ -38,6 +38,7 @@ with warnings.catch_warnings():
 RUN_SCHEMA = "nvbayes.run/1"
 POSTERIOR, HISTORY, METRICS, CONFIG = "posterior.nc", "history.nc", "metrics.nc", "config.toml"
 FIGURE = "reconstruction.png"
+HESSIAN, HESSIAN_FIGURE = "hessian.nc", "hessian_spectrum.png"
 SCALE_NOTE = ("rho is scaled by the energy-ratio correction (sample_stats.scale_correction: "
               "E_obs/E_pred under F2, its square root under F1); the max-normalized "
               "likelihood does not determine the scale")
@@ -65,6 +66,11 @@ def _point(values: np.ndarray, dims: tuple, coords: dict, attrs: dict) -> xr.Dat
                         coords={"chain": [0], "draw": [0]} | coords, attrs=attrs)
 
 
+def _attr(value):
+    """A netCDF attribute: numbers as float64 (inf and nan included), text as is."""
+    return value if isinstance(value, str) else np.float64(value)
+
+
 @dataclass
 class Run:
     """Everything one fit produced; see the module docstring."""
@@ -75,6 +81,7 @@ class Run:
     metrics: "xr.Dataset | None" = None
     messages: list = field(default_factory=list)
     path: "Path | None" = None
+    hessian: "xr.Dataset | None" = None    # Laplace: the Hessian's eigen-spectrum
 
     # ---- construction ----------------------------------------------------------------------
 
@@ -83,25 +90,53 @@ class Run:
                             predicted: np.ndarray, stats: dict, history: dict,
                             config: dict, messages=()) -> "Run":
         """A MAP run: one chain, one draw.  ``measurement`` holds one sample."""
+        spec_coords = {"freq": measurement["freq"]} | {c: measurement[c] for c in SPATIAL}
+        operator = config["run"]["operator"]
+        spectrum = _point(predicted, ("freq",) + SPATIAL, spec_coords,
+                          {"long_name": f"spectrum predicted by {operator}",
+                           "units": measurement["spectrum"].attrs.get("units", "")})
+        return cls._assemble(measurement, np.asarray(rho)[None, None],
+                             np.asarray(larmor)[None, None], {"spectrum": spectrum},
+                             {k: np.full((1, 1), np.float64(v)) for k, v in stats.items()},
+                             {}, history, config, messages)
+
+    @classmethod
+    def from_draws(cls, measurement: xr.Dataset, draws, config: dict) -> "Run":
+        """A sampling run (SVI, Laplace, NUTS) from a
+        :class:`~nvbayes.inference.draws.PosteriorDraws`: ``chain, draw`` as drawn, the
+        predicted noise map of every draw as the posterior predictive."""
         space = {c: measurement[c] for c in SPATIAL}
-        spec_coords = {"freq": measurement["freq"]} | space
+        nmap = xr.DataArray(draws.noise_map, dims=("chain", "draw") + SPATIAL, coords=space,
+                            attrs={"long_name": "noise map N = sum over readouts of the "
+                                   "predicted spectrum, per draw",
+                                   "units": measurement["spectrum"].attrs.get("units", "")})
+        shape = draws.rho.shape[:2]
+        stats = {k: np.broadcast_to(np.asarray(v), shape) for k, v in draws.draw_stats.items()}
+        return cls._assemble(measurement, draws.rho, draws.larmor, {"noise_map": nmap}, stats,
+                             draws.stats, draws.history, config, draws.messages)
+
+    @classmethod
+    def _assemble(cls, measurement, rho, larmor, predictive: dict, draw_stats: dict,
+                  fit_stats: dict, history: dict, config: dict, messages) -> "Run":
+        space = {c: measurement[c] for c in SPATIAL}
+        chain_draw = {"chain": np.arange(rho.shape[0]), "draw": np.arange(rho.shape[1])}
+        dims = ("chain", "draw") + SPATIAL
         operator = config["run"]["operator"]
         posterior = xr.Dataset({
-            "rho": _point(rho, SPATIAL, space, {
+            "rho": xr.DataArray(rho, dims=dims, coords=chain_draw | space, attrs={
                 "long_name": "source weight per pixel (scale-corrected)",
                 "units": "fluctuators per pixel"}),
-            "larmor": _point(larmor, SPATIAL, space, {
+            "larmor": xr.DataArray(larmor, dims=dims, coords=chain_draw | space, attrs={
                 "long_name": "Larmor frequency", "units": "GHz",
                 "off_support": _off_support_note(config)}),
         }, attrs={"inference": config["run"]["method"], "operator": operator,
                   "model": config["model"]["name"], "scale_corrected": 1,
                   "scale_note": SCALE_NOTE})
-        predictive = xr.Dataset({"spectrum": _point(
-            predicted, ("freq",) + SPATIAL, spec_coords,
-            {"long_name": f"spectrum predicted by {operator}",
-             "units": measurement["spectrum"].attrs.get("units", "")})})
-        sample_stats = xr.Dataset({k: _point(np.float64(v), (), {}, {}) for k, v in
-                                   stats.items()})
+        predictive = xr.Dataset({k: v.assign_coords(chain_draw) for k, v in predictive.items()})
+        sample_stats = xr.Dataset(
+            {k: xr.DataArray(np.asarray(v), dims=("chain", "draw"), coords=chain_draw)
+             for k, v in draw_stats.items()},
+            attrs={k: _attr(v) for k, v in fit_stats.items()})
         observed = xr.Dataset({"spectrum": measurement["spectrum"].reset_coords(drop=True)},
                               attrs=dict(measurement.attrs))
         constant = xr.Dataset({k: measurement[k].reset_coords(drop=True)
@@ -114,11 +149,11 @@ class Run:
         if constant.data_vars:
             groups["constant_data"] = constant
         idata = az.InferenceData(**groups)
-        steps = np.arange(len(next(iter(history.values()))))
         hist = xr.Dataset({k: ("step", np.asarray(v)) for k, v in history.items()},
-                          coords={"step": steps},
                           attrs={"description": "weighted loss terms of the negative log joint "
                                                 "per optimization step (0: not in the stage)"})
+        if history:
+            hist = hist.assign_coords(step=np.arange(len(next(iter(history.values())))))
         return cls(idata=idata, history=hist, config=config, messages=list(messages))
 
     # ---- views -----------------------------------------------------------------------------
@@ -133,8 +168,35 @@ class Run:
         return self.idata.posterior["larmor"].mean(("chain", "draw"))
 
     @property
-    def predicted(self) -> xr.DataArray:
-        return self.idata.posterior_predictive["spectrum"].mean(("chain", "draw"))
+    def predicted(self) -> "xr.DataArray | None":
+        """The predicted spectrum of a MAP run (``None`` for a sampling run, which keeps the
+        predicted noise map of every draw instead)."""
+        predictive = self.idata.posterior_predictive
+        if "spectrum" not in predictive:
+            return None
+        return predictive["spectrum"].mean(("chain", "draw"))
+
+    @property
+    def predicted_noise_map(self) -> xr.DataArray:
+        """The posterior mean of the predicted noise map ``N = Σ_ω S`` ``(y, x)``."""
+        predictive = self.idata.posterior_predictive
+        if "noise_map" in predictive:
+            return predictive["noise_map"].mean(("chain", "draw"))
+        return predictive["spectrum"].mean(("chain", "draw")).sum("freq")
+
+    @property
+    def diverged(self) -> bool:
+        """Whether the fit's optimization diverged (and kept its last finite state)."""
+        stats = self.idata.sample_stats
+        if "diverged" in stats:
+            return bool(stats["diverged"].values.any())
+        return bool(stats.attrs.get("diverged", 0))
+
+    @property
+    def draws(self) -> int:
+        """Number of posterior draws (chains × draws); 1 for a MAP run."""
+        post = self.idata.posterior
+        return int(post.sizes["chain"] * post.sizes["draw"])
 
     @property
     def observed(self) -> xr.DataArray:
@@ -174,10 +236,14 @@ class Run:
             if self.metrics is not None:
                 self.metrics.to_netcdf(tmp / METRICS, engine="netcdf4")
             (tmp / CONFIG).write_text(toml_dumps(self.config))
+            if self.hessian is not None:
+                self.hessian.to_netcdf(tmp / HESSIAN, engine="netcdf4")
             if figure:
-                from .plots import plot_run, save_figure
+                from .plots import plot_hessian_spectrum, plot_run, save_figure
 
                 save_figure(plot_run(self), tmp / FIGURE)
+                if self.hessian is not None:
+                    save_figure(plot_hessian_spectrum(self.hessian), tmp / HESSIAN_FIGURE)
 
         target = write_folder(folder, fill)
         self.path = target
@@ -196,8 +262,13 @@ class Run:
         if (folder / METRICS).is_file():
             with xr.open_dataset(folder / METRICS, engine="netcdf4") as m:
                 metrics = m.load()
+        hessian = None
+        if (folder / HESSIAN).is_file():
+            with xr.open_dataset(folder / HESSIAN, engine="netcdf4") as h:
+                hessian = h.load()
         config = tomllib.loads((folder / CONFIG).read_text())
-        return cls(idata=idata, history=history, config=config, metrics=metrics, path=folder)
+        return cls(idata=idata, history=history, config=config, metrics=metrics, path=folder,
+                   hessian=hessian)
 
     def save_figure(self, path: "str | os.PathLike | None" = None) -> Path:
         from .plots import plot_run, save_figure
@@ -223,4 +294,45 @@ def run_config(spec_dict: dict, *, method: str, operator: str, seed: int, device
     }
 
 
-__all__ = ["Run", "run_config"]
+def decay_rate(spatial_frequency: np.ndarray, eigenvalue: np.ndarray, standoff: float,
+               bins: int = 12) -> float:
+    """``−d ln λ / d(k z0)``: the slope of a straight line through the median ln λ of the
+    positive eigenvalues in equal-width bins of ``k z0`` (appendix C.1 predicts a positive
+    slope: eigenvalues that fall exponentially with spatial frequency)."""
+    keep = eigenvalue > 0
+    kz = spatial_frequency[keep] * standoff
+    logs = np.log(eigenvalue[keep])
+    edges = np.linspace(kz.min(), kz.max(), bins + 1)
+    index = np.clip(np.digitize(kz, edges) - 1, 0, bins - 1)
+    centres, medians = [], []
+    for b in range(bins):
+        if np.any(index == b):
+            centres.append(0.5 * (edges[b] + edges[b + 1]))
+            medians.append(np.median(logs[index == b]))
+    return float(-np.polyfit(centres, medians, 1)[0])
+
+
+def hessian_dataset(result, measurement: xr.Dataset) -> xr.Dataset:
+    """The Laplace Hessian's eigen-spectrum (``hessian.nc``): one row per eigenmode."""
+    eigenvalue = np.asarray(result.extra["eigenvalue"])
+    k = np.asarray(result.extra["spatial_frequency"])
+    standoff = float(measurement.attrs["standoff_nm"])
+    x = measurement["x"].values
+    return xr.Dataset(
+        {"eigenvalue": ("mode", eigenvalue, {
+            "long_name": "eigenvalue of the Hessian of the negative log posterior with "
+                         "respect to the pixel density, at the MAP",
+            "units": "(fluctuators per pixel)^-2"}),
+         "spatial_frequency": ("mode", k, {
+             "long_name": "power-weighted mean |k| of the eigenvector", "units": "rad/nm"})},
+        coords={"mode": np.arange(len(eigenvalue))},
+        attrs={"condition_number": float(result.stats["condition_number"]),
+               "nonpositive_eigenvalues": int(result.stats["nonpositive_eigenvalues"]),
+               "decay_per_standoff": decay_rate(k, eigenvalue, standoff),
+               "standoff_nm": standoff, "spacing_nm": float(x[1] - x[0]),
+               "description": "appendix C.1: eigenvalues fall about exponentially with "
+                              "spatial frequency; decay_per_standoff is -d ln(eigenvalue) / "
+                              "d(k z0) fitted to binned medians"})
+
+
+__all__ = ["Run", "decay_rate", "hessian_dataset", "run_config"]

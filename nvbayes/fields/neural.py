@@ -31,6 +31,8 @@ OFF_SUPPORT = ("zero", "centre")
 #: the MLP's products and tanh in bfloat16 under autocast, the parameters, the heads, the
 #: operator and the loss in the parameters' dtype).
 PRECISIONS = ("fp32", "bf16")
+#: Shift of the scale channels: ``softplus(0 − 3) ≈ 0.049`` at a zero output.
+SCALE_SHIFT = 3.0
 
 
 class StackedLinear(nn.Module):
@@ -87,14 +89,17 @@ class NeuralField(nn.Module):
         (the gate channel is still computed and simply unused).
     instances : number of independent networks (``None``: one, with no instance axis).
     precision : ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS`).
+    scales : add two read-out channels ``(s_ρ, s_ω)`` for the positive scale fields of a
+        variational posterior (:meth:`variational`); :meth:`forward` is unchanged.
     """
 
     def __init__(self, band: tuple[float, float], octaves: int = 12, base: float = 2.0,
                  width: int = 320, depth: int = 6, skip_layer: int = 3,
                  support_threshold: float = SUPPORT_THRESHOLD, off_support: str = "zero",
                  annealed: bool = True, gate: bool = True, instances: "int | None" = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", scales: bool = False):
         super().__init__()
+        self.scales = bool(scales)
         self.annealed = bool(annealed)
         self.gate = bool(gate)
         if off_support not in OFF_SUPPORT:
@@ -122,8 +127,8 @@ class NeuralField(nn.Module):
                 fan_in += enc
             layers.append(StackedLinear(fan_in, width, self.instances))
         self.hidden = nn.ModuleList(layers)
-        self.readout = StackedLinear(width + (enc if self.skip_layer == depth else 0), 3,
-                                     self.instances)
+        self.readout = StackedLinear(width + (enc if self.skip_layer == depth else 0),
+                                     5 if self.scales else 3, self.instances)
         self.depth = int(depth)
 
     def reset_parameters(self, seeds) -> None:
@@ -143,7 +148,8 @@ class NeuralField(nn.Module):
         return contextlib.nullcontext()
 
     def raw(self, coords: torch.Tensor, beta: "float | torch.Tensor") -> torch.Tensor:
-        """The three output channels ``(h_ρ, g, h_ω)`` stacked last: ``(..., 3)``.
+        """The output channels ``(h_ρ, g, h_ω)`` (and ``(s_ρ, s_ω)`` with scales) stacked
+        last: ``(..., 3)`` or ``(..., 5)``.
 
         With instances, ``beta`` may be a tensor ``(B,)``, one progress per instance.
         """
@@ -169,13 +175,32 @@ class NeuralField(nn.Module):
             out = self.readout(h)
         out = out.to(coords.dtype)
         if self.instances is not None:
-            out = out.reshape(self.instances, *spatial, 3)
+            out = out.reshape(self.instances, *spatial, out.shape[-1])
         return out
 
     def forward(self, coords: torch.Tensor, beta: "float | torch.Tensor"
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(ρ, ω_L)``: the gated density and the support-masked Larmor field (GHz)."""
+        return self._heads(self.raw(coords, beta))[:2]
+
+    def variational(self, coords: torch.Tensor, beta: "float | torch.Tensor") -> dict:
+        """The location and scale fields of a variational posterior (``scales=True``).
+
+        ``rho``, ``larmor`` and ``mask`` as :meth:`forward` (the location), ``larmor_logit``
+        ``h_ω`` (``ω_band = ω_min + (ω_max − ω_min) σ(h_ω)``), and the positive scales
+        ``rho_scale = softplus(s_ρ − 3)`` (of log ρ) and ``larmor_scale = softplus(s_ω − 3)``
+        (of h_ω); the shift starts them near 0.05, close to the MAP's point mass.
+        """
+        if not self.scales:
+            raise ValueError("this field was built without scale channels (scales=False)")
         channels = self.raw(coords, beta)
+        rho, larmor, mask = self._heads(channels)
+        return {"rho": rho, "larmor": larmor, "mask": mask,
+                "larmor_logit": channels[..., 2],
+                "rho_scale": F.softplus(channels[..., 3] - SCALE_SHIFT),
+                "larmor_scale": F.softplus(channels[..., 4] - SCALE_SHIFT)}
+
+    def _heads(self, channels: torch.Tensor):
         if self.gate:
             rho = density_head(channels[..., 0], channels[..., 1])
         else:
@@ -184,7 +209,12 @@ class NeuralField(nn.Module):
         larmor = mask * larmor_head(channels[..., 2], self.band)
         if self.off_support == "centre":
             larmor = larmor + (1.0 - mask) * (0.5 * (self.band[0] + self.band[1]))
-        return rho, larmor
+        return rho, larmor, mask
+
+    @property
+    def off_support_value(self) -> float:
+        """ω_L where the support mask is 0 (GHz)."""
+        return 0.5 * (self.band[0] + self.band[1]) if self.off_support == "centre" else 0.0
 
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters()) // (self.instances or 1)

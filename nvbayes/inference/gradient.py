@@ -158,8 +158,12 @@ def clip_factor(norms: torch.Tensor, limit: float, running: torch.Tensor) -> tor
 
 
 def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,
-                   operator: str, device, recorder: Recorder) -> list[str]:
-    """Run every stage for every instance; returns messages (one per diverged measurement)."""
+                   operator: str, device, recorder: Recorder, **objective) -> list[str]:
+    """Run every stage for every instance; returns messages (one per diverged measurement).
+
+    ``objective`` goes to :func:`~.objective.stage_objective` (``guide_type``,
+    ``noise_sigma``: the variational guide and calibrated likelihood of SVI).
+    """
     opt = spec.optimizer
     octaves = getattr(spec.field, "octaves", 0)
     state = InstanceState(field)
@@ -182,7 +186,8 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
             state.restore(bad)
 
     for stage_no, stage in enumerate(spec.stages, start=1):
-        model, guide = stage_objective(problem, spec, stage, operator, field, device)
+        model, guide = stage_objective(problem, spec, stage, operator, field, device,
+                                       **objective)
         optimizer = make_optimizer(field, stage.lr, opt)
         monitor = ConvergenceMonitor(spec.stopping, count)
         running = alive.clone()

@@ -90,16 +90,18 @@ def uniform_level(problem: InverseProblem, operator: str = "F2", device="cpu") -
 
 
 def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
-                instances: "int | None" = None, precision: str = "fp32") -> torch.nn.Module:
+                instances: "int | None" = None, precision: str = "fp32",
+                scales: bool = False) -> torch.nn.Module:
     """The parameterization of ``spec.field`` on ``problem``'s grid; baselines start at
-    ``level``.  ``instances`` and ``precision`` apply to the neural field."""
+    ``level``.  ``instances``, ``precision`` and ``scales`` (the variational scale channels)
+    apply to the neural field."""
     f = spec.field
     if f.kind == "neural":
         return NeuralField(problem.band, octaves=f.octaves, base=f.base, width=f.width,
                            depth=f.depth, skip_layer=f.skip_layer,
                            support_threshold=f.support_threshold, off_support=f.off_support,
                            annealed=f.annealed, gate=f.gate, instances=instances,
-                           precision=precision)
+                           precision=precision, scales=scales)
     if instances is not None:
         raise ValueError(f"a {f.kind} field has no instance axis")
     n = problem.n

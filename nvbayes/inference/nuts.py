@@ -33,8 +33,13 @@ class McmcResult:
 
 def run_nuts(model, *args, chains: int = 4, warmup: int = 500, draws: int = 500,
              seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
-             full_mass: bool = True, initial_values=None, **kwargs) -> McmcResult:
-    """Sample ``model(*args, **kwargs)`` with NUTS; ``chains`` chains of ``draws`` draws."""
+             full_mass: bool = True, initial_values=None, max_plate_nesting=None,
+             transforms=None, **kwargs) -> McmcResult:
+    """Sample ``model(*args, **kwargs)`` with NUTS; ``chains`` chains of ``draws`` draws.
+
+    ``max_plate_nesting`` spares Pyro a trial run of the model (needed when a site cannot be
+    sampled, as an improper prior cannot); ``transforms`` maps sites to the bijections from
+    HMC's unconstrained coordinates (default: each support's own)."""
     per_chain, diverging, step_size, times = [], [], [], []
     start = time.perf_counter()
     for chain in range(chains):
@@ -45,7 +50,8 @@ def run_nuts(model, *args, chains: int = 4, warmup: int = 500, draws: int = 500,
             generator = torch.Generator().manual_seed(seed * 1000 + chain)
             init = {"init_strategy": init_to_value(values=initial_values(generator))}
         kernel = NUTS(model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                      full_mass=full_mass, **init)
+                      full_mass=full_mass, max_plate_nesting=max_plate_nesting,
+                      transforms=transforms, **init)
         mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, num_chains=1,
                     disable_progbar=not show_progress())
         t0 = time.perf_counter()

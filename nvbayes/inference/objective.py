@@ -45,13 +45,20 @@ class FieldGuide:
 
 
 def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, operator: str,
-                    field: torch.nn.Module, device) -> tuple[NoiseSpectrumModel, FieldGuide]:
-    """``(model, guide)`` of one stage, in the dtype of the field's parameters."""
+                    field: torch.nn.Module, device, guide_type=FieldGuide,
+                    noise_sigma: "float | None" = None) -> tuple[NoiseSpectrumModel, object]:
+    """``(model, guide)`` of one stage, in the dtype of the field's parameters.
+
+    ``guide_type(field, coords)`` builds the guide (the MAP's Delta sites by default);
+    ``noise_sigma`` (σ of one readout on the full grid) selects the calibrated likelihood,
+    with σ / d on a grid block-averaged by d.
+    """
     dtype = next(field.parameters()).dtype
+    sigma = None if noise_sigma is None else float(noise_sigma) / stage.downsample
     model = NoiseSpectrumModel(problem.operator(operator, stage.downsample),
                                problem.observed(stage.downsample, dtype=dtype, device=device),
-                               stage.weights, spec.log_eps)
-    guide = FieldGuide(field, pixel_coordinates(problem.n // stage.downsample, dtype=dtype,
+                               stage.weights, spec.log_eps, noise_sigma=sigma)
+    guide = guide_type(field, pixel_coordinates(problem.n // stage.downsample, dtype=dtype,
                                                 device=device))
     return model, guide
 

@@ -25,6 +25,7 @@ class Recorder:
     def __init__(self, total: int, show: "bool | None" = None, extra: tuple = (),
                  instances: int = 1):
         self.columns = COLUMNS + tuple(extra)
+        self.extra_terms = set(extra) - set(COLUMNS)    # extra columns filled from ``terms``
         self.instances = int(instances)
         self.rows = torch.full((total, self.instances, len(self.columns)), float("nan"),
                                dtype=torch.float64)
@@ -35,8 +36,9 @@ class Recorder:
 
     def record(self, loss: torch.Tensor, terms: dict, grad_norm: torch.Tensor,
                active: "torch.Tensor | None" = None, **values) -> torch.Tensor:
-        """One row per instance: the loss, its terms (0 where inactive), the gradient norm
-        (each a number or ``(instances,)``) and ``values`` (floats, by column name), for the
+        """One row per instance: the loss, its terms (0 where inactive; a term named by an
+        extra column goes there), the gradient norm (each a number or ``(instances,)``) and
+        ``values`` (floats, by column name), for the
         instances in the boolean mask ``active`` (default all).  Returns the losses as a
         float64 CPU tensor ``(instances,)``."""
         zero = loss.new_zeros(())
@@ -47,6 +49,8 @@ class Recorder:
         row[:, : len(tensors)] = stacked
         for name, value in values.items():
             row[:, self.columns.index(name)] = float(value)
+        for name in self.extra_terms.intersection(terms):
+            row[:, self.columns.index(name)] = terms[name].detach().to("cpu", torch.float64)
         self.active[self.count] = True if active is None else active.cpu()
         self.count += 1
         if self.bar is not None:

@@ -19,6 +19,23 @@ Latent sites ``rho`` (ρ ≥ 0) and ``larmor`` (ω_L, GHz), both ``(ny, nx)`` wi
 A weight of 0 removes its site.  The terms are in :mod:`nvbayes.model.losses`; the operator is
 any :class:`nvbayes.physics.ForwardOperator` (F1 or F2 for inversion).
 
+Calibrated likelihood (``noise_sigma`` given, for posterior inference): the paper's σ_D and
+σ_N follow from loss weights, not from the measurement, so they set a MAP objective but not
+honest posterior widths.  With the sensor noise σ of the spectrum (per frequency and pixel)
+the two weighted noise-map terms give way to one Gaussian observation of the max-normalized
+noise map with the noise the measurement carries::
+
+    N̂_obs(r) ~ Normal(N̂_pred(r), σ_N̂),      σ_N̂ = σ √n_freq / max_r N_obs(r)
+
+(``N = Σ_ω S`` sums n_freq independent readouts; the observed maximum is treated as exact).
+That term, like the paper's, is blind to the scale of ρ, which leaves the posterior free to
+drift along ρ → cρ.  The total power fixes that gauge as the energy-ratio correction does, now
+as an observation with its own noise::
+
+    E_obs ~ Normal(E_pred, σ √(n_freq n_pixels)),      E = Σ_{ω,r} S
+
+The remaining terms (priors and regularizers) keep their weights.
+
 Independent measurements: an observed spectrum ``(B, n_freq, ny, nx)`` makes every site
 ``B`` conditionally independent copies inside ``pyro.plate("measurements", B)``, so the
 negative log joint is a sum over measurements and each measurement's terms stay apart.
@@ -34,14 +51,16 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from ..physics.noise_map import LOG_EPS, log_noise_map, noise_map
+from ..physics.noise_map import LOG_EPS, log_noise_map, noise_map, normalized_noise_map
 from ..spec import LossWeights
 from . import losses
 
 #: Sites whose negative log density is the loss term itself (no Gaussian normalizer).
 FACTOR_TERMS = ("direct_density", "sparsity", "l1", "l2", "tv", "spectrum_shape")
 #: Sites that are Gaussian observations of a map.
-GAUSSIAN_TERMS = ("log_mse", "noise_map")
+GAUSSIAN_TERMS = ("log_mse", "noise_map", "normalized_noise_map", "total_power")
+#: The weighted data terms that a calibrated likelihood replaces.
+WEIGHTED_DATA_TERMS = ("log_mse", "noise_map")
 
 
 class NoiseSpectrumModel:
@@ -54,10 +73,13 @@ class NoiseSpectrumModel:
         independent measurements.
     weights : the loss weights of this stage.
     log_eps : ε inside the log map of D (the paper's 1e-10).
+    noise_sigma : the sensor noise σ of one readout (spectrum units) for the calibrated
+        likelihood of one measurement (see the module docstring); ``None``: the paper's
+        weighted terms.
     """
 
     def __init__(self, operator, observed: torch.Tensor, weights: LossWeights,
-                 log_eps: float = LOG_EPS):
+                 log_eps: float = LOG_EPS, noise_sigma: "float | None" = None):
         if observed.dim() not in (3, 4):
             raise ValueError("observed spectrum must be (n_freq, ny, nx) or (B, n_freq, ny, nx), "
                              f"got {tuple(observed.shape)}")
@@ -72,13 +94,26 @@ class NoiseSpectrumModel:
         self.noise_map_obs = losses.mean_normalized(noise_map(observed))
         self.shape_weights = losses.spectrum_shape_weights(observed)
         self.sigma = {}
-        self.normalizer = {}
-        for name in GAUSSIAN_TERMS:
+        for name in WEIGHTED_DATA_TERMS:
             w = getattr(weights, name)
-            if w > 0:
-                sigma = math.sqrt(n_pixels / (2.0 * w))
-                self.sigma[name] = sigma
-                self.normalizer[name] = n_pixels * (math.log(sigma) + 0.5 * math.log(2 * math.pi))
+            if w > 0 and noise_sigma is None:
+                self.sigma[name] = math.sqrt(n_pixels / (2.0 * w))
+        if noise_sigma is not None:
+            if self.batch:
+                raise ValueError("the calibrated likelihood takes one measurement")
+            if not noise_sigma > 0:
+                raise ValueError(f"noise_sigma must be > 0, got {noise_sigma}")
+            n_obs = noise_map(observed)
+            peak = float(n_obs.max())
+            self.normalized_obs = n_obs / peak
+            self.sigma["normalized_noise_map"] = (float(noise_sigma)
+                                                  * math.sqrt(observed.shape[-3]) / peak)
+            self.total_obs = observed.sum(dim=(-3, -2, -1))
+            self.sigma["total_power"] = float(noise_sigma) * math.sqrt(observed[0].numel()
+                                                                       * observed.shape[-3])
+        self.normalizer = {name: (1 if name == "total_power" else n_pixels)
+                           * (math.log(s) + 0.5 * math.log(2 * math.pi))
+                           for name, s in self.sigma.items()}
 
     def _latent(self, name: str, support) -> torch.Tensor:
         base = dist.ImproperUniform(support, batch_shape=torch.Size(self.batch),
@@ -103,11 +138,19 @@ class NoiseSpectrumModel:
         rho = self._latent("rho", constraints.nonnegative)
         larmor = self._latent("larmor", constraints.real)
         predicted = self.operator(rho, larmor)
-        if w.log_mse > 0:
+        if "normalized_noise_map" in self.sigma:
+            pyro.sample("normalized_noise_map",
+                        dist.Normal(normalized_noise_map(noise_map(predicted)),
+                                    self.sigma["normalized_noise_map"]).to_event(2),
+                        obs=self.normalized_obs)
+            pyro.sample("total_power", dist.Normal(predicted.sum(dim=(-3, -2, -1)),
+                                                   self.sigma["total_power"]),
+                        obs=self.total_obs)
+        if "log_mse" in self.sigma:
             pyro.sample("log_mse", dist.Normal(log_noise_map(predicted, self.log_eps),
                                                self.sigma["log_mse"])
                         .to_event(2), obs=self.log_map_obs)
-        if w.noise_map > 0:
+        if "noise_map" in self.sigma:
             pyro.sample("noise_map",
                         dist.Normal(losses.mean_normalized(noise_map(predicted)),
                                     self.sigma["noise_map"]).to_event(2),
@@ -141,9 +184,10 @@ class NoiseSpectrumModel:
         for name in GAUSSIAN_TERMS:
             if name in trace.nodes:
                 site = trace.nodes[name]
-                normal = site["fn"].base_dist
+                normal = getattr(site["fn"], "base_dist", site["fn"])
                 z = (site["value"] - normal.loc) / normal.scale
-                terms[name] = 0.5 * (z * z).sum(dim=(-2, -1))
+                z2 = z * z
+                terms[name] = 0.5 * (z2.sum(dim=(-2, -1)) if z2.dim() >= 2 else z2)
         for name in FACTOR_TERMS:
             if name in trace.nodes:
                 terms[name] = -trace.nodes[name]["log_prob"]

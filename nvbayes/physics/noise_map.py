@@ -48,3 +48,23 @@ def log_mse(predicted: torch.Tensor, observed: torch.Tensor, eps: float = LOG_EP
     """
     diff = log_noise_map(predicted, eps) - log_noise_map(observed, eps)
     return (diff * diff).mean(dim=(-2, -1))
+
+
+#: Consistency constant of the median absolute deviation for Gaussian noise.
+_MAD_TO_SIGMA = 1.482602218505602
+
+
+def sensor_noise_sigma(spectrum: torch.Tensor) -> torch.Tensor:
+    """The standard deviation σ of white sensor noise on a spectrum, estimated from the data.
+
+    ``(..., n_freq, ny, nx) → (...)``.  The Lorentzian (width γ) is smooth on the readout
+    grid, so the second difference along frequency, ``Δ²S = S(ω₊) − 2 S(ω) + S(ω₋)``, is
+    noise with variance ``6σ²`` plus a curvature term that only the few bright pixels carry;
+    the median absolute deviation of ``Δ²S`` ignores them::
+
+        σ̂ = 1.4826 · median |Δ²S − median Δ²S| / √6
+    """
+    d2 = spectrum[..., 2:, :, :] - 2.0 * spectrum[..., 1:-1, :, :] + spectrum[..., :-2, :, :]
+    flat = d2.reshape(*d2.shape[:-3], -1)
+    centred = flat - flat.median(dim=-1, keepdim=True).values
+    return _MAD_TO_SIGMA * centred.abs().median(dim=-1).values / 6.0 ** 0.5
