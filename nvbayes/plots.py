@@ -226,3 +226,42 @@ def plot_hessian_spectrum(hessian) -> plt.Figure:
     b.set(xlabel="mode (sorted)", ylabel="eigenvalue",
           title=f"spectrum: condition number {float(hessian.attrs['condition_number']):.3g}")
     return fig
+
+
+def plot_coverage(coverage) -> plt.Figure:
+    """Calibration curves (coverage against nominal level, per method and quantity) and the
+    coverage at the nominal level with Wilson 95 % intervals."""
+    from .calibration import QUANTITIES, wilson
+
+    level = float(coverage.attrs["nominal_level"])
+    methods = list(coverage["method"].values)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.6), constrained_layout=True)
+    styles = {"x": "-", "y": "--", "mass": ":"}
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    levels = coverage["level"].values
+    for i, method in enumerate(methods):
+        for q in QUANTITIES:
+            a.plot(levels, coverage["coverage"].sel({"method": method, "quantity": q}), styles[q],
+                   color=colours[i % len(colours)], marker="o", ms=3, label=f"{method} {q}")
+    a.plot([0, 1], [0, 1], "k-", lw=0.8, label="calibrated")
+    a.set(xlabel="nominal level", ylabel="coverage", xlim=(0, 1), ylim=(0, 1.02),
+          title="calibration curves")
+    a.legend(fontsize=7, ncol=2)
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
+        values, errors = [], [[], []]
+        for q in QUANTITIES:
+            p = float(coverage["coverage"].sel({"method": method, "quantity": q, "level": level}))
+            n = int(coverage["sources"].sel({"method": method, "quantity": q}))
+            lo, hi = wilson(p, n)
+            values.append(p)
+            errors[0].append(p - lo)
+            errors[1].append(hi - p)
+        b.bar(np.arange(len(QUANTITIES)) + (i - (len(methods) - 1) / 2) * width, values, width,
+              yerr=errors, capsize=3, color=colours[i % len(colours)], label=method)
+    b.axhline(level, color="k", lw=0.8, ls="--", label=f"nominal {level:.0%}")
+    b.set_xticks(np.arange(len(QUANTITIES)), ["position x", "position y", "amplitude (mass)"])
+    b.set(ylim=(0, 1.05), ylabel="coverage",
+          title=f"{level:.0%} intervals, {coverage.sizes['scene']} scenes")
+    b.legend(fontsize=8)
+    return fig
