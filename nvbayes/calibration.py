@@ -2,10 +2,11 @@
 
 For every scene and method the posterior draws of ρ (gauge-fixed by the energy ratio, DESIGN.md)
 give, for each true source s at pixel p_s, two functionals of ρ over the disc W_s of radius
-``radius`` standoffs around p_s::
+``radius`` standoffs around p_s, above the local background b_s (the median of ρ on the ring
+one standoff wide outside the disc)::
 
-    mass      m_s(ρ) = Σ_{r ∈ W_s} ρ(r)                       (the source's amplitude)
-    position  c_s(ρ) = Σ_{r ∈ W_s} ρ(r) r / m_s(ρ)            (x and y, nm)
+    mass      m_s(ρ) = Σ_{r ∈ W_s} (ρ(r) − b_s)                          (the amplitude)
+    position  c_s(ρ) = Σ_{r ∈ W_s} w(r) r / Σ w,   w = max(ρ − b_s, 0)     (x and y, nm)
 
 The same functionals of the true density are the truth: the amplitude and the pixel centre of
 the source (other sources lie farther than the radius in the medium and far classes).  The
@@ -88,20 +89,30 @@ class CalibrationPlan:
 
 
 def source_functionals(rho: np.ndarray, sources: np.ndarray, coords: np.ndarray,
-                       radius_px: float) -> np.ndarray:
-    """``(x, y, mass)`` of each source's disc for densities ``rho`` ``(..., n, n)``:
-    ``(..., n_sources, 3)``; the position is NaN where the disc holds no mass."""
+                       radius_px: float, ring_px: float) -> np.ndarray:
+    """``(x, y, mass)`` of each source (pixel indices ``(iy, ix)``) for densities ``rho``
+    ``(..., n, n)``: ``(..., n_sources, 3)``.
+
+    Aperture photometry: the local background b is the median of ρ on the ring
+    ``radius < d ≤ radius + ring`` around the source, the mass is ``Σ_disc (ρ − b)`` and the
+    centroid weighs each disc pixel by ``max(ρ − b, 0)`` (NaN where those weights are all 0).
+    Without the background a positive posterior's mass would grow with the disc's area.
+    """
     n = rho.shape[-1]
     iy, ix = np.mgrid[0:n, 0:n]
     out = np.empty(rho.shape[:-2] + (len(sources), 3))
     for k, (sy, sx) in enumerate(sources):
-        disc = (iy - sy) ** 2 + (ix - sx) ** 2 <= radius_px ** 2
-        weights = rho[..., disc]
-        mass = weights.sum(-1)
+        d2 = (iy - sy) ** 2 + (ix - sx) ** 2
+        disc = d2 <= radius_px ** 2
+        ring = (d2 > radius_px ** 2) & (d2 <= (radius_px + ring_px) ** 2)
+        background = np.median(rho[..., ring], axis=-1)[..., None]
+        excess = rho[..., disc] - background
+        weights = np.clip(excess, 0.0, None)
+        total = weights.sum(-1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[..., k, 0] = (weights * coords[ix[disc]]).sum(-1) / mass
-            out[..., k, 1] = (weights * coords[iy[disc]]).sum(-1) / mass
-        out[..., k, 2] = mass
+            out[..., k, 0] = (weights * coords[ix[disc]]).sum(-1) / total
+            out[..., k, 1] = (weights * coords[iy[disc]]).sum(-1) / total
+        out[..., k, 2] = excess.sum(-1)
     return out
 
 
@@ -129,8 +140,9 @@ def _fit_cell(plan: CalibrationPlan, method: str, index: int) -> xr.Dataset:
     coords = data["x"].values
     radius_px = plan.radius * problem.standoff / problem.spacing
     draws = result.rho.reshape(-1, *result.rho.shape[-2:])
-    values = source_functionals(draws, sources, coords, radius_px)
-    true = source_functionals(truth, sources, coords, radius_px)
+    ring_px = problem.standoff / problem.spacing
+    values = source_functionals(draws, sources, coords, radius_px, ring_px)
+    true = source_functionals(truth, sources, coords, radius_px, ring_px)
     return xr.Dataset(
         {"draws": (("draw", "source", "quantity"), values),
          "truth": (("source", "quantity"), true),

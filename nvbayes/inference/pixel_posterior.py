@@ -86,6 +86,15 @@ def exact_hessian(energy, rho: torch.Tensor, block: int = HVP_BLOCK) -> torch.Te
     return 0.5 * (hessian + hessian.T)
 
 
+def gaussian_draws(mean: torch.Tensor, eigenvalues: torch.Tensor, modes: torch.Tensor,
+                   draws: int, generator: "torch.Generator | None" = None) -> torch.Tensor:
+    """Draws of ``N(mean, H⁻¹)`` from the eigen-decomposition ``H = V diag(λ) Vᵀ`` (λ > 0):
+    ``mean + V diag(λ^(-1/2)) z``, z standard normal; ``(draws, *mean.shape)``."""
+    z = torch.randn(draws, eigenvalues.numel(), generator=generator, dtype=mean.dtype)
+    delta = (z / eigenvalues.sqrt()) @ modes.T
+    return (mean.reshape(1, -1) + delta).reshape(draws, *mean.shape)
+
+
 def spatial_frequency(modes: torch.Tensor, spacing: float) -> np.ndarray:
     """The power-weighted mean |k| (rad/nm) of each mode ``(n², m)`` seen as an n × n image."""
     n = int(round(modes.shape[0] ** 0.5))
@@ -165,9 +174,8 @@ def fit_laplace(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", 
     condition = float(eigenvalues[-1] / positive.min())
     curvature = torch.where(eigenvalues > 0, eigenvalues, positive.min())
     generator = torch.Generator().manual_seed(seed)
-    z = torch.randn(draws, eigenvalues.numel(), generator=generator, dtype=torch.float64)
-    delta = (z / curvature.sqrt()) @ modes.T
-    rho_draws = (rho.reshape(1, -1) + delta).clamp(min=0.0).reshape(1, draws, *rho.shape)
+    rho_draws = gaussian_draws(rho, curvature, modes, draws, generator).clamp(min=0.0)
+    rho_draws = rho_draws.unsqueeze(0)
     larmor_draws = larmor.expand(1, draws, *larmor.shape)
     rho_d, larmor_d, nmap, alpha = gauge_fixed(problem, operator, rho_draws, larmor_draws)
     stats = dict(result.stats) | {
@@ -225,5 +233,5 @@ def fit_nuts(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", see
 
 
 __all__ = ["NUTS_MAX_SIDE", "calibrated_sigma", "exact_hessian", "fit_laplace", "fit_nuts",
-           "negative_log_posterior", "pixel_model", "spatial_frequency",
+           "gaussian_draws", "negative_log_posterior", "pixel_model", "spatial_frequency",
            "spectral_larmor"]
