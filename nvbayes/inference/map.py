@@ -122,6 +122,14 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
     return DensityField(density, LarmorMap(n, problem.band))
 
 
+def fresh_start(seed: int) -> None:
+    """Seed torch and Pyro with ``seed`` and empty Pyro's parameter store: a fit from here
+    depends on nothing that ran before it."""
+    torch.manual_seed(seed)
+    pyro.set_rng_seed(seed)
+    pyro.clear_param_store()
+
+
 def batchable(spec: ModelSpec) -> bool:
     """Whether measurements can share one optimization loop under ``spec`` (the neural field
     with Adam/AdamW; the baselines are fitted one after the other)."""
@@ -146,9 +154,7 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     operator = check_inversion_operator(operator)
     precision = check_precision(precision)
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    pyro.set_rng_seed(seed)
-    pyro.clear_param_store()
+    fresh_start(seed)
     device = torch.device(device)
     if spec.field.kind == "neural":
         net = build_field(spec, problem, precision=precision).to(device, dtype)

@@ -31,7 +31,7 @@ from ..model.problem import InverseProblem, check_inversion_operator
 from ..spec import ModelSpec
 from .draws import PosteriorDraws, gauge_fixed
 from .gradient import solve_gradient
-from .map import build_field
+from .map import build_field, fresh_start
 from .pixel_posterior import calibrated_sigma
 from .recorder import Recorder
 
@@ -111,9 +111,7 @@ def fit_svi(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
                          f"{spec.field.kind} field and the {spec.solver} solver")
     operator = check_inversion_operator(operator)
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    pyro.set_rng_seed(seed)
-    pyro.clear_param_store()
+    fresh_start(seed)
     device = torch.device(device)
     sigma = calibrated_sigma(problem)
     net = build_field(spec, problem, scales=True).to(device, dtype)
