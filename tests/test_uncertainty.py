@@ -331,7 +331,7 @@ def test_laplace_run_writes_the_hessian_spectrum(two_sources, tiny_toml, tmp_pat
 def test_nuts_on_an_8x8_free_grid_converges():
     data = point_measurement(8, [(4, 3)], [0.8], [2.0], 0.01, seed=2)
     result = fit_nuts(InverseProblem.from_measurement(data), load_spec("netmy-fast"), "F2",
-                      chains=2, warmup=400, draws=300)
+                      chains=2, warmup=600, draws=300)
     assert result.rho.shape == (2, 300, 8, 8)
     rhat = az.rhat(az.from_dict(posterior={"rho": result.rho}))["rho"].values
     assert float(rhat.max()) < 1.05
