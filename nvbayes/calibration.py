@@ -47,10 +47,13 @@ CONFIG, TABLE, DATASET, FIGURE = ("calibration.toml", "coverage.md", "coverage.n
 @dataclass(frozen=True)
 class CalibrationPlan:
     """What ``nvbayes calibrate`` runs: ``scenes`` scenes cycling ``classes`` (seeds
-    ``seed``, ``seed + 1``, ...) on an ``grid``-pixel window, each fitted by ``methods``."""
+    ``seed``, ``seed + 1``, ...) on an ``grid``-pixel window, simulated by ``simulator``
+    (F3, or the inversion operator itself for a matched-model control), each fitted by
+    ``methods``."""
 
     methods: tuple = ("svi", "laplace")
     scenes: int = 32
+    simulator: str = "F3"
     classes: tuple = ("few/far", "medium/far")
     grid: int = 32
     model: str = "netmy-fast"
@@ -80,6 +83,9 @@ class CalibrationPlan:
         if not self.radius > 0:
             raise ParameterError(f"--radius {self.radius}", "use a radius > 0 standoffs")
         expand_classes(",".join(self.classes))              # validates the class names
+        if self.simulator not in ("F1", "F2", "F3"):
+            raise ParameterError(f"unknown simulator {self.simulator!r}",
+                                 "use --simulator F3 (the default), F2 or F1")
 
     def scene(self, index: int) -> tuple[str, int]:
         return self.classes[index % len(self.classes)], self.seed + index
@@ -129,7 +135,8 @@ def _fit_cell(plan: CalibrationPlan, method: str, index: int) -> xr.Dataset:
     from .spec import load_spec
 
     scene_class, seed = plan.scene(index)
-    settings = SimulationSettings(grid=Grid(plan.grid), noise=plan.noise)
+    settings = SimulationSettings(grid=Grid(plan.grid), noise=plan.noise,
+                                  operator=plan.simulator)
     data = simulate(scene_class, seed, settings)
     problem = InverseProblem.from_measurement(data)
     result = _infer(problem, load_spec(plan.model), method=method, operator=plan.operator,
@@ -158,7 +165,7 @@ def _cell_path(folder: Path, method: str, index: int) -> Path:
 def _check_folder(folder: Path, plan: CalibrationPlan) -> None:
     config = folder / CONFIG
     if config.is_file():
-        stored = tomllib.loads(config.read_text())
+        stored = CalibrationPlan().to_dict() | tomllib.loads(config.read_text())
         if stored != plan.to_dict():
             raise ParameterError(f"{folder} holds a calibration with other settings",
                                  "pass the same settings to resume, or another --out")
@@ -250,7 +257,8 @@ def coverage_table(ds: xr.Dataset) -> str:
     lines = [f"# Coverage of {level:.0%} credible intervals",
              "",
              f"{ds.sizes['scene']} scenes ({ds.attrs['classes']}), grid {ds.attrs['grid']}², "
-             f"model {ds.attrs['model']}, operator {ds.attrs['operator']}, noise "
+             f"simulated by {ds.attrs['simulator']}, model {ds.attrs['model']}, operator "
+             f"{ds.attrs['operator']}, noise "
              f"{ds.attrs['noise']}; per source, the mass and centroid of the density within "
              f"{ds.attrs['radius']} standoffs, densities gauge-fixed by the energy ratio.",
              "",

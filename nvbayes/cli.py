@@ -107,7 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="scene classes, cycled (few/far,medium/far)")
     cal.add_argument("--grid", type=int, default=32, help="pixels per side (32)")
     cal.add_argument("--model", default="netmy-fast", help="model of models/ (netmy-fast)")
-    cal.add_argument("--operator", default="F2", help="F1 or F2 (F2)")
+    cal.add_argument("--operator", default="F2", help="inversion operator, F1 or F2 (F2)")
+    cal.add_argument("--simulator", default="F3",
+                     help="operator that simulates the scenes: F3, or F2/F1 for a matched-model "
+                          "control (F3)")
     cal.add_argument("--noise", type=float, default=NOISE, help=f"sensor noise ({NOISE})")
     cal.add_argument("--seed", type=int, default=0, help="seed of the first scene (0)")
     cal.add_argument("--level", type=float, default=0.9, help="nominal credible level (0.9)")
@@ -661,7 +664,7 @@ def _calibrate(args) -> None:
 
     load_spec(args.model)
     plan = CalibrationPlan(methods=tuple(m.strip() for m in args.methods.split(",") if m),
-                           scenes=args.scenes,
+                           scenes=args.scenes, simulator=args.simulator.upper(),
                            classes=tuple(c.strip() for c in args.classes.split(",") if c),
                            grid=args.grid, model=args.model,
                            operator=check_inversion_operator(args.operator), noise=args.noise,
