@@ -30,7 +30,7 @@ import tomllib
 import xarray as xr
 
 from .errors import ParameterError
-from .io import toml_dumps, write_netcdf
+from .io import toml_dumps, write_netcdf, write_with
 from .physics.geometry import Grid
 from .progress import progress_bar
 from .scenes import SimulationSettings, expand_classes, simulate
@@ -191,12 +191,14 @@ def run_calibration(plan: CalibrationPlan, folder: "str | Path",
             bar.update(1)
     if bar is not None:
         bar.close()
-    coverage = coverage_dataset(folder, plan)
-    write_netcdf(coverage, folder / DATASET)
-    (folder / TABLE).write_text(coverage_table(coverage))
     from .plots import plot_coverage, save_figure
 
-    save_figure(plot_coverage(coverage), folder / FIGURE)
+    coverage = coverage_dataset(folder, plan)
+    figure = plot_coverage(coverage)
+    table = coverage_table(coverage)
+    write_netcdf(coverage, folder / DATASET)
+    write_with(folder / TABLE, lambda tmp: tmp.write_text(table))
+    save_figure(figure, folder / FIGURE)
     return coverage
 
 
@@ -247,7 +249,8 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
         return math.nan, math.nan
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(centre - half, 0.0), min(centre + half, 1.0)
+    # the interval holds p; at p = 0 or 1 its end is p exactly (round-off aside)
+    return min(max(centre - half, 0.0), p), max(min(centre + half, 1.0), p)
 
 
 def coverage_table(ds: xr.Dataset) -> str:

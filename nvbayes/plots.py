@@ -255,8 +255,8 @@ def plot_coverage(coverage) -> plt.Figure:
             n = int(coverage["sources"].sel({"method": method, "quantity": q}))
             lo, hi = wilson(p, n)
             values.append(p)
-            errors[0].append(p - lo)
-            errors[1].append(hi - p)
+            errors[0].append(max(p - lo, 0.0))
+            errors[1].append(max(hi - p, 0.0))
         b.bar(np.arange(len(QUANTITIES)) + (i - (len(methods) - 1) / 2) * width, values, width,
               yerr=errors, capsize=3, color=colours[i % len(colours)], label=method)
     b.axhline(level, color="k", lw=0.8, ls="--", label=f"nominal {level:.0%}")

@@ -368,6 +368,16 @@ def test_intervals_of_a_calibrated_posterior_cover_at_their_level():
     assert low < 0.9 < high + 0.01
 
 
+@pytest.mark.parametrize("n", (7, 22, 32, 100))
+def test_wilson_interval_holds_the_proportion_at_the_ends(n):
+    for hits in (0, 1, n - 1, n):
+        lo, hi = wilson(hits / n, n)
+        assert 0.0 <= lo <= hits / n <= hi <= 1.0
+    assert wilson(0.0, n)[0] == 0.0 and wilson(1.0, n)[1] == 1.0
+    # the textbook value: 0 of 22 gives [0, 0.149]
+    assert wilson(0.0, 22)[1] == pytest.approx(0.1487, abs=1e-4)
+
+
 def test_calibrate_cli_writes_and_resumes(tiny_toml, tmp_path, capsys):
     args = ["calibrate", "--methods", "svi,laplace", "--grid", 16, "--scenes", 2,
             "--classes", "few/far", "--model", tiny_toml, "--draws", 30,
