@@ -219,6 +219,16 @@ def plot_hessian_spectrum(hessian) -> plt.Figure:
     k0 = np.median(kz[keep][kz[keep] <= np.quantile(kz[keep], 0.1)])
     a.plot(grid, np.exp(anchor - rate * (grid - k0)), "r-",
            label=f"exp(-{rate:.2f} k z0), fitted")
+    if "sampled_transfer" in hessian:
+        standoff = float(hessian.attrs["standoff_nm"])
+        kk = hessian["k_axis"].values * standoff
+        transfer = hessian["sampled_transfer"].values
+        scale = np.exp(anchor) / np.interp(k0, kk, transfer)
+        a.plot(kk, scale * transfer, "g--", label="|P(k)|² of the sampled kernel")
+        continuum = hessian["continuum_transfer"].values
+        a.plot(kk, np.exp(anchor) / np.interp(k0, kk, continuum) * continuum, "k:",
+               label="|P(k)|² of the continuum kernel (App. C.1)")
+        a.set_ylim(0.5 * lam[keep].min(), 2 * lam[keep].max())
     a.set(yscale="log", xlabel="spatial frequency k z0 of the eigenvector",
           ylabel="Hessian eigenvalue", title="eigenvalue against spatial frequency")
     a.legend(fontsize=8)

@@ -312,24 +312,40 @@ def decay_rate(spatial_frequency: np.ndarray, eigenvalue: np.ndarray, standoff: 
     return float(-np.polyfit(centres, medians, 1)[0])
 
 
+#: Offsets per side and samples per standoff of the continuum transfer function.
+CONTINUUM_SIDE, CONTINUUM_SAMPLING = 160, 8
+
+
 def hessian_dataset(result, measurement: xr.Dataset) -> xr.Dataset:
     """The Laplace Hessian's eigen-spectrum (``hessian.nc``): one row per eigenmode."""
     eigenvalue = np.asarray(result.extra["eigenvalue"])
     k = np.asarray(result.extra["spatial_frequency"])
+    from .inference.pixel_posterior import sampled_transfer
+
     standoff = float(measurement.attrs["standoff_nm"])
     x = measurement["x"].values
+    spacing = float(x[1] - x[0])
+    k_axis = np.linspace(0.0, np.pi / spacing, 64)
     return xr.Dataset(
         {"eigenvalue": ("mode", eigenvalue, {
             "long_name": "eigenvalue of the Hessian of the negative log posterior with "
                          "respect to the pixel density, at the MAP",
             "units": "(fluctuators per pixel)^-2"}),
          "spatial_frequency": ("mode", k, {
-             "long_name": "power-weighted mean |k| of the eigenvector", "units": "rad/nm"})},
-        coords={"mode": np.arange(len(eigenvalue))},
+             "long_name": "power-weighted mean |k| of the eigenvector", "units": "rad/nm"}),
+         "sampled_transfer": ("k_axis", sampled_transfer(len(x), spacing, standoff, k_axis), {
+             "long_name": "|P_d(k)|^2 / |P_d(0)|^2 of the power kernel sampled on the "
+                          "pixel offsets, k along x"}),
+         "continuum_transfer": ("k_axis", sampled_transfer(
+             CONTINUUM_SIDE, standoff / CONTINUUM_SAMPLING, standoff, k_axis), {
+             "long_name": "the same for the continuum kernel (sampled at z0/8 over 20 z0): "
+                          "appendix C.1's envelope, exp(-2 k z0) times algebraic factors"})},
+        coords={"mode": np.arange(len(eigenvalue)),
+                "k_axis": ("k_axis", k_axis, {"units": "rad/nm"})},
         attrs={"condition_number": float(result.stats["condition_number"]),
                "nonpositive_eigenvalues": int(result.stats["nonpositive_eigenvalues"]),
                "decay_per_standoff": decay_rate(k, eigenvalue, standoff),
-               "standoff_nm": standoff, "spacing_nm": float(x[1] - x[0]),
+               "standoff_nm": standoff, "spacing_nm": spacing,
                "description": "appendix C.1: eigenvalues fall about exponentially with "
                               "spatial frequency; decay_per_standoff is -d ln(eigenvalue) / "
                               "d(k z0) fitted to binned medians"})

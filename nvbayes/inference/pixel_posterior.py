@@ -30,6 +30,7 @@ from torch.distributions.transforms import AffineTransform, ComposeTransform
 from ..errors import NvbayesError, ParameterError
 from ..model.netmy import NoiseSpectrumModel
 from ..model.problem import InverseProblem
+from ..physics.kernels import power_kernel_closed_form
 from ..physics.lorentzian import lorentzian
 from ..physics.noise_map import sensor_noise_sigma
 from ..spec import ModelSpec
@@ -103,6 +104,25 @@ def spatial_frequency(modes: torch.Tensor, spacing: float) -> np.ndarray:
     k = 2 * np.pi * torch.fft.fftfreq(n, d=spacing, dtype=modes.dtype)
     kk = torch.sqrt(k[:, None] ** 2 + k[None, :] ** 2)
     return ((power * kk).sum((-2, -1)) / power.sum((-2, -1))).cpu().numpy()
+
+
+def sampled_transfer(n: int, spacing: float, standoff: float, k: np.ndarray) -> np.ndarray:
+    """``|P̂_d(k)|² / |P̂_d(0)|²`` along the x axis: the squared transfer function of the power
+    kernel sampled on the window's pixel offsets (``(2n − 1)²`` of them), for wavenumbers
+    ``k`` (rad/nm).
+
+    F2's Gauss–Newton Hessian is ``Aᵀ A`` for a convolution A with this kernel, so away from
+    the window's edges its eigenvalues follow this curve.  Appendix C.1's continuum envelope
+    ``e^(−2 k z0)`` is what it becomes when the pixels are much finer than z0; at
+    ``dx ≈ z0`` the sampled kernel aliases and falls more slowly.
+    """
+    offsets = np.arange(-(n - 1), n) * spacing
+    dx, dy = np.meshgrid(offsets, offsets)
+    kernel = power_kernel_closed_form(torch.as_tensor(dx), torch.as_tensor(dy),
+                                      standoff).numpy()
+    phases = np.exp(-1j * np.outer(k, offsets))                  # (k, offsets along x)
+    transfer = np.abs(phases @ kernel.sum(axis=0)) ** 2
+    return transfer / transfer[np.argmin(np.abs(k))]
 
 
 def spectral_larmor(problem: InverseProblem, candidates: int = 401) -> torch.Tensor:
@@ -233,5 +253,5 @@ def fit_nuts(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", see
 
 
 __all__ = ["NUTS_MAX_SIDE", "calibrated_sigma", "exact_hessian", "fit_laplace", "fit_nuts",
-           "gaussian_draws", "negative_log_posterior", "pixel_model", "spatial_frequency",
-           "spectral_larmor"]
+           "gaussian_draws", "negative_log_posterior", "pixel_model", "sampled_transfer",
+           "spatial_frequency", "spectral_larmor"]
