@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nvbayes.api import _infer
+from nvbayes.api import infer
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.geometry import Grid
 from nvbayes.scenes import SimulationSettings, simulate
@@ -46,7 +46,7 @@ def main() -> None:
             data = simulate(args.scene, seed, SimulationSettings(grid=Grid(args.grid)))
             problem = InverseProblem.from_measurement(data)
             start = time.perf_counter()
-            result = _infer(problem, spec, method=method, operator="F2", seed=0, device="cpu",
+            result = infer(problem, spec, method=method, operator="F2", seed=0, device="cpu",
                             show=False, precision="fp32", draws=args.draws, chains=2,
                             warmup=args.warmup)
             times.append(time.perf_counter() - start)

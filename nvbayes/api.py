@@ -61,9 +61,10 @@ def _prepare(measurement, model: str, method: str, operator: str, device: str,
             check_precision(precision))
 
 
-def _infer(problem: InverseProblem, spec, *, method, operator, seed, device, show, precision,
-           draws, chains, warmup):
-    """A MapResult (``map``) or PosteriorDraws (the sampling methods)."""
+def infer(problem: InverseProblem, spec, *, method, operator, seed, device, show, precision,
+          draws, chains, warmup):
+    """Fit one problem by ``method``: a MapResult (``map``) or PosteriorDraws (``svi``,
+    ``laplace``, ``nuts``), with checked draw, chain and warm-up counts."""
     if method == "map":
         return fit_map(problem, spec, operator, seed=seed, device=device, show=show,
                        precision=precision)
@@ -124,7 +125,7 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision)
     one = select_sample(data, sample)
-    result = _infer(InverseProblem.from_measurement(one), spec, method=method,
+    result = infer(InverseProblem.from_measurement(one), spec, method=method,
                     operator=operator, seed=seed, device=device, show=show_progress,
                     precision=precision, draws=draws, chains=chains, warmup=warmup)
     return _run(one, result, spec, method=method, operator=operator, seed=seed, device=device,
@@ -152,7 +153,7 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
     if batch < 1:
         raise ParameterError(f"batch must be >= 1, got {batch}", "pass --batch 1 or more")
     if method != "map":
-        return [_run(select_sample(data, i), _infer(
+        return [_run(select_sample(data, i), infer(
             InverseProblem.from_measurement(select_sample(data, i)), spec, method=method,
             operator=operator, seed=seed, device=device, show=show_progress,
             precision=precision, draws=draws, chains=chains, warmup=warmup), spec,

@@ -130,7 +130,7 @@ def interval(draws: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _fit_cell(plan: CalibrationPlan, method: str, index: int) -> xr.Dataset:
     """One scene fitted by one method: its sources' truth and draws of the functionals."""
-    from .api import _infer
+    from .api import infer
     from .model.problem import InverseProblem
     from .spec import load_spec
 
@@ -139,7 +139,7 @@ def _fit_cell(plan: CalibrationPlan, method: str, index: int) -> xr.Dataset:
                                   operator=plan.simulator)
     data = simulate(scene_class, seed, settings)
     problem = InverseProblem.from_measurement(data)
-    result = _infer(problem, load_spec(plan.model), method=method, operator=plan.operator,
+    result = infer(problem, load_spec(plan.model), method=method, operator=plan.operator,
                     seed=0, device="cpu", show=False, precision="fp32", draws=plan.draws,
                     chains=plan.chains, warmup=plan.warmup)
     truth = data["rho_true"].values
