@@ -163,7 +163,7 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver])
     messages = SOLVERS[spec.solver](net, problem, spec, operator, device, recorder)
     recorder.close()
-    beta = _final_beta(recorder, spec, 0)
+    beta = final_beta(recorder, spec, 0)
     coords = pixel_coordinates(problem.n, dtype=dtype, device=device)
     maps = _final_maps(net, coords, beta, problem, operator, device)[0]
     return _result(maps, recorder, 0, time.perf_counter() - start, messages, net)
@@ -202,7 +202,7 @@ def fit_batch(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver], instances=count)
     messages = SOLVERS[spec.solver](net, problem, spec, operator, device, recorder)
     recorder.close()
-    beta = torch.tensor([_final_beta(recorder, spec, i) for i in range(count)],
+    beta = torch.tensor([final_beta(recorder, spec, i) for i in range(count)],
                         dtype=dtype, device=device)
     coords = pixel_coordinates(problem.n, dtype=dtype, device=device)
     maps = _final_maps(net, coords, beta, problem, operator, device)
@@ -217,7 +217,7 @@ def fit_batch(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
     return results
 
 
-def _final_beta(recorder: Recorder, spec: ModelSpec, index: int) -> float:
+def final_beta(recorder: Recorder, spec: ModelSpec, index: int) -> float:
     """The annealing progress of the instance's last step (K if it recorded none)."""
     beta = recorder.last("beta", index)
     return float(getattr(spec.field, "octaves", 0)) if math.isnan(beta) else beta

@@ -31,7 +31,7 @@ from ..model.problem import InverseProblem, check_inversion_operator
 from ..spec import ModelSpec
 from .draws import PosteriorDraws, gauge_fixed
 from .gradient import solve_gradient
-from .map import build_field, fresh_start
+from .map import build_field, final_beta, fresh_start
 from .pixel_posterior import calibrated_sigma
 from .recorder import Recorder
 
@@ -119,8 +119,7 @@ def fit_svi(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     messages = solve_gradient(net, problem, spec, operator, device, recorder,
                               guide_type=VariationalFieldGuide, noise_sigma=sigma)
     recorder.close()
-    beta = recorder.last("beta", 0)
-    beta = float(spec.field.octaves) if beta != beta else beta
+    beta = final_beta(recorder, spec, 0)
     guide = VariationalFieldGuide(net, pixel_coordinates(problem.n, dtype=dtype, device=device))
     with torch.no_grad():
         q_rho, q_larmor = guide.distributions(beta)
