@@ -13,9 +13,11 @@ from pathlib import Path
 from . import __version__
 from .benchmark.ablation import SWEEPS, TABLE3_METRICS
 from .benchmark.plan import DEFAULT_METHODS, PRESETS
+from .diagnostics.budget import BUDGET_METHODS
 from .errors import NvbayesError
 from .physics.geometry import GRID, SPACING_NM, STANDOFF_NM, Grid
 from .physics.lorentzian import LARMOR_BAND_GHZ, LINEWIDTH_GHZ, N_FREQ
+from .physics.noise_map import LOG_EPS
 from .scenes import NOISE
 
 RUNS = Path("runs")
@@ -155,6 +157,38 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default: the --preset's netmy)")
     _run_arguments(ablate)
     ablate.set_defaults(handler=_ablate)
+
+    diag = sub.add_parser(
+        "diagnose", help="centre-collapse mechanism: iter-0 gradient, first step, barrier",
+        description="The optimization-geometry diagnostics of the paper's section 5.3 and "
+                    "appendix E.5 on one measurement, under F1 and F2: the iter-0 gradient "
+                    "of the data fidelity at a uniform density, the first solver step of the "
+                    "parameterized methods and its filtered gradient J J^T dL/drho, the "
+                    "energy barrier from a centre-collapsed iterate to the truth, the "
+                    "centre-mass ratio of every method after --budget steps, and the ADMM "
+                    "sweep (samples x 8 loss settings).  Writes diagnostics.nc, "
+                    "diagnostics.md and figures to a run folder.")
+    diag.add_argument("data", type=Path, help="measurement .nc file (rho_true for the barrier)")
+    diag.add_argument("--sample", type=int,
+                      help="sample of a data set to diagnose (default 0)")
+    diag.add_argument("--methods", default=",".join(BUDGET_METHODS),
+                      help="methods of the fixed-budget comparison: netmy (follows --preset), "
+                           "tikhonov, admm, lbfgs, gsplat, deepdecoder or .toml paths "
+                           f"(default {','.join(BUDGET_METHODS)})")
+    diag.add_argument("--preset", default="paper", choices=sorted(PRESETS),
+                      help="NeTMY preset: paper = models/netmy.toml (default), fast = "
+                           "models/netmy-fast.toml")
+    diag.add_argument("--budget", type=int, default=200,
+                      help="solver steps of every method in the comparison (200)")
+    diag.add_argument("--sweep-samples",
+                      help="samples for the ADMM sweep, e.g. 0-3, or 'none' (default: the "
+                           "first 4 of the file)")
+    diag.add_argument("--seed", type=int, default=0, help="seed of the fits (0)")
+    diag.add_argument("--log-eps", type=float, default=LOG_EPS,
+                      help=f"epsilon of the data fidelity's log map ({LOG_EPS:g}, the paper's)")
+    diag.add_argument("--out", type=Path,
+                      help="run folder (default runs/diagnose-<data>[-sampleK])")
+    diag.set_defaults(handler=_diagnose)
 
     rucl3 = sub.add_parser(
         "rucl3", help="α-RuCl3 relaxometry: Gaussian-ansatz HMC, depths, slopes, landscape",
@@ -548,7 +582,7 @@ def _simulate(args) -> None:
     print(out)
 
 
-def _parse_samples(text: str) -> list[int]:
+def _parse_samples(text: str, flag: str = "--samples") -> list[int]:
     """``"0-7"``, ``"1,4,9"`` or a mix (``"0-3,8"``) → sample indices."""
     out = []
     try:
@@ -559,10 +593,10 @@ def _parse_samples(text: str) -> list[int]:
             lo, sep, hi = part.partition("-")
             out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
     except ValueError:
-        raise NvbayesError(f"--samples {text!r} is not a list of sample indices",
-                           "pass e.g. --samples 0-7 or --samples 1,4,9") from None
+        raise NvbayesError(f"{flag} {text!r} is not a list of sample indices",
+                           f"pass e.g. {flag} 0-7 or {flag} 1,4,9") from None
     if not out:
-        raise NvbayesError("--samples names no sample", "pass e.g. --samples 0-7")
+        raise NvbayesError(f"{flag} names no sample", f"pass e.g. {flag} 0-7")
     return out
 
 
@@ -677,6 +711,55 @@ def _calibrate(args) -> None:
     run_calibration(plan, out)
     print((out / TABLE).read_text().rstrip())
     print(f"files: {out / DATASET}, {out / TABLE}, {out / FIGURE}")
+
+
+#: How many samples the ADMM sweep takes by default (the paper's 4).
+SWEEP_SAMPLES = 4
+
+
+def _diagnose(args) -> None:
+    from .benchmark import resolve_methods
+    from .diagnostics import write_diagnostics
+    from .diagnostics.report import DATASET, TABLE, diagnose
+    from .io import n_samples, read_measurement, select_sample
+    from .spec import load_spec
+
+    if args.seed < 0:
+        raise NvbayesError(f"seed must be >= 0, got {args.seed}", "pass --seed 0 or more")
+    if not args.log_eps > 0:
+        raise NvbayesError(f"--log-eps {args.log_eps}", "use a positive epsilon, e.g. 1e-10")
+    methods = resolve_methods(args.methods, args.preset)
+    shortest = max(len(spec.stages) for spec in methods.values())
+    if args.budget < shortest:
+        raise NvbayesError(f"--budget {args.budget} is shorter than the {shortest} stages of "
+                           "a method", f"use --budget {shortest} or more")
+    data = read_measurement(args.data)
+    count = n_samples(data)
+    sample = args.sample if args.sample is not None else (0 if count > 1 else None)
+    select_sample(data, sample)
+    if args.sweep_samples is None:
+        sweep = list(range(min(SWEEP_SAMPLES, count)))
+    elif args.sweep_samples.strip().lower() == "none":
+        sweep = []
+    else:
+        sweep = _parse_samples(args.sweep_samples, "--sweep-samples")
+    for index in sweep:
+        if not 0 <= index < count:
+            raise NvbayesError(f"sweep sample {index} is out of range",
+                               f"choose --sweep-samples between 0 and {count - 1}")
+    suffix = f"-sample{sample}" if sample is not None else ""
+    out = args.out or RUNS / f"diagnose-{args.data.stem}{suffix}"
+    if out.exists() and not (out / DATASET).is_file():
+        raise NvbayesError(f"{out} exists and is not a diagnostics folder",
+                           "choose another --out (a diagnostics folder is replaced, nothing "
+                           "else is)")
+    admm = methods["admm"] if "admm" in methods else load_spec("admm")
+    ds = diagnose(data, methods, sample=sample, admm=admm, budget=args.budget,
+                  sweep_samples=tuple(sweep), seed=args.seed, log_eps=args.log_eps,
+                  source=str(args.data))
+    folder = write_diagnostics(ds, out)
+    print((folder / TABLE).read_text().rstrip())
+    print(f"folder: {folder}")
 
 
 def _plot(args) -> None:

@@ -1,0 +1,114 @@
+"""Where the data fidelity pulls a density: iter-0 gradient, rings and the energy barrier.
+
+The data fidelity is the paper's ``D`` (Eq. 19), the mean squared difference of the log
+max-normalized noise maps of prediction and measurement (:func:`~nvbayes.physics.log_mse`).
+Every function here works on one measurement ``(n_freq, n, n)`` in float64.
+
+Rings (fixed for nvbayes; the paper does not define them).  With ``r`` the distance of a pixel
+centre from the grid centre ``((n − 1)/2, (n − 1)/2)`` in pixels::
+
+    centre disk    r ≤ n/8                 (the disk of the centre-mass ratio)
+    outer ring     3n/8 ≤ r < n/2          (the outermost band of the inscribed circle)
+
+and the centre-to-outer ratio of a map ``g`` is ``mean_{disk} |g| / mean_{ring} |g|``.  A
+map that does not depend on position scores 1; the paper's F2 iter-0 gradient 18.29.
+
+Energy barrier.  Along the straight path ``ρ(t) = (1 − t) ρ_a + t ρ_b`` (Larmor map held) the
+curve ``D(t)`` is summarized by its barrier ``h = max_t D(t) − D(0)`` at ``t* = argmax_t D``:
+``h = 0`` and ``t* = 0`` when nothing along the path lies above the start.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..metrics import CENTRE_RADIUS_FRACTION
+from ..model.problem import InverseProblem
+from ..physics.noise_map import LOG_EPS, log_mse
+
+#: The outer ring runs from this fraction of n to n/2 (distance from the grid centre).
+OUTER_RING_FRACTION = 3.0 / 8.0
+#: A peak "at the grid centre" lies within this many pixels of it (one of the four central
+#: pixels of an even grid is 0.71 px away).
+CENTRE_TOLERANCE_PX = 1.0
+
+
+def _radius(n: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:n, 0:n] - (n - 1) / 2.0
+    return np.hypot(yy, xx)
+
+
+def ring_masks(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(centre_disk, outer_ring)``, boolean ``(n, n)`` masks (see the module docstring)."""
+    r = _radius(n)
+    return r <= CENTRE_RADIUS_FRACTION * n, (r >= OUTER_RING_FRACTION * n) & (r < n / 2.0)
+
+
+def centre_to_outer_ratio(image) -> float:
+    """``mean |g|`` over the centre disk over ``mean |g|`` over the outer ring."""
+    a = np.abs(np.asarray(image, dtype=np.float64))
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"need a square 2-D map, got shape {a.shape}")
+    centre, outer = ring_masks(a.shape[0])
+    return float(a[centre].mean() / a[outer].mean())
+
+
+def peak_location(image) -> tuple[int, int]:
+    """``(iy, ix)`` of the largest ``|g|``."""
+    a = np.abs(np.asarray(image, dtype=np.float64))
+    iy, ix = np.unravel_index(int(np.argmax(a)), a.shape)
+    return int(iy), int(ix)
+
+
+def distance_from_centre(index: tuple[int, int], n: int) -> float:
+    """Distance of pixel ``(iy, ix)`` from the grid centre, pixels."""
+    return float(np.hypot(index[0] - (n - 1) / 2.0, index[1] - (n - 1) / 2.0))
+
+
+def uniform_start(problem: InverseProblem, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ρ, ω_L)``: the constant density ``level`` and the band-centre Larmor map, float64,
+    the start of the free-density baselines (:func:`~nvbayes.inference.map.uniform_level`)."""
+    n = problem.n
+    rho = torch.full((n, n), float(level), dtype=torch.float64)
+    larmor = torch.full((n, n), 0.5 * (problem.band[0] + problem.band[1]), dtype=torch.float64)
+    return rho, larmor
+
+
+def data_fidelity(problem: InverseProblem, operator: str, rho: torch.Tensor,
+                  larmor: torch.Tensor, log_eps: float = LOG_EPS) -> torch.Tensor:
+    """``D`` of the prediction of ``(ρ, ω_L)`` (``(..., n, n)``) against the measurement:
+    shape ``(...)``."""
+    predicted = problem.operator(operator)(rho, larmor)
+    return log_mse(predicted, problem.observed(dtype=rho.dtype), log_eps)
+
+
+def fidelity_gradient(problem: InverseProblem, operator: str, rho: torch.Tensor,
+                      larmor: torch.Tensor, log_eps: float = LOG_EPS) -> np.ndarray:
+    """``∂D/∂ρ`` at ``(ρ, ω_L)``, ``(n, n)``."""
+    rho = rho.detach().clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(data_fidelity(problem, operator, rho, larmor.detach(),
+                                                log_eps), rho)
+    return grad.numpy()
+
+
+def path_losses(problem: InverseProblem, operator: str, rho_start, rho_end, larmor,
+                ts, log_eps: float = LOG_EPS) -> np.ndarray:
+    """``D(ρ(t))`` along ``ρ(t) = (1 − t) ρ_start + t ρ_end`` for each ``t`` in ``ts``,
+    Larmor map ``larmor`` throughout."""
+    a, b, w = (torch.tensor(np.array(v, dtype=np.float64)) for v in (rho_start, rho_end, larmor))
+    t = torch.tensor(np.array(ts, dtype=np.float64)).reshape(-1, 1, 1)
+    with torch.no_grad():
+        return data_fidelity(problem, operator, (1.0 - t) * a + t * b,
+                             w.expand(t.shape[0], -1, -1), log_eps).numpy()
+
+
+def barrier(ts, losses) -> dict:
+    """``height`` (max D − D(0)), ``relative_height`` (max D / D(0)), ``position`` (t* of the
+    maximum) and ``monotone`` (D never rises along t) of a path curve."""
+    ts, losses = np.asarray(ts, dtype=np.float64), np.asarray(losses, dtype=np.float64)
+    k = int(np.argmax(losses))
+    return {"height": float(losses[k] - losses[0]),
+            "relative_height": float(losses[k] / losses[0]),
+            "position": float(ts[k]),
+            "monotone": bool(np.all(np.diff(losses) <= 0.0))}
