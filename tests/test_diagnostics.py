@@ -105,6 +105,9 @@ def test_netmy_first_step_is_less_centred_than_the_raw_gradient(problem, uniform
 
 @pytest.mark.parametrize("operator", ("F1", "F2"))
 def test_barrier_curve_ends_at_the_losses_of_its_end_densities(problem, operator):
+    """The curve is evaluated as one batch of densities; the ends alone, by the operator and
+    log_mse directly.  Batched and single FFTs round differently (about 1e-12 relative in
+    float64, depending on torch's thread count), hence rel = 1e-9."""
     truth = off_centre()
     rho_true, larmor = truth["rho_true"].values, truth["larmor_true"].values
     rng = np.random.default_rng(0)
@@ -117,11 +120,11 @@ def test_barrier_curve_ends_at_the_losses_of_its_end_densities(problem, operator
     w = torch.as_tensor(larmor)
     ends = [float(log_mse(op(torch.as_tensor(r), w), observed)) for r in (rho_collapse,
                                                                           rho_true)]
-    assert curve[0] == pytest.approx(ends[0], rel=1e-12)
-    assert curve[-1] == pytest.approx(ends[1], rel=1e-12)
+    assert curve[0] == pytest.approx(ends[0], rel=1e-9)
+    assert curve[-1] == pytest.approx(ends[1], rel=1e-9)
     mid = data_fidelity(problem, operator, torch.as_tensor(0.7 * rho_collapse + 0.3 * rho_true),
                         w)
-    assert curve[3] == pytest.approx(float(mid), rel=1e-12)
+    assert curve[3] == pytest.approx(float(mid), rel=1e-9)
 
 
 # ----------------------------------------------------------------------------- rings and peaks

@@ -290,9 +290,12 @@ def diagnostics_markdown(ds: xr.Dataset) -> str:
         for op in OPERATORS:
             s = ds.sel(operator=op)
             mono = ", monotone" if int(s["barrier_monotone"]) else ""
+            curve = s["barrier_loss"].values
             cells.append(f"h = {float(s['barrier_height']):.3g} "
                          f"(×{float(s['barrier_relative_height']):.3f}) at t = "
-                         f"{float(s['barrier_position']):.2f}{mono}")
+                         f"{float(s['barrier_position']):.2f}{mono}; D {curve[0]:.3g} → "
+                         f"{curve[-1]:.3g}, lowest at t = "
+                         f"{float(ds['t'].values[int(np.argmin(curve))]):.2f}")
         lines.append(_row([f"energy barrier from {ds.attrs['collapse_method']} to the truth",
                            *cells, f"F2: h ≈ {PAPER['barrier_height_F2']} at t = "
                                    f"{PAPER['barrier_position_F2']}; F1 monotone"]))
