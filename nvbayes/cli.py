@@ -729,10 +729,10 @@ def _diagnose(args) -> None:
     if not args.log_eps > 0:
         raise NvbayesError(f"--log-eps {args.log_eps}", "use a positive epsilon, e.g. 1e-10")
     methods = resolve_methods(args.methods, args.preset)
-    shortest = max(len(spec.stages) for spec in methods.values())
-    if args.budget < shortest:
-        raise NvbayesError(f"--budget {args.budget} is shorter than the {shortest} stages of "
-                           "a method", f"use --budget {shortest} or more")
+    stages = max(len(spec.stages) for spec in methods.values())
+    if args.budget < stages:
+        raise NvbayesError(f"--budget {args.budget} is shorter than the {stages} stages of "
+                           "a method", f"use --budget {stages} or more")
     data = read_measurement(args.data)
     count = n_samples(data)
     sample = args.sample if args.sample is not None else (0 if count > 1 else None)

@@ -25,7 +25,7 @@ import torch
 
 from ..metrics import CENTRE_RADIUS_FRACTION
 from ..model.problem import InverseProblem
-from ..physics.noise_map import LOG_EPS, log_mse
+from ..physics.noise_map import LOG_EPS, log_map, log_mse, noise_map, normalized_noise_map
 
 #: The outer ring runs from this fraction of n to n/2 (distance from the grid centre).
 OUTER_RING_FRACTION = 3.0 / 8.0
@@ -76,19 +76,33 @@ def uniform_start(problem: InverseProblem, level: float) -> tuple[torch.Tensor, 
 
 
 def data_fidelity(problem: InverseProblem, operator: str, rho: torch.Tensor,
-                  larmor: torch.Tensor, log_eps: float = LOG_EPS) -> torch.Tensor:
+                  larmor: torch.Tensor, log_eps: float = LOG_EPS,
+                  fixed_peak: bool = False) -> torch.Tensor:
     """``D`` of the prediction of ``(ρ, ω_L)`` (``(..., n, n)``) against the measurement:
-    shape ``(...)``."""
+    shape ``(...)``.
+
+    ``fixed_peak``: divide the predicted noise map by its maximum taken as a constant (no
+    gradient through ``max N_pred``), which removes the peak coupling P3 of Eq. 24 from
+    ``∂D/∂ρ`` and leaves the value of ``D`` unchanged.
+    """
     predicted = problem.operator(operator)(rho, larmor)
-    return log_mse(predicted, problem.observed(dtype=rho.dtype), log_eps)
+    observed = problem.observed(dtype=rho.dtype)
+    if not fixed_peak:
+        return log_mse(predicted, observed, log_eps)
+    n_pred, n_obs = noise_map(predicted), noise_map(observed)
+    peak = n_pred.detach().amax(dim=(-2, -1), keepdim=True)
+    diff = (log_map(n_pred / peak, log_eps)
+            - log_map(normalized_noise_map(n_obs), log_eps))
+    return (diff * diff).mean(dim=(-2, -1))
 
 
 def fidelity_gradient(problem: InverseProblem, operator: str, rho: torch.Tensor,
-                      larmor: torch.Tensor, log_eps: float = LOG_EPS) -> np.ndarray:
-    """``∂D/∂ρ`` at ``(ρ, ω_L)``, ``(n, n)``."""
+                      larmor: torch.Tensor, log_eps: float = LOG_EPS,
+                      fixed_peak: bool = False) -> np.ndarray:
+    """``∂D/∂ρ`` at ``(ρ, ω_L)``, ``(n, n)`` (``fixed_peak``: see :func:`data_fidelity`)."""
     rho = rho.detach().clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(data_fidelity(problem, operator, rho, larmor.detach(),
-                                                log_eps), rho)
+                                                log_eps, fixed_peak), rho)
     return grad.numpy()
 
 

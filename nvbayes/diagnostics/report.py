@@ -61,31 +61,18 @@ PAPER = {"iter0_ratio_F2": 18.29, "realized_ratio": 1.6, "barrier_height_F2": 1.
          "sweep_mean": {"F1": 0.553, "F2": 0.776}, "sweep_std": {"F1": 0.344, "F2": 0.369}}
 
 
-def _fixed_peak_gradient(problem, operator, rho, larmor, log_eps) -> np.ndarray:
-    """``∂D/∂ρ`` with ``max N_pred`` treated as a constant (no P3 coupling)."""
-    from ..physics.noise_map import log_map
-
-    observed = problem.observed(dtype=torch.float64)
-    obs_map = noise_map(observed)
-    target = log_map(obs_map / obs_map.amax(), log_eps)
-    rho = rho.clone().requires_grad_(True)
-    pred = noise_map(problem.operator(operator)(rho, larmor))
-    diff = log_map(pred / pred.detach().amax(), log_eps) - target
-    (grad,) = torch.autograd.grad((diff * diff).mean(), rho)
-    return grad.numpy()
-
-
 def _iter0(problem: InverseProblem, level: float, log_eps: float) -> dict:
     rho, larmor = uniform_start(problem, level)
     _, outer = ring_masks(problem.n)
-    out = {"gradient": [], "fixed": [], "margin": []}
+    out = {"gradient": [], "fixed": [], "margin": [], "noise_peak": []}
     for op in OPERATORS:
         out["gradient"].append(fidelity_gradient(problem, op, rho, larmor, log_eps))
-        out["fixed"].append(_fixed_peak_gradient(problem, op, rho, larmor, log_eps))
+        out["fixed"].append(fidelity_gradient(problem, op, rho, larmor, log_eps,
+                                              fixed_peak=True))
         with torch.no_grad():
             n_map = noise_map(problem.operator(op)(rho, larmor)).numpy()
         out["margin"].append(float(1.0 - n_map[outer].mean() / n_map.max()))
-        out.setdefault("noise_peak", []).append(peak_location(n_map))
+        out["noise_peak"].append(peak_location(n_map))
     return out
 
 
@@ -117,7 +104,6 @@ def diagnose(data: xr.Dataset, methods: dict[str, ModelSpec], *, sample: "int | 
 
     level = uniform_level(problem)
     iter0 = _iter0(problem, level, log_eps)
-    rho_u, larmor_u = uniform_start(problem, level)
 
     steps = {}
     for name in steppable:
