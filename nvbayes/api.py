@@ -38,14 +38,14 @@ def check_device(device: str) -> str:
 
 
 def _prepare(measurement, model: str, method: str, operator: str, device: str,
-             precision: str):
+             precision: str, protocol: "str | None"):
     if isinstance(measurement, (str, os.PathLike)):
         source = str(measurement)
         data = read_measurement(Path(measurement))
     else:
         source = "<dataset>"
         data = validate_measurement(measurement)
-    spec = load_spec(model)
+    spec = load_spec(model, protocol)
     if method not in METHODS:
         raise ParameterError(f"unknown method {method!r}", f"use one of {', '.join(METHODS)}")
     if method == "svi" and not batchable(spec):
@@ -105,7 +105,7 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
         method: str = "map", operator: str = "F2", sample: "int | None" = None, seed: int = 0,
         device: str = "cpu", show_progress: "bool | None" = None,
         precision: str = "fp32", draws: "int | None" = None, chains: int = CHAINS,
-        warmup: int = WARMUP) -> Run:
+        warmup: int = WARMUP, protocol: "str | None" = None) -> Run:
     """Fit one measurement and return the run (metrics included when the truth is known).
 
     Parameters
@@ -121,9 +121,12 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     precision : ``fp32``, or ``bf16`` for the neural field's MLP in mixed precision.
     draws : posterior draws of svi and laplace, draws per chain of nuts (:data:`DRAWS`).
     chains, warmup : NUTS chains and warm-up iterations per chain.
+    protocol : ``paper`` or ``robust`` (default: the model file's, else robust;
+        :mod:`nvbayes.spec`).
     """
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
-                                                               operator, device, precision)
+                                                               operator, device, precision,
+                                                               protocol)
     one = select_sample(data, sample)
     result = infer(InverseProblem.from_measurement(one), spec, method=method,
                     operator=operator, seed=seed, device=device, show=show_progress,
@@ -137,13 +140,14 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
                 samples: "list[int] | None" = None, seed: int = 0, device: str = "cpu",
                 batch: int = 8, show_progress: "bool | None" = None,
                 precision: str = "fp32", draws: "int | None" = None, chains: int = CHAINS,
-                warmup: int = WARMUP) -> list[Run]:
+                warmup: int = WARMUP, protocol: "str | None" = None) -> list[Run]:
     """Fit several samples of a data set (default: all), ``batch`` at a time in one
     optimization loop (neural-field MAP fits; baselines and the sampling methods one after
     the other), and return one run per sample, each the run :func:`fit` gives for that sample
     alone."""
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
-                                                               operator, device, precision)
+                                                               operator, device, precision,
+                                                               protocol)
     count = n_samples(data)
     samples = list(range(count)) if samples is None else [int(i) for i in samples]
     if not samples:

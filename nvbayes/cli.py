@@ -16,9 +16,10 @@ from .benchmark.plan import DEFAULT_METHODS, PRESETS
 from .diagnostics.budget import BUDGET_METHODS
 from .errors import NvbayesError
 from .physics.geometry import GRID, SPACING_NM, STANDOFF_NM, Grid
-from .physics.lorentzian import LARMOR_BAND_GHZ, LINEWIDTH_GHZ, N_FREQ
+from .physics.lorentzian import LARMOR_BAND_GHZ, LINEWIDTH_GHZ, N_FREQ, READOUTS
 from .physics.noise_map import LOG_EPS
 from .scenes import NOISE
+from .spec import DEFAULT_PROTOCOL, PROTOCOLS
 
 RUNS = Path("runs")
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--freqs", type=int, default=N_FREQ,
                      help=f"number of readout frequencies ({N_FREQ})")
     sim.add_argument("--units", default="normalized", choices=("normalized", "si"))
+    _readout_argument(sim)
     sim.add_argument("--out", type=Path, help="output .nc (default under runs/)")
     sim.set_defaults(handler=_simulate)
 
@@ -91,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--device", default="cpu", help="cpu or cuda (cpu)")
     fit.add_argument("--precision", default="fp32",
                      help="fp32, or bf16: the neural field's MLP in mixed precision (fp32)")
+    _protocol_argument(fit)
     fit.add_argument("--out", type=Path, help="run folder (default runs/<data>-<model>-...)")
     fit.set_defaults(handler=_fit)
 
@@ -148,8 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "paper's Table 3), or with --sweep one axis of Table 10 (lr, width, "
                     "octaves), through the benchmark machinery (resumable, Dask).")
     _data_arguments(ablate)
-    ablate.add_argument("--sweep", choices=sorted(SWEEPS),
-                        help="sweep one axis instead of the cumulative ablation")
+    kind = ablate.add_mutually_exclusive_group()
+    kind.add_argument("--sweep", choices=sorted(SWEEPS),
+                      help="sweep one axis instead of the cumulative ablation")
+    kind.add_argument("--deviations", action="store_true",
+                      help="the robust protocol against the paper's, one deviation at a time "
+                           "(paper, robust, and robust less each setting)")
     ablate.add_argument("--values", help="comma list of values for --sweep (default: the "
                                          "paper's grid)")
     ablate.add_argument("--operators", default="F2", help="inversion operators (F2)")
@@ -184,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="samples for the ADMM sweep, e.g. 0-3, or 'none' (default: the "
                            "first 4 of the file)")
     diag.add_argument("--seed", type=int, default=0, help="seed of the fits (0)")
-    diag.add_argument("--log-eps", type=float, default=LOG_EPS,
-                      help=f"epsilon of the data fidelity's log map ({LOG_EPS:g}, the paper's)")
+    diag.add_argument("--log-eps", type=float,
+                      help=f"epsilon of the data fidelity's log map (default: {LOG_EPS:g}, the "
+                           "paper's, under --protocol paper; the noise floor under robust)")
+    _protocol_argument(diag)
     diag.add_argument("--out", type=Path,
                       help="run folder (default runs/diagnose-<data>[-sampleK])")
     diag.set_defaults(handler=_diagnose)
@@ -243,6 +252,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _protocol_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="paper: the paper's objective verbatim (eps 1e-10, sums, its "
+                        "settings); robust: nvbayes's measured choices (noise-floor eps, "
+                        "unit-free spectrum, the model file's [robust] table).  Default: "
+                        f"{DEFAULT_PROTOCOL}, or the protocol a model file names")
+
+
+def _readout_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--readout", default="wide", choices=READOUTS,
+                   help="readout frequencies over the band widened by one linewidth each "
+                        "side (wide, default) or over the Larmor band itself (band: the "
+                        "paper's appendix E.1)")
+
+
 def _data_arguments(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--data", type=Path, help="measurement file with truth (rho_true)")
@@ -254,10 +278,14 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
                    help="operator simulating the data: F3 (cross-fidelity, default), F1 or F2 "
                         "(matched-operator)")
     p.add_argument("--grid", type=int, default=GRID, help=f"pixels per side ({GRID})")
+    p.add_argument("--noise", type=float, default=NOISE,
+                   help=f"simulate: sensor noise as a fraction of the dynamic range ({NOISE})")
+    _readout_argument(p)
 
 
 def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0,1,2", help="fit seeds (0,1,2)")
+    _protocol_argument(p)
     p.add_argument("--preset", default="fast", choices=sorted(PRESETS),
                    help="NeTMY preset: fast = models/netmy-fast.toml (default), paper = "
                         "models/netmy.toml")
@@ -285,22 +313,25 @@ def _benchmark_data(args):
     from .scenes import SimulationSettings, dataset_plan, expand_classes, simulate_dataset
 
     if args.data is not None:
-        if args.per_class is not None or args.data_operator.upper() != "F3":
-            raise NvbayesError("--per-class and --data-operator describe simulated data",
+        if (args.per_class is not None or args.data_operator.upper() != "F3"
+                or args.noise != NOISE or args.readout != "wide"):
+            raise NvbayesError("--per-class, --data-operator, --noise and --readout describe "
+                               "simulated data",
                                "drop them with --data (the file says how it was made)")
         return load_data(args.data), str(args.data)
     if args.per_class is None:
         raise NvbayesError("--classes needs the number of samples", "add --per-class K")
     classes = expand_classes(args.classes)
-    settings = SimulationSettings(grid=Grid(args.grid), operator=args.data_operator)
+    settings = SimulationSettings(grid=Grid(args.grid), operator=args.data_operator,
+                                  noise=args.noise, readout=args.readout)
     plan = dataset_plan(classes, args.per_class, seed=args.data_seed)
     from .progress import progress
 
     data = simulate_dataset(plan, settings,
                             progress=lambda it: progress(it, total=len(plan), desc="simulate"))
     return data, (f"simulated: {args.classes} x {args.per_class} per class, "
-                  f"{settings.operator.upper()}, seeds from {args.data_seed}, "
-                  f"{args.grid}x{args.grid}")
+                  f"{settings.operator.upper()}, noise {settings.noise:g}, readout "
+                  f"{settings.readout}, seeds from {args.data_seed}, {args.grid}x{args.grid}")
 
 
 def _executor(args):
@@ -331,10 +362,11 @@ def _execute(args, methods: dict, kind: str, title: str, **extra) -> None:
            else f"{args.classes.replace('/', '-').replace(',', '+')}-{args.per_class}"
                 f"-{args.data_operator.upper()}")
     out = args.out or RUNS / f"{kind}-{tag}"
-    settings = {"data": description, "preset": args.preset} | extra
+    settings = {"data": description, "preset": args.preset,
+                "protocol": args.protocol or "per model file"} | extra
     report = run_benchmark(plan, data, out, executor, kind=kind, title=title,
                            settings=settings, compute=not args.report_only,
-                           **({} if kind == "benchmark" else
+                           **({} if kind in ("benchmark", "deviations") else
                                                  {"summary_metrics": TABLE3_METRICS,
                                                   "figure_metrics": TABLE3_METRICS}))
     total = len(plan.cells())
@@ -346,16 +378,26 @@ def _execute(args, methods: dict, kind: str, title: str, **extra) -> None:
 def _benchmark(args) -> None:
     from .benchmark import resolve_methods
 
-    _execute(args, resolve_methods(args.methods, args.preset), "benchmark",
+    _execute(args, resolve_methods(args.methods, args.preset, args.protocol), "benchmark",
              "Benchmark (cross-fidelity)" if args.data is None and
              args.data_operator.upper() == "F3" else "Benchmark")
 
 
 def _ablate(args) -> None:
     from .benchmark import cumulative_variants, resolve_methods, sweep_variants
+    from .benchmark.ablation import deviation_variants
 
-    base = (resolve_methods("netmy", args.preset)["netmy"] if args.model is None
-            else next(iter(resolve_methods([args.model]).values())))
+    if args.deviations:
+        if args.values is not None or args.protocol is not None:
+            raise NvbayesError("--deviations compares the protocols of one model file",
+                               "drop --values and --protocol")
+        model = args.model or PRESETS[args.preset]
+        _execute(args, deviation_variants(model), "deviations",
+                 "Robust protocol, one deviation at a time", base_model=str(model))
+        return
+
+    base = (resolve_methods("netmy", args.preset, args.protocol)["netmy"] if args.model is None
+            else next(iter(resolve_methods([args.model], protocol=args.protocol).values())))
     if args.sweep is None:
         if args.values is not None:
             raise NvbayesError("--values belongs to --sweep", "add --sweep lr|width|octaves")
@@ -559,7 +601,7 @@ def _simulate(args) -> None:
     settings = SimulationSettings(
         grid=Grid(args.grid, args.spacing, args.standoff), operator=args.operator,
         noise=args.noise, linewidth=args.linewidth, band=tuple(args.band), n_freq=args.freqs,
-        units=args.units)
+        units=args.units, readout=args.readout)
     if args.scene is not None:
         if args.per_class is not None or args.samples is not None:
             raise NvbayesError("--per-class and --samples belong to --classes",
@@ -618,7 +660,7 @@ def _fit(args) -> None:
     run = fit(data, model=args.model, method=args.method, operator=args.operator,
               sample=args.sample, seed=args.seed, device=args.device,
               precision=args.precision, draws=args.draws, chains=args.chains,
-              warmup=args.warmup)
+              warmup=args.warmup, protocol=args.protocol)
     run.config["run"]["measurement"] = str(args.data)
     for message in run.messages:
         print(f"nvbayes: warning: {message}", file=sys.stderr)
@@ -663,7 +705,7 @@ def _fit_many(args, data) -> None:
     runs = fit_samples(data, model=args.model, method=args.method, operator=args.operator,
                        samples=samples, seed=args.seed, device=args.device, batch=args.batch,
                        precision=args.precision, draws=args.draws, chains=args.chains,
-                       warmup=args.warmup)
+                       warmup=args.warmup, protocol=args.protocol)
     columns = ("sample", "wall_time_s", "diverged", "hungarian_f1", "swd", "gmsd",
                "larmor_mae")
 
@@ -721,14 +763,16 @@ def _diagnose(args) -> None:
     from .benchmark import resolve_methods
     from .diagnostics import write_diagnostics
     from .diagnostics.report import DATASET, TABLE, diagnose
+    from .inference.objective import stage_log_eps
     from .io import n_samples, read_measurement, select_sample
+    from .model.problem import InverseProblem
     from .spec import load_spec
 
     if args.seed < 0:
         raise NvbayesError(f"seed must be >= 0, got {args.seed}", "pass --seed 0 or more")
-    if not args.log_eps > 0:
+    if args.log_eps is not None and not args.log_eps > 0:
         raise NvbayesError(f"--log-eps {args.log_eps}", "use a positive epsilon, e.g. 1e-10")
-    methods = resolve_methods(args.methods, args.preset)
+    methods = resolve_methods(args.methods, args.preset, args.protocol)
     stages = max(len(spec.stages) for spec in methods.values())
     if args.budget < stages:
         raise NvbayesError(f"--budget {args.budget} is shorter than the {stages} stages of "
@@ -753,10 +797,13 @@ def _diagnose(args) -> None:
         raise NvbayesError(f"{out} exists and is not a diagnostics folder",
                            "choose another --out (a diagnostics folder is replaced, nothing "
                            "else is)")
-    admm = methods["admm"] if "admm" in methods else load_spec("admm")
+    admm = methods["admm"] if "admm" in methods else load_spec("admm", args.protocol)
+    log_eps = args.log_eps
+    if log_eps is None:
+        log_eps = stage_log_eps(admm, InverseProblem.from_measurement(select_sample(data, sample)))
     ds = diagnose(data, methods, sample=sample, admm=admm, budget=args.budget,
-                  sweep_samples=tuple(sweep), seed=args.seed, log_eps=args.log_eps,
-                  source=str(args.data))
+                  sweep_samples=tuple(sweep), seed=args.seed, log_eps=float(log_eps),
+                  source=str(args.data), protocol=admm.protocol)
     folder = write_diagnostics(ds, out)
     print((folder / TABLE).read_text().rstrip())
     print(f"folder: {folder}")

@@ -6,6 +6,8 @@ A measurement is an :class:`xarray.Dataset`:
 ``spectrum``              ``([sample,] freq, y, x)`` measured noise spectrum (required)
 ``rho_true``              ``([sample,] y, x)`` true source weight per pixel (optional)
 ``larmor_true``           ``([sample,] y, x)`` true Larmor field, GHz (optional)
+``noise_sigma``           ``([sample])`` σ of the sensor noise of one readout, in spectrum
+                          units (optional; estimated from the spectrum where absent)
 coords ``freq``           readout frequencies, GHz, strictly increasing
 coords ``y``, ``x``       pixel positions, nm, evenly spaced with one common spacing
 coords ``scene_class``,   per sample (a scalar coordinate for a single measurement)
@@ -123,6 +125,7 @@ def measurement_dataset(
     larmor_true: "np.ndarray | None" = None,
     scene_class=None,
     seed=None,
+    noise_sigma=None,
 ) -> xr.Dataset:
     """Assemble a measurement from arrays; a leading axis of ``spectrum`` becomes ``sample``.
 
@@ -150,6 +153,11 @@ def measurement_dataset(
         "y": ("y", np.asarray(coords_nm, dtype=np.float64), {"long_name": "y", "units": "nm"}),
         "x": ("x", np.asarray(coords_nm, dtype=np.float64), {"long_name": "x", "units": "nm"}),
     }
+    if noise_sigma is not None:
+        data_vars["noise_sigma"] = (lead, np.asarray(noise_sigma, dtype=np.float64), {
+            "long_name": "standard deviation of the sensor noise of one readout",
+            "units": _spectrum_units(units),
+        })
     if scene_class is not None:
         coords["scene_class"] = (lead, np.asarray(scene_class, dtype=str))
     if seed is not None:

@@ -202,10 +202,14 @@ def simulate_spectrum(scene: Scene, operator: str = "F3", linewidth: float = LIN
     return op(rho, larmor).to(torch.float64).numpy()
 
 
+def sensor_sigma(clean: np.ndarray, noise: float) -> float:
+    """``σ = noise × (max − min)`` of the clean spectrum."""
+    return noise * float(clean.max() - clean.min())
+
+
 def add_sensor_noise(clean: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian noise with ``σ = noise × (max − min)`` of the clean spectrum."""
-    sigma = noise * float(clean.max() - clean.min())
-    return clean + rng.normal(0.0, 1.0, size=clean.shape) * sigma
+    """Gaussian noise with ``σ =`` :func:`sensor_sigma`."""
+    return clean + rng.normal(0.0, 1.0, size=clean.shape) * sensor_sigma(clean, noise)
 
 
 @dataclass(frozen=True)
@@ -219,9 +223,11 @@ class SimulationSettings:
     band: tuple[float, float] = LARMOR_BAND_GHZ
     n_freq: int = N_FREQ
     units: str = "normalized"
+    readout: str = "wide"      # or "band": the paper's E.1 readout on the Larmor band
 
     def __post_init__(self):
         check_spectral(self.band, self.linewidth)
+        readout_frequencies(self.band, self.linewidth, 1, readout=self.readout)
         if not (np.isfinite(self.noise) and self.noise >= 0):
             raise SceneError(f"noise level must be >= 0, got {self.noise}",
                              "pass --noise 0 for a clean spectrum or e.g. 0.01")
@@ -229,7 +235,8 @@ class SimulationSettings:
                       self.grid.standoff, units=self.units)
 
     def freqs(self) -> torch.Tensor:
-        return readout_frequencies(self.band, self.linewidth, self.n_freq)
+        return readout_frequencies(self.band, self.linewidth, self.n_freq,
+                                   readout=self.readout)
 
 
 def _simulate_arrays(scene_class: str, seed: int, settings: SimulationSettings):
@@ -238,23 +245,24 @@ def _simulate_arrays(scene_class: str, seed: int, settings: SimulationSettings):
     clean = simulate_spectrum(scene, settings.operator, settings.linewidth, settings.freqs(),
                               settings.units)
     spectrum = add_sensor_noise(clean, settings.noise, rng)
-    return spectrum, scene.density(), scene.larmor_field()
+    return spectrum, scene.density(), scene.larmor_field(), sensor_sigma(clean, settings.noise)
 
 
-def _dataset(spectra, rho, larmor, classes, seeds, settings: SimulationSettings) -> xr.Dataset:
+def _dataset(spectra, rho, larmor, sigma, classes, seeds, settings: SimulationSettings
+             ) -> xr.Dataset:
     return measurement_dataset(
         spectra, settings.freqs().numpy(), settings.grid.coords,
         standoff_nm=settings.grid.standoff, linewidth_ghz=settings.linewidth,
         larmor_band_ghz=settings.band, operator=settings.operator.upper(),
         noise=settings.noise, units=settings.units, rho_true=rho, larmor_true=larmor,
-        scene_class=classes, seed=seeds)
+        scene_class=classes, seed=seeds, noise_sigma=sigma)
 
 
 def simulate(scene_class: str, seed: int, settings: SimulationSettings = SimulationSettings()
              ) -> xr.Dataset:
     """One simulated measurement (no ``sample`` dimension) with its truth."""
-    spectrum, rho, larmor = _simulate_arrays(scene_class, seed, settings)
-    return _dataset(spectrum, rho, larmor, scene_class, seed, settings)
+    spectrum, rho, larmor, sigma = _simulate_arrays(scene_class, seed, settings)
+    return _dataset(spectrum, rho, larmor, sigma, scene_class, seed, settings)
 
 
 def dataset_plan(classes: list[str], per_class: "int | None" = None,
@@ -288,8 +296,9 @@ def simulate_dataset(plan: list[tuple[str, int]],
     """
     items = progress(plan) if progress is not None else plan
     arrays = [_simulate_arrays(name, seed, settings) for name, seed in items]
-    spectra, rho, larmor = (np.stack(a) for a in zip(*arrays, strict=True))
-    return _dataset(spectra, rho, larmor, [c for c, _ in plan], [s for _, s in plan], settings)
+    spectra, rho, larmor, sigma = (np.stack(a) for a in zip(*arrays, strict=True))
+    return _dataset(spectra, rho, larmor, sigma, [c for c, _ in plan], [s for _, s in plan],
+                    settings)
 
 
 def larmor_spread_scene(chi: float, seed: int = 0, grid: Grid = Grid(32),

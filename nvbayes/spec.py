@@ -5,6 +5,25 @@ optimizer (``[optimizer]``), optionally the ADMM splitting (``[admm]``) or early
 (``[stopping]``), and the curriculum (one ``[[stages]]`` table per stage, each with its loss
 weights).  ``nvbayes fit --model NAME``
 reads ``models/NAME.toml``; a path to a ``.toml`` file works too.
+
+Protocols.  Every specification is resolved under one of two named protocols
+(:data:`PROTOCOLS`), chosen by ``--protocol``, else ``robust``; a file with a ``protocol`` key
+is pinned to that protocol and holds its final settings (:func:`resolve_protocol`):
+
+* ``paper``: the file's top-level settings, which are the paper's objective verbatim (ε = 1e-10
+  in D, its weights, schedules and initialisation; ℓ1, ℓ2 and TV as pixel sums; the spectrum in
+  the units it was written in);
+* ``robust``: nvbayes's measured choices, the same for every method: ε at the noise floor of
+  N̂ (:func:`nvbayes.physics.noise_map.noise_floor`, at least :data:`NOISE_FLOOR_MIN`), and the
+  spectrum divided by a unit-free scale before the fit (:meth:`InverseProblem.unit_scale
+  <nvbayes.model.problem.InverseProblem.unit_scale>`), so that no result depends on the unit
+  the spectrum is written in.  A file's ``[robust]`` table adds that model's own measured
+  deviations: top-level keys, ``[robust.field]`` and ``[robust.optimizer]`` update their
+  tables key by key, and ``[[robust.stages]]`` updates the stages by position (``weights``
+  key by key).
+
+The paper's settings are therefore never replaced: they stay in the file, and the ``robust``
+deviations are listed beside them.
 """
 
 from __future__ import annotations
@@ -17,9 +36,25 @@ import tomllib
 
 from .errors import ParameterError
 
+#: The two objectives (see the module docstring).
+PROTOCOLS = ("paper", "robust")
+DEFAULT_PROTOCOL = "robust"
+#: The paper's ε in D (appendix B.1).
+LOG_EPS_PAPER = 1e-10
+#: ``log_eps`` value that selects the noise floor of the measurement.
+NOISE_FLOOR = "noise_floor"
+#: The least ε of the noise floor: below 1e-3 of the peak, N̂ of a noiseless measurement is
+#: set by what F1 and F2 leave out of the physics (F3's source-side Lorentzian, F1's coherent
+#: cancellations), not by the scene; with ε = 1e-10 on a clean single source, Tikhonov,
+#: ADMM and L-BFGS under F1 put their maximum in a corner of the window (tests/test_baselines).
+NOISE_FLOOR_MIN = 1e-3
+
+#: The robust protocol's choices for every method, unless a file's ``[robust]`` sets them.
+ROBUST_DEFAULTS = {"log_eps": NOISE_FLOOR}
+
 #: Loss terms of the NeTMY objective (paper Eq. 6, Table 7) plus the spectrum-shape term.
 LOSS_TERMS = ("log_mse", "noise_map", "direct_density", "sparsity", "l1", "l2", "tv",
-              "spectrum_shape")
+              "spectrum_shape", "energy")
 
 
 @dataclass(frozen=True)
@@ -28,8 +63,8 @@ class LossWeights:
 
     ``log_mse`` is D (Eq. 19), ``noise_map`` R_nm, ``direct_density`` R_ds, ``sparsity`` and
     ``l1`` the two L1 entries of Table 7, ``l2`` the Tikhonov term ``Σ ρ²`` (appendix E.2),
-    ``tv`` the anisotropic TV and ``spectrum_shape`` the per-frequency shape term of
-    :mod:`nvbayes.model.losses`.
+    ``tv`` the anisotropic TV, ``spectrum_shape`` the per-frequency shape term and ``energy``
+    the scale anchor of :mod:`nvbayes.model.losses` (neither is in the paper).
     """
 
     log_mse: float = 0.0
@@ -40,6 +75,7 @@ class LossWeights:
     l2: float = 0.0
     tv: float = 0.0
     spectrum_shape: float = 0.0
+    energy: float = 0.0
 
     def __post_init__(self):
         for name in LOSS_TERMS:
@@ -58,13 +94,15 @@ class Stage:
 
     ``downsample`` coarsens the measurement grid by that integer factor (paper stage 1: 2, so a
     64² measurement is fitted at 32²); the learning rate decays by a cosine from ``lr`` to
-    ``final_lr_fraction · lr`` within the stage, and β rises linearly from 0 to K.
+    ``final_lr_fraction · lr`` within the stage, and β rises linearly from 0 to K
+    (``anneal = false``: β stays at K, every octave on, through the stage).
     """
 
     steps: int
     lr: float
     downsample: int = 1
     weights: LossWeights = LossWeights()
+    anneal: bool = True
 
     def __post_init__(self):
         if not (isinstance(self.steps, int) and self.steps >= 1):
@@ -90,8 +128,15 @@ class NeuralFieldSpec:
     off_support: str = "zero"
     annealed: bool = True      # False: every octave on from step 0 (Table 3, −annealed PE)
     gate: bool = True          # False: ρ = softplus(h_ρ) (Table 3, −gate)
+    init: str = "default"      # "uniform": zero hidden biases, read-out × readout_scale
+    readout_scale: float = 0.01
 
     def __post_init__(self):
+        if self.init not in ("default", "uniform"):
+            raise ParameterError(f"field init = {self.init!r}",
+                                 "use \"default\" (PyTorch's, the paper's) or \"uniform\"")
+        if not self.readout_scale > 0:
+            raise ParameterError(f"readout_scale = {self.readout_scale!r}", "use a number > 0")
         if self.off_support not in ("zero", "centre"):
             raise ParameterError(f"off_support = {self.off_support!r}",
                                  "use \"zero\" (the paper) or \"centre\"")
@@ -248,10 +293,19 @@ class StoppingSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """A resolved model specification (see the module docstring for ``protocol``).
+
+    ``log_eps`` is ε inside the log noise map of D: a number, or ``"noise_floor"``
+    (:data:`NOISE_FLOOR`) for the measurement's own noise floor.  ``reduction`` says how ℓ1,
+    ℓ2 and TV add up over the pixels: ``sum`` (the paper) or ``mean``.
+    """
+
     name: str
     description: str = ""
     method: str = "map"
-    log_eps: float = 1e-10
+    log_eps: "float | str" = 1e-10
+    protocol: str = "paper"
+    reduction: str = "sum"
     field: "NeuralFieldSpec | PixelFieldSpec | SplatFieldSpec | DecoderFieldSpec" = \
         NeuralFieldSpec()
     optimizer: OptimizerSpec = OptimizerSpec()
@@ -260,6 +314,16 @@ class ModelSpec:
     stopping: StoppingSpec = StoppingSpec()
 
     def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ParameterError(f"{self.name}: unknown protocol {self.protocol!r}",
+                                 f"use one of {', '.join(PROTOCOLS)}")
+        if self.log_eps != NOISE_FLOOR and not (isinstance(self.log_eps, (int, float))
+                                                 and self.log_eps > 0):
+            raise ParameterError(f"{self.name}: log_eps = {self.log_eps!r}",
+                                 f"use a number > 0 or \"{NOISE_FLOOR}\"")
+        if self.reduction not in ("sum", "mean"):
+            raise ParameterError(f"{self.name}: reduction = {self.reduction!r}",
+                                 "use \"sum\" (the paper) or \"mean\"")
         if self.stopping.window > 0 and self.solver != "gradient":
             raise ParameterError(f"{self.name}: [stopping] applies to Adam/AdamW stages",
                                  "drop [stopping] (ADMM has its own tolerance; L-BFGS its "
@@ -273,6 +337,11 @@ class ModelSpec:
         if self.field.kind != "neural" and any(s.downsample != 1 for s in self.stages):
             raise ParameterError(f"{self.name}: a {self.field.kind} field has one resolution",
                                  "use downsample = 1 in every stage")
+
+    @property
+    def unit_free(self) -> bool:
+        """Whether the spectrum is divided by its unit scale before the fit (robust)."""
+        return self.protocol == "robust"
 
     @property
     def solver(self) -> str:
@@ -310,7 +379,64 @@ def _build(cls, table: dict, where: str):
         raise ParameterError(f"{where}: {exc}", "check the model specification") from None
 
 
+def _merged(base: dict, update: dict) -> dict:
+    """``base`` with the keys of ``update``; nested tables merged key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = (_merged(out[key], value) if isinstance(value, dict)
+                    and isinstance(out.get(key), dict) else value)
+    return out
+
+
+def resolve_protocol(data: dict, protocol: "str | None" = None, where: str = "model") -> dict:
+    """The settings of a model file under ``protocol`` (default :data:`DEFAULT_PROTOCOL`),
+    with ``protocol`` recorded and ``[robust]`` consumed.
+
+    A file that names its ``protocol`` holds that protocol's final settings (as every
+    ``config.toml`` and ``benchmark.toml`` nvbayes writes does): it is read as it stands, and
+    asking it for the other protocol is an error.
+    """
+    data = dict(data)
+    robust = data.pop("robust", {})
+    pinned = data.get("protocol")
+    if pinned is not None:
+        if pinned not in PROTOCOLS:
+            raise ParameterError(f"{where}: unknown protocol {pinned!r}",
+                                 f"use one of {', '.join(PROTOCOLS)}")
+        if robust:
+            raise ParameterError(f"{where} names protocol = {pinned!r} and has a [robust] table",
+                                 "drop the protocol key (the top level is then the paper's)")
+        if protocol is not None and protocol != pinned:
+            raise ParameterError(f"{where} is written for the {pinned} protocol",
+                                 f"drop --protocol {protocol}, or use a model file without a "
+                                 "protocol key")
+        return data
+    chosen = protocol or DEFAULT_PROTOCOL
+    if chosen not in PROTOCOLS:
+        raise ParameterError(f"{where}: unknown protocol {chosen!r}",
+                             f"use one of {', '.join(PROTOCOLS)}")
+    if not isinstance(robust, dict):
+        raise ParameterError(f"{where}: [robust] must be a table", "write it as [robust]")
+    if chosen == "paper":
+        return data | {"protocol": "paper"}
+    robust = dict(robust)
+    stages = robust.pop("stages", [])
+    if len(stages) > len(data.get("stages", [])):
+        raise ParameterError(f"{where}: [[robust.stages]] has more stages than [[stages]]",
+                             "list at most one [[robust.stages]] per stage")
+    merged = _merged(data, robust)
+    merged["stages"] = [_merged(stage, update) for stage, update in
+                        zip(data.get("stages", []), stages)] + \
+        list(data.get("stages", []))[len(stages):]
+    for key, value in ROBUST_DEFAULTS.items():
+        if key not in robust:
+            merged[key] = value
+    return merged | {"protocol": "robust"}
+
+
 def spec_from_dict(data: dict, where: str = "model") -> ModelSpec:
+    """A spec from the plain dict of a resolved file (see :func:`resolve_protocol`) or of
+    :meth:`ModelSpec.to_dict`."""
     data = dict(data)
     stages = data.pop("stages", [])
     if not stages:
@@ -357,8 +483,9 @@ def available_models() -> list[str]:
     return sorted(p.stem for p in models_dir().glob("*.toml") if p.stem not in ANSATZ_MODELS)
 
 
-def load_spec(name: "str | Path") -> ModelSpec:
-    """The specification ``models/NAME.toml``, or the TOML file at ``name`` if it is a path."""
+def read_model_file(name: "str | Path") -> tuple[dict, str]:
+    """The raw table of ``models/NAME.toml`` (or of the ``.toml`` file at ``name``) and a
+    label for messages, before any protocol is resolved."""
     path = Path(name)
     if path.suffix == ".toml":
         if not path.is_file():
@@ -374,7 +501,64 @@ def load_spec(name: "str | Path") -> ModelSpec:
                                  f"choose one of {', '.join(available_models())}")
         text, where = entry.read_text(), f"models/{name}.toml"
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text), where
     except tomllib.TOMLDecodeError as exc:
         raise ParameterError(f"{where} is not valid TOML ({exc})", "fix the syntax") from None
-    return spec_from_dict(data, where)
+
+
+def load_spec(name: "str | Path", protocol: "str | None" = None) -> ModelSpec:
+    """The specification ``models/NAME.toml``, or the TOML file at ``name`` if it is a path,
+    resolved under ``protocol`` (see the module docstring)."""
+    data, where = read_model_file(name)
+    return spec_from_dict(resolve_protocol(data, protocol, where), where)
+
+
+def robust_deviations(data: dict) -> list[tuple]:
+    """The settings in which a model file's robust protocol departs from its paper protocol,
+    as key paths into the resolved table (``("field", "init")``, ``("stages", 1, "anneal")``,
+    ``("log_eps",)``, …): the protocol's own defaults and every entry of ``[robust]``."""
+    paths = [(key,) for key in ROBUST_DEFAULTS]
+
+    def walk(table, prefix):
+        for key, value in table.items():
+            if key == "description":
+                continue
+            if key == "stages" and not prefix:
+                for i, stage in enumerate(value):
+                    walk(stage, ("stages", i))
+            elif isinstance(value, dict):
+                walk(value, prefix + (key,))
+            elif prefix + (key,) not in paths:
+                paths.append(prefix + (key,))
+
+    walk(data.get("robust", {}), ())
+    return paths
+
+
+def _lookup(table, path, default=None):
+    for key in path:
+        try:
+            table = table[key]
+        except (KeyError, IndexError, TypeError):
+            return default
+    return table
+
+
+def without_deviation(data: dict, path: tuple, where: str = "model") -> ModelSpec:
+    """The robust specification of a model file with the setting at ``path`` put back to its
+    paper value (its class default where the paper's table does not name it)."""
+    import copy
+
+    paper = resolve_protocol(data, "paper", where)
+    robust = copy.deepcopy(resolve_protocol(data, "robust", where))
+    value = _lookup(paper, path)
+    parent = _lookup(robust, path[:-1])
+    if value is None:
+        parent.pop(path[-1], None)
+        if path == ("reduction",):
+            parent["reduction"] = "sum"
+        if path == ("log_eps",):
+            parent["log_eps"] = LOG_EPS_PAPER
+    else:
+        parent[path[-1]] = value
+    return spec_from_dict(robust, where)

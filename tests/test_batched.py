@@ -60,7 +60,7 @@ def test_batch_of_three_in_float64_equals_three_single_fits(measurements):
     """The issue's test: B = 3 in float64 gives each measurement its own run to 1e-5.  The
     clip limit is set low enough to bind, and early stopping ends the stages at different
     steps for different measurements, so both act per measurement."""
-    spec = tiny_spec(steps=50, window=10, rel_tol=2e-2, grad_clip=0.05)
+    spec = tiny_spec(steps=50, window=10, rel_tol=5e-3, grad_clip=0.05)
     seeds = [0, 1, 2]
     batched = fit_batch(stacked(measurements), spec, "F2", seeds=seeds, show=False,
                         dtype=torch.float64)

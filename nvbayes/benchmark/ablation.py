@@ -13,6 +13,14 @@ Cumulative (each row removes one more component, in the paper's order)::
     -gate           ρ = softplus(h_ρ), no gate
     -rds            direct-density loss R_ds weight 0
 
+Deviations (``nvbayes ablate --deviations``): the robust protocol against the paper's, one
+setting at a time::
+
+    paper           the model file under the paper protocol
+    robust          the model file under the robust protocol (every deviation)
+    -<setting>      robust with that one setting back at its paper value, for each setting in
+                    which the two protocols differ (:func:`nvbayes.spec.robust_deviations`)
+
 Sweeps vary one setting of the preset: ``lr`` (η₀: every stage's rate scaled by η₀ over the
 first stage's rate, keeping their ratio), ``width`` (hidden width) and ``octaves`` (K).  The
 paper's grids are the defaults (Table 10).
@@ -23,7 +31,15 @@ from __future__ import annotations
 import dataclasses
 
 from ..errors import ParameterError
-from ..spec import ModelSpec, Stage
+from ..spec import (
+    ModelSpec,
+    Stage,
+    read_model_file,
+    resolve_protocol,
+    robust_deviations,
+    spec_from_dict,
+    without_deviation,
+)
 
 CUMULATIVE = ("full", "-tv", "-annealed-pe", "-pe", "-multiscale", "-l1", "-gate", "-rds")
 SWEEPS = {"lr": (1e-4, 5e-4, 1e-3, 5e-3, 1e-2), "width": (128, 256, 320, 384, 512),
@@ -93,3 +109,29 @@ def sweep_variants(base: ModelSpec, axis: str, values=None) -> dict[str, ModelSp
         name = f"{axis}={value:g}" if axis == "lr" else f"{axis}={int(value)}"
         variants[name] = dataclasses.replace(spec, name=name)
     return variants
+
+
+def deviation_name(path: tuple) -> str:
+    """``("stages", 1, "weights", "log_mse")`` → ``-stage2.log_mse``."""
+    parts = []
+    for i, key in enumerate(path):
+        if key == "stages":
+            continue
+        if isinstance(key, int):
+            parts.append(f"stage{key + 1}")
+        elif key != "weights" or i == len(path) - 1:
+            parts.append(str(key))
+    return "-" + ".".join(parts)
+
+
+def deviation_variants(model: str) -> dict[str, ModelSpec]:
+    """``{row: spec}``: ``paper``, ``robust`` and robust less each deviation (module
+    docstring), from the model file ``model`` (a name in models/ or a ``.toml`` path)."""
+    data, where = read_model_file(model)
+    variants = {"paper": spec_from_dict(resolve_protocol(data, "paper", where), where),
+                "robust": spec_from_dict(resolve_protocol(data, "robust", where), where)}
+    _check_neural(variants["robust"])
+    for path in robust_deviations(data):
+        name = deviation_name(path)
+        variants[name] = without_deviation(data, path, where)
+    return {name: dataclasses.replace(spec, name=name) for name, spec in variants.items()}

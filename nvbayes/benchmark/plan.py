@@ -150,8 +150,10 @@ def parse_operators(text: str) -> tuple[str, ...]:
     return ops
 
 
-def resolve_methods(names: "str | list[str]", preset: str = "fast") -> dict[str, ModelSpec]:
-    """``{name: spec}`` for method names (``netmy`` follows the preset) or ``.toml`` paths."""
+def resolve_methods(names: "str | list[str]", preset: str = "fast",
+                    protocol: "str | None" = None) -> dict[str, ModelSpec]:
+    """``{name: spec}`` for method names (``netmy`` follows the preset) or ``.toml`` paths,
+    each resolved under ``protocol`` (default: its file's; see :mod:`nvbayes.spec`)."""
     if preset not in PRESETS:
         raise ParameterError(f"unknown preset {preset!r}", f"use one of {', '.join(PRESETS)}")
     if isinstance(names, str):
@@ -159,11 +161,11 @@ def resolve_methods(names: "str | list[str]", preset: str = "fast") -> dict[str,
     methods: dict[str, ModelSpec] = {}
     for name in names:
         if name.endswith(".toml"):
-            spec, key = load_spec(Path(name)), Path(name).stem
+            spec, key = load_spec(Path(name), protocol), Path(name).stem
         elif name == "netmy":
-            spec, key = load_spec(PRESETS[preset]), "netmy"
+            spec, key = load_spec(PRESETS[preset], protocol), "netmy"
         elif name in available_models():
-            spec, key = load_spec(name), name
+            spec, key = load_spec(name, protocol), name
         else:
             raise ParameterError(f"unknown method {name!r}",
                                  f"use netmy or one of {', '.join(available_models())}, "

@@ -79,13 +79,14 @@ def _iter0(problem: InverseProblem, level: float, log_eps: float) -> dict:
 def diagnose(data: xr.Dataset, methods: dict[str, ModelSpec], *, sample: "int | None" = None,
              admm: "ModelSpec | None" = None, budget: int = 200,
              sweep_samples: tuple = (), seed: int = 0, log_eps: float = LOG_EPS,
-             path_points: int = 101, source: str = "",
+             path_points: int = 101, source: str = "", protocol: str = "paper",
              show: "bool | None" = None) -> xr.Dataset:
     """The diagnostics of measurement ``sample`` of ``data`` (see the module docstring).
 
     ``methods`` (name → model) are fitted for the fixed budget of ``budget`` steps; the
     parameterized ones also give their first step.  ``admm`` with ``sweep_samples`` (indices
-    into ``data``) runs the sweep.  Returns an ``nvbayes.diagnostics/1`` dataset.
+    into ``data``) runs the sweep.  ``protocol`` (the one ``methods`` were resolved under) is
+    recorded.  Returns an ``nvbayes.diagnostics/1`` dataset.
     """
     start = time.perf_counter()
     one = select_sample(data, sample)
@@ -222,7 +223,7 @@ def diagnose(data: xr.Dataset, methods: dict[str, ModelSpec], *, sample: "int | 
     ds.attrs.update(
         schema=SCHEMA, nvbayes_version=__version__, source=source,
         sample=-1 if sample is None else int(sample), seed=int(seed), budget_steps=int(budget),
-        log_eps=float(log_eps), methods=",".join(names),
+        log_eps=float(log_eps), protocol=str(protocol), methods=",".join(names),
         rings=(f"centre disk r <= n/8, outer ring {OUTER_RING_FRACTION:g} n <= r < n/2, "
                "r from the grid centre in pixels; ratio = mean|g| disk / mean|g| ring"),
         data_fidelity="D = mean (log10(N_pred/max N_pred + eps) - log10(N_obs/max N_obs + eps))^2",
@@ -243,7 +244,8 @@ def diagnostics_markdown(ds: xr.Dataset) -> str:
     n = ds.sizes["x"]
     lines = [f"# Centre-collapse diagnostics ({n} x {n}, {ds.attrs['source'] or 'in memory'}"
              f", sample {ds.attrs['sample']})", "",
-             f"Rings: {ds.attrs['rings']}.  Data fidelity D with eps = {ds.attrs['log_eps']:g}.",
+             f"Rings: {ds.attrs['rings']}.  Data fidelity D with eps = {ds.attrs['log_eps']:g}; "
+             f"protocol {ds.attrs.get('protocol', 'paper')}.",
              "", _row(["quantity", "F1", "F2", "paper"]), _row(["---"] * 4)]
     distance = [f"{float(ds['iter0_peak_distance'].sel(operator=op)):.1f} px "
                 f"(y {int(ds['iter0_peak_iy'].sel(operator=op))}, "

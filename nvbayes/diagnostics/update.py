@@ -31,7 +31,7 @@ import torch
 
 from ..fields import pixel_coordinates
 from ..inference.gradient import clip_gradients, make_optimizer
-from ..inference.map import build_field, fresh_start
+from ..inference.map import build_field, fresh_start, working_problem
 from ..inference.objective import FieldGuide, stage_objective, traced_objective
 from ..inference.schedule import annealing_progress, cosine_lr
 from ..model.problem import InverseProblem, check_inversion_operator
@@ -109,9 +109,11 @@ def first_step(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
                          f"{spec.name} is a {spec.field.kind} model under {spec.solver}")
     operator = check_inversion_operator(operator)
     fresh_start(seed)
+    problem = working_problem(problem, spec)
     field = build_field(spec, problem).to(torch.float64)
     stage = spec.stages[0]
-    beta = annealing_progress(0, stage.steps, getattr(spec.field, "octaves", 0))
+    beta = annealing_progress(0, stage.steps, getattr(spec.field, "octaves", 0),
+                              stage.anneal)
     lr = cosine_lr(0, stage.steps, stage.lr, spec.optimizer.final_lr_fraction)
     model, guide = stage_objective(problem, spec, stage, operator, field, "cpu",
                                    guide_type=_CapturingGuide)

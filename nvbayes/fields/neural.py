@@ -91,14 +91,23 @@ class NeuralField(nn.Module):
     precision : ``"fp32"`` or ``"bf16"`` (see :data:`PRECISIONS`).
     scales : add two read-out channels ``(s_ρ, s_ω)`` for the positive scale fields of a
         variational posterior (:meth:`variational`); :meth:`forward` is unchanged.
+    init : ``"default"`` (PyTorch's uniform draws, the paper's) or ``"uniform"``: the same
+        draws, then every bias set to 0 and the read-out weights multiplied by
+        ``readout_scale``, so the field starts near the uniform density
+        ``softplus(0) σ(0) ≈ 0.35`` with no random blobs for the fit to undo.
     """
 
     def __init__(self, band: tuple[float, float], octaves: int = 12, base: float = 2.0,
                  width: int = 320, depth: int = 6, skip_layer: int = 3,
                  support_threshold: float = SUPPORT_THRESHOLD, off_support: str = "zero",
                  annealed: bool = True, gate: bool = True, instances: "int | None" = None,
-                 precision: str = "fp32", scales: bool = False):
+                 precision: str = "fp32", scales: bool = False, init: str = "default",
+                 readout_scale: float = 0.01):
         super().__init__()
+        if init not in ("default", "uniform"):
+            raise ValueError(f"init must be default or uniform, got {init!r}")
+        self.init = init
+        self.readout_scale = float(readout_scale)
         self.scales = bool(scales)
         self.annealed = bool(annealed)
         self.gate = bool(gate)
@@ -130,6 +139,16 @@ class NeuralField(nn.Module):
         self.readout = StackedLinear(width + (enc if self.skip_layer == depth else 0),
                                      5 if self.scales else 3, self.instances)
         self.depth = int(depth)
+        self._shape_start()
+
+    @torch.no_grad()
+    def _shape_start(self) -> None:
+        """Apply ``init = "uniform"`` to the drawn weights (no effect for ``default``)."""
+        if self.init != "uniform":
+            return
+        for layer in (*self.hidden, self.readout):
+            layer.bias.zero_()
+        self.readout.weight.mul_(self.readout_scale)
 
     def reset_parameters(self, seeds) -> None:
         """Draw instance ``i``'s weights from a generator seeded ``seeds[i]``, layer by layer,
@@ -141,6 +160,7 @@ class NeuralField(nn.Module):
             generator = torch.Generator().manual_seed(int(seed))
             for layer in (*self.hidden, self.readout):
                 layer.reset_parameters(i, generator)
+        self._shape_start()
 
     def _autocast(self, device: torch.device):
         if self.precision == "bf16":

@@ -194,7 +194,7 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
         for t in range(stage.steps):
             if not bool(running.any()):
                 break
-            beta = annealing_progress(t, stage.steps, octaves)
+            beta = annealing_progress(t, stage.steps, octaves, stage.anneal)
             lr = cosine_lr(t, stage.steps, stage.lr, opt.final_lr_fraction)
             set_lr(optimizer, lr)
             loss, terms = traced_objective(model, guide, beta)

@@ -14,6 +14,11 @@ scale correction applied to ``ρ = 1``, whichever operator the fit uses.  (Under
 sheet lies close to the operator's null space, its coherent field cancelling away from the
 window's edges, so an F1 energy match would set ``c`` by edge effects alone.)
 
+Units (robust protocol, :attr:`ModelSpec.unit_free`): the solver sees the spectrum divided by
+its unit scale (:meth:`InverseProblem.unit_scale`), so the start and the regularizers do not
+depend on the unit the spectrum is written in; the final energy-ratio correction is taken
+against the spectrum as given, which puts ρ̂ back in the measurement's units.
+
 NaN guard: the state of the last step with a finite loss is kept; a non-finite loss or gradient
 restores it and ends the fit early, flagged ``diverged`` in the result.
 
@@ -101,7 +106,8 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
                            depth=f.depth, skip_layer=f.skip_layer,
                            support_threshold=f.support_threshold, off_support=f.off_support,
                            annealed=f.annealed, gate=f.gate, instances=instances,
-                           precision=precision, scales=scales)
+                           precision=precision, scales=scales, init=f.init,
+                           readout_scale=f.readout_scale)
     if instances is not None:
         raise ValueError(f"a {f.kind} field has no instance axis")
     n = problem.n
@@ -120,6 +126,12 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
     else:
         density = DeepDecoder(n, f.channels, level, f.upsample)
     return DensityField(density, LarmorMap(n, problem.band))
+
+
+def working_problem(problem: InverseProblem, spec: ModelSpec) -> InverseProblem:
+    """The problem the solver sees: ``problem`` divided by its unit scale under the robust
+    protocol, ``problem`` itself under the paper's."""
+    return problem.rescaled(problem.unit_scale()) if spec.unit_free else problem
 
 
 def fresh_start(seed: int) -> None:
@@ -156,12 +168,13 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     start = time.perf_counter()
     fresh_start(seed)
     device = torch.device(device)
+    work = working_problem(problem, spec)
     if spec.field.kind == "neural":
-        net = build_field(spec, problem, precision=precision).to(device, dtype)
+        net = build_field(spec, work, precision=precision).to(device, dtype)
     else:
-        net = build_field(spec, problem, uniform_level(problem, device=device)).to(device, dtype)
+        net = build_field(spec, work, uniform_level(work, device=device)).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver])
-    messages = SOLVERS[spec.solver](net, problem, spec, operator, device, recorder)
+    messages = SOLVERS[spec.solver](net, work, spec, operator, device, recorder)
     recorder.close()
     beta = final_beta(recorder, spec, 0)
     coords = pixel_coordinates(problem.n, dtype=dtype, device=device)
@@ -200,7 +213,8 @@ def fit_batch(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
     net.reset_parameters(seeds)
     net = net.to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver], instances=count)
-    messages = SOLVERS[spec.solver](net, problem, spec, operator, device, recorder)
+    messages = SOLVERS[spec.solver](net, working_problem(problem, spec), spec, operator, device,
+                                    recorder)
     recorder.close()
     beta = torch.tensor([final_beta(recorder, spec, i) for i in range(count)],
                         dtype=dtype, device=device)

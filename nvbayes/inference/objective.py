@@ -18,7 +18,8 @@ from pyro import poutine
 from ..fields import pixel_coordinates
 from ..model.netmy import NoiseSpectrumModel
 from ..model.problem import InverseProblem
-from ..spec import ModelSpec, Stage
+from ..physics.noise_map import noise_floor
+from ..spec import NOISE_FLOOR, NOISE_FLOOR_MIN, ModelSpec, Stage
 
 
 class FieldGuide:
@@ -44,6 +45,18 @@ class FieldGuide:
         return rho, larmor
 
 
+def stage_log_eps(spec: ModelSpec, problem: InverseProblem, downsample: int = 1
+                  ) -> "float | torch.Tensor":
+    """ε of D on the grid coarsened by ``downsample``: the specification's number, or the
+    noise floor of the (block-averaged) measurement, at least :data:`NOISE_FLOOR_MIN`, ``()``
+    or ``(B,)``, with the σ of one readout divided by ``downsample`` (a block mean of d²
+    independent readouts)."""
+    if spec.log_eps != NOISE_FLOOR:
+        return float(spec.log_eps)
+    observed = problem.observed(downsample, dtype=torch.float64)
+    return noise_floor(observed, problem.sigma() / downsample, NOISE_FLOOR_MIN)
+
+
 def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, operator: str,
                     field: torch.nn.Module, device, guide_type=FieldGuide,
                     noise_sigma: "float | None" = None) -> tuple[NoiseSpectrumModel, object]:
@@ -57,7 +70,8 @@ def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, oper
     sigma = None if noise_sigma is None else float(noise_sigma) / stage.downsample
     model = NoiseSpectrumModel(problem.operator(operator, stage.downsample),
                                problem.observed(stage.downsample, dtype=dtype, device=device),
-                               stage.weights, spec.log_eps, noise_sigma=sigma)
+                               stage.weights, stage_log_eps(spec, problem, stage.downsample),
+                               noise_sigma=sigma, reduction=spec.reduction)
     guide = guide_type(field, pixel_coordinates(problem.n // stage.downsample, dtype=dtype,
                                                 device=device))
     return model, guide

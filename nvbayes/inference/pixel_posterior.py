@@ -37,6 +37,7 @@ from ..spec import ModelSpec
 from .draws import PosteriorDraws, gauge_fixed
 from .map import fit_map, uniform_level
 from .nuts import run_nuts
+from .objective import stage_log_eps
 
 #: Unit vectors per batched Hessian-vector product.
 HVP_BLOCK = 256
@@ -54,7 +55,8 @@ def pixel_model(problem: InverseProblem, spec: ModelSpec, operator: str, larmor:
     stage = spec.stages[-1]
     model = NoiseSpectrumModel(problem.operator(operator),
                                problem.observed(dtype=larmor.dtype, device=larmor.device),
-                               stage.weights, spec.log_eps, noise_sigma=noise_sigma)
+                               stage.weights, stage_log_eps(spec, problem),
+                               noise_sigma=noise_sigma, reduction=spec.reduction)
     return poutine.condition(model, data={"larmor": larmor})
 
 

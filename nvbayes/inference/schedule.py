@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 
 
-def annealing_progress(step: int, steps: int, octaves: int) -> float:
-    """β for ``step`` (0-based) of a stage of ``steps`` steps; reaches K at the last step."""
-    return octaves * (step + 1) / steps
+def annealing_progress(step: int, steps: int, octaves: int, anneal: bool = True) -> float:
+    """β for ``step`` (0-based) of a stage of ``steps`` steps; reaches K at the last step
+    (``anneal=False``: K throughout, the stage keeps every octave the last one opened)."""
+    return octaves * (step + 1) / steps if anneal else float(octaves)
 
 
 def cosine_lr(step: int, steps: int, lr: float, final_fraction: float) -> float:

@@ -11,11 +11,18 @@ spatial mean of a map ``A``:
     ‖ρ‖₂²  = Σ_r ρ²                                                   (Tikhonov, appendix E.2)
     TV(ρ)  = Σ_r |ρ(r + e_x) − ρ(r)| + |ρ(r + e_y) − ρ(r)|           (anisotropic)
     R_sh   = Σ_r w(r) mean_ω (s_pred − s_obs)² / Σ_r w(r),   s = S / mean_ω S,  w = max(N̂_obs, 0)
+    R_E    = (ln E_pred − ln E_obs)²,   E = Σ_{ω,r} S                     (scale anchor)
 
 D lives in :mod:`nvbayes.physics.noise_map`.  R_sh, the spectrum-shape term, is not in the
 paper: F1 and F2 factor as ``A(r) L(ω; ω_L(r))``, so the frequency-normalized spectrum ``s``
 at a pixel depends on ω_L(r) alone and the term pins ω_L wherever the observation is bright.
 The noise-map terms see ω_L only through ``Σ_ω L``, which hardly changes across the band.
+
+R_E, the scale anchor, is not in the paper either.  D, R_nm and R_ds are blind to ρ → cρ, so
+without it ℓ1 and TV, which are not, keep shrinking the overall scale (the energy-ratio
+correction undoes it only after the fit); a field with a softplus head then drifts into the
+head's exponential tail, where every dim region dies.  R_E pins the total power, as the scale
+correction would, during the fit.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import torch
 from ..physics.noise_map import log_mse, noise_map, normalized_noise_map
 
 __all__ = [
-    "anisotropic_tv", "direct_density_mse", "l1_norm", "l2_norm", "log_mse", "mean_normalized",
+    "anisotropic_tv", "direct_density_mse", "energy_mismatch", "l1_norm", "l2_norm", "log_mse",
+    "mean_normalized",
     "noise_map_mse", "spectrum_shape_mse", "spectrum_shape_weights",
 ]
 
@@ -67,6 +75,14 @@ def anisotropic_tv(rho: torch.Tensor) -> torch.Tensor:
     dx = (rho[..., :, 1:] - rho[..., :, :-1]).abs().sum(dim=(-2, -1))
     dy = (rho[..., 1:, :] - rho[..., :-1, :]).abs().sum(dim=(-2, -1))
     return dx + dy
+
+
+def energy_mismatch(predicted: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+    """``R_E = (ln E_pred − ln E_obs)²`` with ``E = Σ_{ω,r} S``; ``(...)``."""
+    e_pred = predicted.sum(dim=(-3, -2, -1)).clamp(min=_TINY)
+    e_obs = observed.sum(dim=(-3, -2, -1)).clamp(min=_TINY)
+    d = torch.log(e_pred) - torch.log(e_obs)
+    return d * d
 
 
 def spectrum_shape_weights(observed: torch.Tensor) -> torch.Tensor:

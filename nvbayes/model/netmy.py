@@ -14,9 +14,15 @@ Latent sites ``rho`` (ρ ≥ 0) and ``larmor`` (ω_L, GHz), both ``(ny, nx)`` wi
   (a Laplace prior restricted to the half line) up to its constant;
 * ``l2``: the Tikhonov term of the free-density baseline, a half-normal prior on ρ ≥ 0 up to
   its constant;
-* ``tv``, ``direct_density``, ``spectrum_shape``: ``pyro.factor`` terms.
+* ``tv``, ``direct_density``, ``spectrum_shape``, ``energy``: ``pyro.factor`` terms.
 
-A weight of 0 removes its site.  The terms are in :mod:`nvbayes.model.losses`; the operator is
+A weight of 0 removes its site.  ``reduction="mean"`` (the robust protocol) divides ``‖ρ‖₁``,
+``‖ρ‖₂²`` and TV by the pixel count, so that their pull does not grow with the grid while the
+data terms (pixel means) do not.
+
+Where ε < 1e-6 (the paper's 1e-10), the operator and the log map are evaluated in float64
+whatever the field's dtype: float32 round-off of the convolution is about 1e-7 of the peak,
+far above such an ε, and would set the log target of every dim pixel.  The terms are in :mod:`nvbayes.model.losses`; the operator is
 any :class:`nvbayes.physics.ForwardOperator` (F1 or F2 for inversion).
 
 Calibrated likelihood (``noise_sigma`` given, for posterior inference): the paper's σ_D and
@@ -56,7 +62,7 @@ from ..spec import LossWeights
 from . import losses
 
 #: Sites whose negative log density is the loss term itself (no Gaussian normalizer).
-FACTOR_TERMS = ("direct_density", "sparsity", "l1", "l2", "tv", "spectrum_shape")
+FACTOR_TERMS = ("direct_density", "sparsity", "l1", "l2", "tv", "spectrum_shape", "energy")
 #: Sites that are Gaussian observations of a map.
 GAUSSIAN_TERMS = ("log_mse", "noise_map", "normalized_noise_map", "total_power")
 #: The weighted data terms that a calibrated likelihood replaces.
@@ -72,14 +78,20 @@ class NoiseSpectrumModel:
     observed : the measured spectrum ``(n_freq, ny, nx)``, or ``(B, n_freq, ny, nx)`` for B
         independent measurements.
     weights : the loss weights of this stage.
-    log_eps : ε inside the log map of D (the paper's 1e-10).
+    log_eps : ε inside the log map of D (the paper's 1e-10), a number or a tensor ``(B,)``,
+        one per measurement (the noise floor).
     noise_sigma : the sensor noise σ of one readout (spectrum units) for the calibrated
         likelihood of one measurement (see the module docstring); ``None``: the paper's
         weighted terms.
+    reduction : ``"sum"`` (the paper) or ``"mean"`` over pixels for ℓ1, ℓ2 and TV.
     """
 
+    #: Below this ε the operator and the log map run in float64.
+    PRECISE_BELOW = 1e-6
+
     def __init__(self, operator, observed: torch.Tensor, weights: LossWeights,
-                 log_eps: float = LOG_EPS, noise_sigma: "float | None" = None):
+                 log_eps: "float | torch.Tensor" = LOG_EPS,
+                 noise_sigma: "float | None" = None, reduction: str = "sum"):
         if observed.dim() not in (3, 4):
             raise ValueError("observed spectrum must be (n_freq, ny, nx) or (B, n_freq, ny, nx), "
                              f"got {tuple(observed.shape)}")
@@ -89,8 +101,14 @@ class NoiseSpectrumModel:
         self.shape = tuple(observed.shape[-2:])
         self.batch = tuple(observed.shape[:-3])
         n_pixels = self.shape[0] * self.shape[1]
-        self.log_eps = float(log_eps)
-        self.log_map_obs = log_noise_map(observed, self.log_eps)
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction must be sum or mean, got {reduction!r}")
+        self.pixel_divisor = float(n_pixels) if reduction == "mean" else 1.0
+        self.log_eps = (log_eps.detach().to(torch.float64) if isinstance(log_eps, torch.Tensor)
+                        else float(log_eps))
+        self.precise = float(torch.as_tensor(self.log_eps).min()) < self.PRECISE_BELOW
+        self.log_map_obs = log_noise_map(observed.to(torch.float64), self.log_eps
+                                         ).to(observed.dtype)
         self.noise_map_obs = losses.mean_normalized(noise_map(observed))
         self.shape_weights = losses.spectrum_shape_weights(observed)
         self.sigma = {}
@@ -137,7 +155,11 @@ class NoiseSpectrumModel:
         w = self.weights
         rho = self._latent("rho", constraints.nonnegative)
         larmor = self._latent("larmor", constraints.real)
-        predicted = self.operator(rho, larmor)
+        if self.precise:
+            exact = self.operator(rho.to(torch.float64), larmor.to(torch.float64))
+            predicted = exact.to(rho.dtype)
+        else:
+            exact = predicted = self.operator(rho, larmor)
         if "normalized_noise_map" in self.sigma:
             pyro.sample("normalized_noise_map",
                         dist.Normal(normalized_noise_map(noise_map(predicted)),
@@ -147,7 +169,7 @@ class NoiseSpectrumModel:
                                                    self.sigma["total_power"]),
                         obs=self.total_obs)
         if "log_mse" in self.sigma:
-            pyro.sample("log_mse", dist.Normal(log_noise_map(predicted, self.log_eps),
+            pyro.sample("log_mse", dist.Normal(log_noise_map(exact, self.log_eps).to(rho.dtype),
                                                self.sigma["log_mse"])
                         .to_event(2), obs=self.log_map_obs)
         if "noise_map" in self.sigma:
@@ -158,14 +180,17 @@ class NoiseSpectrumModel:
         if w.direct_density > 0:
             pyro.factor("direct_density",
                         -w.direct_density * losses.direct_density_mse(rho, self.observed))
+        per = self.pixel_divisor
         if w.sparsity > 0:
-            pyro.factor("sparsity", -w.sparsity * losses.l1_norm(rho))
+            pyro.factor("sparsity", -w.sparsity * losses.l1_norm(rho) / per)
         if w.l1 > 0:
-            pyro.factor("l1", -w.l1 * losses.l1_norm(rho))
+            pyro.factor("l1", -w.l1 * losses.l1_norm(rho) / per)
         if w.l2 > 0:
-            pyro.factor("l2", -w.l2 * losses.l2_norm(rho))
+            pyro.factor("l2", -w.l2 * losses.l2_norm(rho) / per)
         if w.tv > 0:
-            pyro.factor("tv", -w.tv * losses.anisotropic_tv(rho))
+            pyro.factor("tv", -w.tv * losses.anisotropic_tv(rho) / per)
+        if w.energy > 0:
+            pyro.factor("energy", -w.energy * losses.energy_mismatch(predicted, self.observed))
         if w.spectrum_shape > 0:
             pyro.factor("spectrum_shape", -w.spectrum_shape * losses.spectrum_shape_mse(
                 predicted, self.observed, self.shape_weights))

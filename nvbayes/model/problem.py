@@ -10,6 +10,7 @@ import torch
 import xarray as xr
 
 from ..physics.geometry import coarsen
+from ..physics.noise_map import noise_map, sensor_noise_sigma
 from ..physics.operators import check_inversion_operator, make_operator
 
 
@@ -21,6 +22,9 @@ class InverseProblem:
     spectrum ``(B, n_freq, n, n)`` holds B measurements taken with the same geometry
     (:meth:`from_measurement` of a data set with a ``sample`` axis); :meth:`instance` picks
     one.
+
+    ``noise_sigma``, when known (the measurement's ``noise_sigma`` variable), is the sensor
+    noise σ of one readout in spectrum units: a number, or ``(B,)`` for a stack.
     """
 
     spectrum: np.ndarray
@@ -30,17 +34,21 @@ class InverseProblem:
     linewidth: float
     band: tuple[float, float]
     units: str = "normalized"
+    noise_sigma: "np.ndarray | float | None" = None
 
     @classmethod
     def from_measurement(cls, ds: xr.Dataset) -> "InverseProblem":
         """From a validated measurement; a ``sample`` dimension becomes the batch axis."""
         x = np.asarray(ds["x"].values, dtype=float)
         band = np.asarray(ds.attrs["larmor_band_ghz"], dtype=float).reshape(-1)
+        sigma = (np.asarray(ds["noise_sigma"].values, dtype=np.float64)
+                 if "noise_sigma" in ds.data_vars else None)
         return cls(spectrum=np.asarray(ds["spectrum"].values, dtype=np.float64),
                    freqs=np.asarray(ds["freq"].values, dtype=np.float64),
                    spacing=float(x[1] - x[0]), standoff=float(ds.attrs["standoff_nm"]),
                    linewidth=float(ds.attrs["linewidth_ghz"]),
-                   band=(float(band[0]), float(band[1])), units=str(ds.attrs["units"]))
+                   band=(float(band[0]), float(band[1])), units=str(ds.attrs["units"]),
+                   noise_sigma=sigma)
 
     @property
     def n(self) -> int:
@@ -55,7 +63,42 @@ class InverseProblem:
         """Measurement ``index`` of a stack, as a single problem."""
         if self.batch is None:
             raise ValueError("this problem holds a single spectrum")
-        return dataclasses.replace(self, spectrum=self.spectrum[index])
+        sigma = self.noise_sigma
+        if sigma is not None and np.ndim(sigma):
+            sigma = np.asarray(sigma)[index]
+        return dataclasses.replace(self, spectrum=self.spectrum[index], noise_sigma=sigma)
+
+    def sigma(self, dtype=torch.float64, device=None) -> torch.Tensor:
+        """σ of one readout, ``()`` or ``(B,)``: the measurement's own ``noise_sigma``, else
+        estimated from the spectrum (:func:`~nvbayes.physics.noise_map.sensor_noise_sigma`)."""
+        if self.noise_sigma is not None:
+            return torch.as_tensor(np.asarray(self.noise_sigma, dtype=np.float64), dtype=dtype,
+                                   device=device)
+        return sensor_noise_sigma(self.observed(dtype=torch.float64)).to(dtype=dtype,
+                                                                        device=device)
+
+    def unit_scale(self) -> np.ndarray:
+        """``c = max_r N_obs(r) / max_r N_unit(r)``, ``()`` or ``(B,)``: the observed noise-map
+        peak in units of the peak of one unit source at the window centre (F2, band-centre
+        ω_L).  ``S / c`` is the spectrum in units where a point source of weight 1 peaks at
+        about 1, whatever unit ``S`` was written in (c scales with S)."""
+        n = self.n
+        unit = np.zeros((n, n))
+        unit[n // 2, n // 2] = 1.0
+        with torch.no_grad():
+            rho = torch.from_numpy(unit)
+            centre = torch.full_like(rho, 0.5 * (self.band[0] + self.band[1]))
+            unit_peak = float(noise_map(self.operator("F2")(rho, centre)).max())
+            peak = noise_map(self.observed(dtype=torch.float64)).amax(dim=(-2, -1))
+        return (peak / unit_peak).numpy()
+
+    def rescaled(self, scale) -> "InverseProblem":
+        """The same problem with the spectrum (and σ) divided by ``scale`` (one per
+        measurement)."""
+        scale = np.asarray(scale, dtype=np.float64)
+        factor = scale.reshape(scale.shape + (1, 1, 1))
+        sigma = None if self.noise_sigma is None else np.asarray(self.noise_sigma) / scale
+        return dataclasses.replace(self, spectrum=self.spectrum / factor, noise_sigma=sigma)
 
     def observed(self, downsample: int = 1, dtype=torch.float32, device=None) -> torch.Tensor:
         """The spectrum, block-averaged by ``downsample``: ``(..., n_freq, n/d, n/d)``."""

@@ -40,18 +40,30 @@ def lorentzian(freqs: torch.Tensor, larmor: torch.Tensor, linewidth: float) -> t
     return linewidth**2 / (detuning * detuning + linewidth**2)
 
 
+#: Readout spans: ``wide`` = the band widened by γ on each side (nvbayes's default), ``band`` =
+#: the Larmor band itself (the paper's appendix E.1, read literally: "50 frequencies on
+#: [1.5, 2.5] GHz").
+READOUTS = ("wide", "band")
+
+
 def readout_frequencies(
     band: tuple[float, float] = LARMOR_BAND_GHZ,
     linewidth: float = LINEWIDTH_GHZ,
     n_freq: int = N_FREQ,
     dtype=torch.float64,
+    readout: str = "wide",
 ) -> torch.Tensor:
-    """``n_freq`` evenly spaced readout frequencies over ``[band_lo − γ, band_hi + γ]``."""
+    """``n_freq`` evenly spaced readout frequencies over ``[band_lo − γ, band_hi + γ]``
+    (``readout="wide"``) or over the band itself (``"band"``, the paper's E.1)."""
     check_spectral(band, linewidth)
+    if readout not in READOUTS:
+        raise ParameterError(f"unknown readout span {readout!r}",
+                             f"use one of {', '.join(READOUTS)}")
     if n_freq < 1:
         raise ParameterError(f"need at least one readout frequency, got {n_freq}",
                              "pass --freqs 1 or more (the paper uses 50)")
-    lo, hi = band[0] - linewidth, band[1] + linewidth
+    widen = linewidth if readout == "wide" else 0.0
+    lo, hi = band[0] - widen, band[1] + widen
     return torch.linspace(lo, hi, n_freq, dtype=dtype)
 
 

@@ -2,8 +2,9 @@
 
     N(r)  = Σ_ω S(ω, r)                  noise map
     N̂(r)  = N(r) / max_r' N(r')          max-normalized noise map
-    ℓ(r)  = log10(max(N̂(r), 0) + ε)      log map, ε = 1e-10
+    ℓ(r)  = log10(max(N̂(r), 0) + ε)      log map, ε = 1e-10 (the paper)
     D     = mean_r (ℓ_pred(r) − ℓ_obs(r))²
+    ε_σ   = σ √n_freq / max_r N_obs(r)    noise floor of N̂ (nvbayes's robust protocol)
 
 Sensor noise can push N below zero on background pixels, where the logarithm is undefined;
 the log map clamps N̂ at 0 first, so such pixels read ``log10 ε = −10``, the same floor the
@@ -30,17 +31,38 @@ def normalized_noise_map(noise: torch.Tensor) -> torch.Tensor:
     return noise / peak
 
 
-def log_map(normalized: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:
-    """``ℓ = log10(max(N̂, 0) + ε)``."""
+def log_map(normalized: torch.Tensor, eps: "float | torch.Tensor" = LOG_EPS) -> torch.Tensor:
+    """``ℓ = log10(max(N̂, 0) + ε)``; ``ε`` a number or one per map, ``(...)``."""
+    if isinstance(eps, torch.Tensor):
+        eps = eps.to(normalized).reshape(*eps.shape, 1, 1)
     return torch.log10(normalized.clamp(min=0.0) + eps)
 
 
-def log_noise_map(spectrum: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:
+def noise_floor(spectrum: torch.Tensor, sigma: "float | torch.Tensor",
+                minimum: float = LOG_EPS) -> torch.Tensor:
+    """``ε_σ = max(σ √n_freq / max_r N(r), minimum)``: the standard deviation of N̂ on a pixel
+    with no signal, ``(..., n_freq, ny, nx)`` and σ (one readout's noise, a number or
+    ``(...)``) → ``(...)``.
+
+    ``N = Σ_ω S`` sums n_freq independent readouts, so its noise is ``σ √n_freq``; below that
+    level N̂ is noise, and a log floor there stops noise-only pixels (about half of them read
+    N̂ ≤ 0) from sitting at ``log10 1e-10 = −10``.  Unit-free: σ and S share their unit.
+    ``minimum`` (default the paper's 1e-10) is the floor on noiseless data.
+    """
+    peak = noise_map(spectrum).amax(dim=(-2, -1))
+    sigma = torch.as_tensor(sigma, dtype=peak.dtype, device=peak.device)
+    floor = sigma * spectrum.shape[-3] ** 0.5 / peak
+    return floor.clamp(min=minimum)
+
+
+def log_noise_map(spectrum: torch.Tensor, eps: "float | torch.Tensor" = LOG_EPS
+                  ) -> torch.Tensor:
     """Spectrum straight to its log map ``ℓ``: ``(..., n_freq, ny, nx) → (..., ny, nx)``."""
     return log_map(normalized_noise_map(noise_map(spectrum)), eps)
 
 
-def log_mse(predicted: torch.Tensor, observed: torch.Tensor, eps: float = LOG_EPS) -> torch.Tensor:
+def log_mse(predicted: torch.Tensor, observed: torch.Tensor,
+            eps: "float | torch.Tensor" = LOG_EPS) -> torch.Tensor:
     """Data fidelity ``D``: pixel mean of the squared log-map difference of two spectra.
 
     ``(..., n_freq, ny, nx)`` × 2 → ``(...)``.  Invariant to a positive rescaling of either

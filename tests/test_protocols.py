@@ -1,0 +1,214 @@
+"""The two objective protocols (``paper`` and ``robust``, :mod:`nvbayes.spec`).
+
+The paper protocol is the paper's objective verbatim (ε = 1e-10, sums, F2 in float64 where ε is
+tiny); the robust protocol puts ε at the measurement's noise floor and divides the spectrum by
+a unit-free scale, so that no reconstruction depends on the unit the spectrum is written in.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from nvbayes import metrics
+from nvbayes.benchmark.ablation import deviation_name, deviation_variants
+from nvbayes.cli import main
+from nvbayes.errors import ParameterError
+from nvbayes.inference.map import fit_map, working_problem
+from nvbayes.inference.objective import stage_log_eps
+from nvbayes.io import read_measurement, write_netcdf
+from nvbayes.model.netmy import NoiseSpectrumModel
+from nvbayes.model.problem import InverseProblem
+from nvbayes.physics.geometry import Grid
+from nvbayes.physics.lorentzian import readout_frequencies
+from nvbayes.physics.noise_map import log_mse, noise_map
+from nvbayes.scenes import SimulationSettings, simulate
+from nvbayes.spec import (
+    NOISE_FLOOR,
+    NOISE_FLOOR_MIN,
+    LossWeights,
+    load_spec,
+    read_model_file,
+    resolve_protocol,
+    robust_deviations,
+)
+
+BASELINES = ("tikhonov", "admm", "lbfgs", "gsplat", "deepdecoder")
+GRID32 = SimulationSettings(grid=Grid(32))
+
+
+@pytest.fixture(scope="module")
+def noisy32():
+    return simulate("medium/far", 7, GRID32)
+
+
+# ------------------------------------------------------------------ resolving the protocols
+
+@pytest.mark.parametrize("name", ("netmy", "netmy-fast") + BASELINES)
+def test_paper_protocol_is_the_files_top_level_and_robust_its_listed_deviations(name):
+    paper, robust = load_spec(name, "paper"), load_spec(name, "robust")
+    assert paper.protocol == "paper" and robust.protocol == "robust"
+    assert paper.log_eps == 1e-10 and paper.reduction == "sum"      # Eq. 19, Eq. 3
+    assert robust.log_eps == NOISE_FLOOR
+    assert load_spec(name).protocol == "robust"                      # the default
+    data, _ = read_model_file(name)
+    # every difference between the two is a listed deviation
+    paper_d, robust_d = (resolve_protocol(data, p) for p in ("paper", "robust"))
+    listed = {path[0] for path in robust_deviations(data)}
+    changed = {k for k in set(paper_d) | set(robust_d)
+               if k not in ("protocol", "description") and paper_d.get(k) != robust_d.get(k)}
+    assert changed <= listed
+
+
+def test_a_resolved_spec_round_trips_through_its_file_and_refuses_the_other_protocol(tmp_path):
+    from nvbayes.io import toml_dumps
+
+    spec = load_spec("netmy-fast")
+    path = tmp_path / "resolved.toml"
+    path.write_text(toml_dumps(spec.to_dict()))
+    assert load_spec(path) == spec
+    with pytest.raises(ParameterError, match="robust protocol"):
+        load_spec(path, "paper")
+
+
+def test_deviation_ablation_reverts_one_setting_at_a_time():
+    variants = deviation_variants("netmy-fast")
+    assert {"paper", "robust", "-log_eps", "-stage2.log_mse"} <= set(variants)
+    robust = variants["robust"]
+    assert variants["-log_eps"].log_eps == 1e-10
+    assert variants["-stage2.log_mse"].stages[1].weights.log_mse == 0.5
+    assert variants["-stage2.log_mse"].field == robust.field
+    assert variants["-field.init"].field.init == "default"
+    assert deviation_name(("stages", 1, "anneal")) == "-stage2.anneal"
+
+
+# ------------------------------------------------------------------------- the noise floor
+
+def test_noise_floor_epsilon_equals_its_formula_on_a_file_with_known_sigma(noisy32):
+    problem = InverseProblem.from_measurement(noisy32)
+    sigma = float(noisy32["noise_sigma"])
+    spec = load_spec("netmy-fast")
+    for d in (1, 2):
+        observed = problem.observed(d, dtype=torch.float64)
+        expected = (sigma / d) * math.sqrt(observed.shape[-3]) / float(noise_map(observed).max())
+        assert expected > NOISE_FLOOR_MIN
+        assert float(stage_log_eps(spec, problem, d)) == pytest.approx(expected, rel=1e-12)
+
+
+def test_noise_floor_without_sigma_is_estimated_from_the_spectrum(noisy32):
+    known = InverseProblem.from_measurement(noisy32)
+    estimated = dataclasses.replace(known, noise_sigma=None)
+    spec = load_spec("tikhonov")
+    assert float(stage_log_eps(spec, estimated)) == pytest.approx(
+        float(stage_log_eps(spec, known)), rel=0.05)
+
+
+def test_noise_floor_is_unit_free_and_floored_on_clean_data(noisy32):
+    problem = InverseProblem.from_measurement(noisy32)
+    spec = load_spec("lbfgs")
+    scaled = problem.rescaled(1e-7)
+    assert float(stage_log_eps(spec, scaled)) == pytest.approx(
+        float(stage_log_eps(spec, problem)), rel=1e-12)
+    clean = InverseProblem.from_measurement(simulate("medium/far", 7, dataclasses.replace(
+        GRID32, noise=0.0)))
+    assert float(stage_log_eps(spec, clean)) == NOISE_FLOOR_MIN
+    assert stage_log_eps(load_spec("lbfgs", "paper"), problem) == 1e-10
+
+
+# ------------------------------------------------------------- float64 where ε is tiny
+
+def test_paper_protocol_evaluates_f2_in_float64_where_epsilon_is_tiny():
+    """With ε = 1e-10 a float32 field still gets D as computed in float64 (the float32
+    convolution's round-off, about 1e-7 of the peak, would set every dim pixel's log)."""
+    ds = simulate("few/far", 3, dataclasses.replace(GRID32, noise=0.0))
+    problem = InverseProblem.from_measurement(ds)
+    rho = torch.as_tensor(ds["rho_true"].values) + 1e-6
+    larmor = torch.as_tensor(ds["larmor_true"].values)
+    weights = LossWeights(log_mse=1.0)
+    observed32 = problem.observed(dtype=torch.float32)
+    model = NoiseSpectrumModel(problem.operator("F2"), observed32, weights, 1e-10)
+    assert model.precise
+    import pyro.poutine as poutine
+
+    conditioned = poutine.condition(model, data={"rho": rho.float(), "larmor": larmor.float()})
+    trace = poutine.trace(conditioned).get_trace()
+    trace.compute_log_prob()
+    d_model = float(model.loss_terms(trace)["log_mse"]) / (model.sigma["log_mse"] ** -2 / 2)
+    reference = float(log_mse(problem.operator("F2")(rho.float().double(), larmor),
+                              observed32.double(), 1e-10))
+    float32 = float(log_mse(problem.operator("F2")(rho.float(), larmor.float()), observed32,
+                            1e-10))
+    assert d_model == pytest.approx(reference, rel=1e-5)
+    assert abs(float32 - reference) > 100 * abs(d_model - reference)
+    assert not NoiseSpectrumModel(problem.operator("F2"), observed32, weights, 3e-3).precise
+
+
+# ------------------------------------------------------------------------ unit invariance
+
+def short(name: str, steps: int, protocol: str = "robust"):
+    spec = load_spec(name, protocol)
+    return dataclasses.replace(spec, stages=tuple(dataclasses.replace(s, steps=steps)
+                                                  for s in spec.stages))
+
+
+UNIT_MODELS = {"netmy-fast": 40, "tikhonov": 60, "admm": 4, "lbfgs": 8, "gsplat": 60,
+               "deepdecoder": 40}
+
+
+@pytest.mark.parametrize("name", sorted(UNIT_MODELS))
+@pytest.mark.parametrize("operator", ("F1", "F2"))
+def test_every_method_is_unit_invariant_under_the_robust_protocol(name, operator, noisy32):
+    """The measurement × 1e-6 and × 1e6 gives the reconstruction × that factor (F2, linear)
+    or its square root (F1), to 1e-4 in float64, and the same Larmor map."""
+    problem = InverseProblem.from_measurement(noisy32)
+    spec = short(name, UNIT_MODELS[name])
+    base = fit_map(problem, spec, operator, seed=1, show=False, dtype=torch.float64)
+    power = 1.0 if operator == "F2" else 0.5
+    for factor in (1e-6, 1e6):
+        scaled = fit_map(problem.rescaled(1.0 / factor), spec, operator, seed=1, show=False,
+                         dtype=torch.float64)
+        expected = base.rho * factor ** power
+        assert np.abs(scaled.rho - expected).max() <= 1e-4 * np.abs(expected).max()
+        assert np.abs(scaled.larmor - base.larmor).max() <= 1e-4
+
+
+def test_working_problem_is_in_unit_source_units(noisy32):
+    """After the unit scale a point source of weight 1 peaks at 1: the scale of a scene whose
+    brightest pixel is one isolated unit source is 1."""
+    problem = InverseProblem.from_measurement(noisy32)
+    work = working_problem(problem, load_spec("tikhonov"))
+    assert float(work.unit_scale()) == pytest.approx(1.0, rel=1e-12)
+    assert working_problem(problem, load_spec("tikhonov", "paper")) is problem
+
+
+# ------------------------------------------------------------------- readout, CLI, protocol
+
+def test_paper_readout_spans_the_larmor_band():
+    band = readout_frequencies((1.5, 2.5), 0.5, 50, readout="band")
+    assert float(band[0]) == 1.5 and float(band[-1]) == 2.5 and band.numel() == 50
+    wide = readout_frequencies((1.5, 2.5), 0.5, 50)
+    assert float(wide[0]) == 1.0 and float(wide[-1]) == 3.0
+
+
+def test_cli_simulate_readout_band_and_fit_protocol(tmp_path, capsys):
+    data = tmp_path / "d.nc"
+    assert main(["simulate", "--scene", "few/far", "--seed", "1", "--grid", "32",
+                 "--readout", "band", "--out", str(data)]) == 0
+    ds = read_measurement(data)
+    assert float(ds["freq"].min()) == 1.5 and float(ds["freq"].max()) == 2.5
+    assert float(ds["noise_sigma"]) > 0
+    spec = tmp_path / "tiny.toml"
+    text = (tmp_path / "tiny.toml")
+    from nvbayes.io import toml_dumps
+
+    tiny = short("lbfgs", 3, "paper")
+    text.write_text(toml_dumps({k: v for k, v in tiny.to_dict().items() if k != "protocol"}))
+    for protocol in ("paper", "robust"):
+        out = tmp_path / protocol
+        assert main(["fit", str(data), "--model", str(spec), "--protocol", protocol,
+                     "--out", str(out)]) == 0
+        assert f'protocol = "{protocol}"' in (out / "config.toml").read_text()
+    assert main(["fit", str(data), "--model", "lbfgs", "--protocol", "exact"]) == 2
+    assert "invalid choice" in capsys.readouterr().err
