@@ -212,3 +212,57 @@ def test_cli_simulate_readout_band_and_fit_protocol(tmp_path, capsys):
         assert f'protocol = "{protocol}"' in (out / "config.toml").read_text()
     assert main(["fit", str(data), "--model", "lbfgs", "--protocol", "exact"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ the paper's centre collapse
+
+@pytest.fixture(scope="module")
+def clean_off_centre():
+    """A noiseless medium/far 32² scene read out on the paper's band, no source in the centre
+    disk (seed 5)."""
+    ds = simulate("medium/far", 5, dataclasses.replace(GRID32, noise=0.0, readout="band"))
+    assert metrics.centre_mass_ratio(ds["rho_true"].values) == 0.0
+    return InverseProblem.from_measurement(ds)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ("tikhonov", "admm"))
+def test_paper_protocol_free_densities_collapse_to_the_centre_under_f2_only(name,
+                                                                           clean_off_centre):
+    """Section 5.3 with the paper's own objective (ε = 1e-10, its weights and budgets): more
+    than half of the mass in the centre disk under F2, less than a tenth under F1."""
+    spec = load_spec(name, "paper")
+    f2 = fit_map(clean_off_centre, spec, "F2", show=False)
+    f1 = fit_map(clean_off_centre, spec, "F1", show=False)
+    assert metrics.centre_mass_ratio(f2.rho) > 0.5
+    assert metrics.centre_mass_ratio(f1.rho) < 0.1
+
+
+# ------------------------------------------------------------------- NeTMY keeps dim sources
+
+def four_sources(seed: int = 11):
+    """Four sources on a 32² grid (F3, 1 % noise), amplitudes 0.5 … 1 so that two are dim,
+    the nearest pair 5 pixels (5 z0) apart."""
+    from nvbayes.io import measurement_dataset
+    from nvbayes.scenes import Scene, add_sensor_noise, sensor_sigma, simulate_spectrum
+
+    settings = GRID32
+    positions = np.array([[8, 9], [9, 22], [21, 13], [23, 24]])
+    amplitudes = np.array([1.0, 0.5, 0.75, 0.55])
+    larmor = np.array([1.7, 2.3, 2.0, 2.4])
+    scene = Scene(settings.grid, "medium/far", positions, amplitudes, larmor)
+    clean = simulate_spectrum(scene, "F3", settings.linewidth, settings.freqs())
+    rng = np.random.default_rng(seed)
+    return measurement_dataset(
+        add_sensor_noise(clean, 0.01, rng), settings.freqs().numpy(), settings.grid.coords,
+        standoff_nm=settings.grid.standoff, linewidth_ghz=settings.linewidth,
+        larmor_band_ghz=settings.band, operator="F3", noise=0.01, units="normalized",
+        rho_true=scene.density(), larmor_true=scene.larmor_field(), scene_class="medium/far",
+        seed=seed, noise_sigma=sensor_sigma(clean, 0.01))
+
+
+def test_netmy_fast_robust_finds_every_source_of_a_four_source_scene():
+    ds = four_sources()
+    result = fit_map(InverseProblem.from_measurement(ds), load_spec("netmy-fast"), "F2",
+                     seed=0, show=False)
+    assert metrics.hungarian_f1(result.rho, ds["rho_true"].values) == 1.0

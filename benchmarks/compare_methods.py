@@ -1,0 +1,91 @@
+"""Methods of one or more benchmark folders side by side, with paired differences.
+
+    .venv/bin/python benchmarks/compare_methods.py runs/deviations-held32 [more folders] \\
+        --operator F2 --reference robust [--out runs/table.md]
+
+Each metric is first averaged over the fit seeds of a sample; the table gives the mean over
+samples with a 95 % t-interval over samples (the scene-to-scene spread, which dominates), and,
+for every method, the mean paired difference to ``--reference`` on the samples both finished,
+with its own 95 % interval (a difference whose interval excludes 0 is a measured one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from scipy import stats
+
+METRICS = ("hungarian_f1", "swd", "gmsd", "larmor_mae", "runtime_s")
+
+
+def interval(values: np.ndarray) -> tuple[float, float, int]:
+    """``(mean, half width of the 95 % t-interval, count)`` of the finite values."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan, 0
+    half = (float(stats.t.ppf(0.975, values.size - 1) * values.std(ddof=1)
+                  / math.sqrt(values.size)) if values.size > 1 else math.nan)
+    return float(values.mean()), half, int(values.size)
+
+
+def per_sample(results: xr.Dataset, method: str, operator: str, metric: str) -> np.ndarray:
+    """``(sample,)``: the metric averaged over the seeds each sample finished."""
+    values = results[metric].sel(method=method, operator=operator)
+    return values.mean("seed", skipna=True).values
+
+
+def table(folders: list[Path], operator: str, reference: "str | None") -> str:
+    columns: dict[str, dict[str, np.ndarray]] = {}
+    seeds: dict[str, int] = {}
+    for folder in folders:
+        results = xr.open_dataset(folder / "results.nc")
+        if operator not in results["operator"].values:
+            continue
+        for method in results["method"].values.tolist():
+            done = np.isfinite(results["hungarian_f1"].sel(method=method, operator=operator))
+            seeds[method] = int(done.any("sample").sum())
+            columns[method] = {m: per_sample(results, method, operator, m) for m in METRICS
+                               if m in results}
+    lines = [f"Inversion under {operator}; mean ± 95 % interval over samples (each the mean "
+             "over its seeds)" + (f"; Δ = paired difference to `{reference}`" if reference
+                                  else "") + ".", "",
+             "| method | samples × seeds | " + " | ".join(METRICS) +
+             (" | Δ hungarian_f1 | Δ swd |" if reference else " |"),
+             "| --- | --- | " + " | ".join("---" for _ in METRICS) +
+             (" | --- | --- |" if reference else " |")]
+    for method, values in columns.items():
+        cells = []
+        count = 0
+        for metric in METRICS:
+            mean, half, n = interval(values.get(metric, np.array([])))
+            count = max(count, n)
+            cells.append(f"{mean:.3g} ± {half:.2g}")
+        row = f"| {method} | {count} × {seeds[method]} | " + " | ".join(cells)
+        if reference:
+            for metric in ("hungarian_f1", "swd"):
+                diff = values[metric] - columns[reference][metric]
+                mean, half, _ = interval(diff)
+                row += f" | {mean:+.3f} ± {half:.3f}"
+        lines.append(row + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", type=Path, nargs="+", help="benchmark folders")
+    parser.add_argument("--operator", default="F2")
+    parser.add_argument("--reference", help="method the paired differences are taken to")
+    parser.add_argument("--out", type=Path, help="also write the table here")
+    args = parser.parse_args(argv)
+    text = table(args.folders, args.operator, args.reference)
+    print(text)
+    if args.out is not None:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
