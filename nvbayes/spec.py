@@ -426,7 +426,7 @@ def resolve_protocol(data: dict, protocol: "str | None" = None, where: str = "mo
                              "list at most one [[robust.stages]] per stage")
     merged = _merged(data, robust)
     merged["stages"] = [_merged(stage, update) for stage, update in
-                        zip(data.get("stages", []), stages)] + \
+                        zip(data.get("stages", [])[:len(stages)], stages, strict=True)] + \
         list(data.get("stages", []))[len(stages):]
     for key, value in ROBUST_DEFAULTS.items():
         if key not in robust:

@@ -18,7 +18,7 @@ from nvbayes.cli import main
 from nvbayes.errors import ParameterError
 from nvbayes.inference.map import fit_map, working_problem
 from nvbayes.inference.objective import stage_log_eps
-from nvbayes.io import read_measurement, write_netcdf
+from nvbayes.io import read_measurement
 from nvbayes.model.netmy import NoiseSpectrumModel
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.geometry import Grid

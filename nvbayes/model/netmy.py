@@ -16,14 +16,14 @@ Latent sites ``rho`` (ρ ≥ 0) and ``larmor`` (ω_L, GHz), both ``(ny, nx)`` wi
   its constant;
 * ``tv``, ``direct_density``, ``spectrum_shape``, ``energy``: ``pyro.factor`` terms.
 
-A weight of 0 removes its site.  ``reduction="mean"`` (the robust protocol) divides ``‖ρ‖₁``,
-``‖ρ‖₂²`` and TV by the pixel count, so that their pull does not grow with the grid while the
-data terms (pixel means) do not.
-
-Where ε < 1e-6 (the paper's 1e-10), the operator and the log map are evaluated in float64
-whatever the field's dtype: float32 round-off of the convolution is about 1e-7 of the peak,
-far above such an ε, and would set the log target of every dim pixel.  The terms are in :mod:`nvbayes.model.losses`; the operator is
+A weight of 0 removes its site.  The terms are in :mod:`nvbayes.model.losses`; the operator is
 any :class:`nvbayes.physics.ForwardOperator` (F1 or F2 for inversion).
+
+``reduction="mean"`` divides ``‖ρ‖₁``, ``‖ρ‖₂²`` and TV by the pixel count, so that their pull
+does not grow with the grid while the data terms (pixel means) do not.  Where ε < 1e-6 (the
+paper's 1e-10), the operator and the log map are evaluated in float64 whatever the field's
+dtype: float32 round-off of the convolution is about 1e-7 of the peak, far above such an ε,
+and would set the log target of every dim pixel.
 
 Calibrated likelihood (``noise_sigma`` given, for posterior inference): the paper's σ_D and
 σ_N follow from loss weights, not from the measurement, so they set a MAP objective but not

@@ -41,7 +41,8 @@ __all__ = [
     "MU0_OVER_4PI", "N_FREQ", "OPERATORS", "SPACING_NM", "STANDOFF_NM", "Z_AXIS",
     "DirectOperator", "ForwardOperator", "Grid", "ScalarOperator", "TensorOperator", "Units",
     "green_tensor", "in_kernel_chi", "kernel_spectrum", "kernel_table", "larmor_spread",
-    "log_map", "log_mse", "log_noise_map", "lorentzian", "make_operator", "noise_floor", "noise_map",
+    "log_map", "log_mse", "log_noise_map", "lorentzian", "make_operator", "noise_floor",
+    "noise_map",
     "normalized_noise_map", "nv_field_kernel", "power_kernel", "power_kernel_closed_form",
     "readout_frequencies", "relative_error", "scalar_kernel",
 ]
