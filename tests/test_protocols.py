@@ -290,3 +290,12 @@ def test_netmy_fast_robust_finds_every_source_of_a_four_source_scene():
     result = fit_map(InverseProblem.from_measurement(ds), load_spec("netmy-fast"), "F2",
                      seed=0, show=False)
     assert metrics.hungarian_f1(result.rho, ds["rho_true"].values) == 1.0
+
+
+def test_a_spectrum_without_positive_power_is_refused_by_the_unit_scale(noisy32):
+    from nvbayes.errors import MeasurementError
+
+    problem = InverseProblem.from_measurement(noisy32)
+    negative = dataclasses.replace(problem, spectrum=-np.abs(problem.spectrum))
+    with pytest.raises(MeasurementError, match="no positive pixel"):
+        negative.unit_scale()

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..errors import MeasurementError
 from ..physics.geometry import coarsen
 from ..physics.noise_map import noise_map, sensor_noise_sigma
 from ..physics.operators import check_inversion_operator, make_operator
@@ -90,6 +91,9 @@ class InverseProblem:
             centre = torch.full_like(rho, 0.5 * (self.band[0] + self.band[1]))
             unit_peak = float(noise_map(self.operator("F2")(rho, centre)).max())
             peak = noise_map(self.observed(dtype=torch.float64)).amax(dim=(-2, -1))
+        if not bool((peak > 0).all()):
+            raise MeasurementError("the spectrum's noise map has no positive pixel",
+                                   "check the measurement's baseline (noise spectra are >= 0)")
         return (peak / unit_peak).numpy()
 
     def rescaled(self, scale) -> "InverseProblem":
