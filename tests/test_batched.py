@@ -25,8 +25,9 @@ SCENES = (("few/far", 1), ("medium/medium", 2), ("many/close", 3))
 
 
 def tiny_spec(steps=40, window=0, rel_tol=1e-3, grad_clip=1.0):
-    """netmy-fast's objective and curriculum on a narrow field and short stages."""
-    spec = load_spec("netmy-fast")
+    """netmy-fast's objective and curriculum (the paper protocol) on a narrow field and short
+    stages."""
+    spec = load_spec("netmy-fast", "paper")
     return dataclasses.replace(
         spec, field=dataclasses.replace(spec.field, width=16, octaves=6),
         optimizer=dataclasses.replace(spec.optimizer, grad_clip=grad_clip),

@@ -167,7 +167,7 @@ def test_schedules_follow_table_6():
     assert math.isclose(cosine_lr(1500, 3000, 1e-3, 0.01), 1e-3 * (0.01 + 0.99 * 0.5))
     assert annealing_progress(2999, 3000, 12) == 12.0
     assert annealing_progress(0, 3000, 12) == 12 / 3000
-    spec = load_spec("netmy")
+    spec = load_spec("netmy", "paper")
     assert [(s.downsample, s.steps, s.lr) for s in spec.stages] == [(2, 3000, 1e-3),
                                                                    (1, 7000, 5e-4)]
     w1, w2 = (s.weights for s in spec.stages)
