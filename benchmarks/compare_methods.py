@@ -34,7 +34,7 @@ def interval(values: np.ndarray) -> tuple[float, float, int]:
 
 def per_sample(results: xr.Dataset, method: str, operator: str, metric: str) -> np.ndarray:
     """``(sample,)``: the metric averaged over the seeds each sample finished."""
-    values = results[metric].sel(method=method, operator=operator)
+    values = results[metric].sel({"method": method, "operator": operator})
     return values.mean("seed", skipna=True).values
 
 
@@ -46,7 +46,7 @@ def table(folders: list[Path], operator: str, reference: "str | None") -> str:
         if operator not in results["operator"].values:
             continue
         for method in results["method"].values.tolist():
-            done = np.isfinite(results["hungarian_f1"].sel(method=method, operator=operator))
+            done = np.isfinite(results["hungarian_f1"].sel({"method": method, "operator": operator}))
             seeds[method] = int(done.any("sample").sum())
             columns[method] = {m: per_sample(results, method, operator, m) for m in METRICS
                                if m in results}
