@@ -14,6 +14,7 @@ import torch
 
 from nvbayes.fields import pixel_coordinates
 from nvbayes.inference.map import FieldGuide, build_field, traced_objective
+from nvbayes.inference.objective import stage_log_eps
 from nvbayes.model.netmy import NoiseSpectrumModel
 from nvbayes.model.problem import InverseProblem
 from nvbayes.scenes import simulate
@@ -25,7 +26,9 @@ def step_times(spec, problem, stage, steps: int, repeats: int) -> list[float]:
     torch.manual_seed(0)
     net = build_field(spec, problem)
     model = NoiseSpectrumModel(problem.operator("F2", stage.downsample),
-                               problem.observed(stage.downsample), stage.weights, spec.log_eps)
+                               problem.observed(stage.downsample), stage.weights,
+                               stage_log_eps(spec, problem, stage.downsample),
+                               reduction=spec.reduction)
     guide = FieldGuide(net, pixel_coordinates(problem.n // stage.downsample))
     opt = torch.optim.AdamW(net.parameters(), lr=stage.lr, weight_decay=1e-4)
 
