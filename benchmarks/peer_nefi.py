@@ -70,7 +70,7 @@ def fit(args) -> None:
     from nefi.instances.nv_relaxometry import NVRelaxometry
 
     torch.set_num_threads(args.threads)
-    for path in sorted(args.folder.glob("sample*.npz")):
+    for path in sorted(args.folder.glob("sample????.npz")):      # the exports, not the fits
         out = args.folder / f"{path.stem}-nefi-{args.preset}-seed{args.seed}.npz"
         if out.exists():
             continue
