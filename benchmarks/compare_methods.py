@@ -46,7 +46,8 @@ def table(folders: list[Path], operator: str, reference: "str | None") -> str:
         if operator not in results["operator"].values:
             continue
         for method in results["method"].values.tolist():
-            done = np.isfinite(results["hungarian_f1"].sel({"method": method, "operator": operator}))
+            where = {"method": method, "operator": operator}
+            done = np.isfinite(results["hungarian_f1"].sel(where))
             seeds[method] = int(done.any("sample").sum())
             columns[method] = {m: per_sample(results, method, operator, m) for m in METRICS
                                if m in results}
