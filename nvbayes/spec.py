@@ -28,6 +28,7 @@ deviations are listed beside them.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,6 @@ from .errors import ParameterError
 #: The two objectives (see the module docstring).
 PROTOCOLS = ("paper", "robust")
 DEFAULT_PROTOCOL = "robust"
-#: The paper's ε in D (appendix B.1).
-LOG_EPS_PAPER = 1e-10
 #: ``log_eps`` value that selects the noise floor of the measurement.
 NOISE_FLOOR = "noise_floor"
 #: The least ε of the noise floor: below 1e-3 of the peak, N̂ of a noiseless measurement is
@@ -546,19 +545,14 @@ def _lookup(table, path, default=None):
 
 def without_deviation(data: dict, path: tuple, where: str = "model") -> ModelSpec:
     """The robust specification of a model file with the setting at ``path`` put back to its
-    paper value (its class default where the paper's table does not name it)."""
-    import copy
-
+    paper value (its class default where the paper's table does not name it, which for
+    ``log_eps`` and ``reduction`` is the paper's 1e-10 and ``sum``)."""
     paper = resolve_protocol(data, "paper", where)
     robust = copy.deepcopy(resolve_protocol(data, "robust", where))
     value = _lookup(paper, path)
     parent = _lookup(robust, path[:-1])
     if value is None:
         parent.pop(path[-1], None)
-        if path == ("reduction",):
-            parent["reduction"] = "sum"
-        if path == ("log_eps",):
-            parent["log_eps"] = LOG_EPS_PAPER
     else:
         parent[path[-1]] = value
     return spec_from_dict(robust, where)
