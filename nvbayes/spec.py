@@ -120,6 +120,7 @@ class NeuralFieldSpec:
     kind: str = "neural"
     octaves: int = 12
     base: float = 2.0
+    directions: int = 2        # Fourier projection directions; the paper's: the two axes
     width: int = 320
     depth: int = 6
     skip_layer: int = 3
@@ -142,6 +143,9 @@ class NeuralFieldSpec:
         if not 0 <= self.support_threshold < 1:
             raise ParameterError(f"support_threshold = {self.support_threshold}",
                                  "use a fraction of the peak in [0, 1)")
+        if not (isinstance(self.directions, int) and self.directions >= 2):
+            raise ParameterError(f"field directions = {self.directions!r}",
+                                 "use an integer >= 2 (2: the paper's two axes)")
         if self.depth < 2 or self.width < 1 or self.octaves < 0:
             raise ParameterError(f"field depth {self.depth}, width {self.width}, octaves "
                                  f"{self.octaves}", "use depth >= 2, width >= 1, octaves >= 0")

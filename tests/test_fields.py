@@ -79,6 +79,42 @@ def test_encoding_at_beta_0_is_the_raw_coordinates_and_at_k_the_full_fourier_bas
     torch.testing.assert_close(full[0, 8:], torch.tensor(expected_cos, dtype=torch.float64))
 
 
+
+@pytest.mark.parametrize("directions", [3, 4, 6])
+def test_directional_encoding_turns_with_the_plane(directions):
+    """Rotating the point by π/M about the centre shifts the M projection directions by one;
+    the first takes the last one's features with the projection negated (sin flips, cos
+    stays).  M = 2 is the paper's axis encoding, with width 2 + 2·M·K."""
+    k = 3
+    enc = AnnealedFourierFeatures(octaves=k, directions=directions).double()
+    assert enc.out_features == 2 + 2 * directions * k
+    alpha = math.pi / directions
+    y, x = 0.31, -0.57
+    rotated = torch.tensor([[x * math.sin(alpha) + y * math.cos(alpha),
+                             x * math.cos(alpha) - y * math.sin(alpha)]], dtype=torch.float64)
+    point = torch.tensor([[y, x]], dtype=torch.float64)
+    n = directions * k
+    sin, cos = (f.reshape(directions, k) for f in enc(point, float(k))[0, 2:].split(n))
+    sin_r, cos_r = (f.reshape(directions, k) for f in enc(rotated, float(k))[0, 2:].split(n))
+    torch.testing.assert_close(sin_r[1:], sin[:-1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(cos_r[1:], cos[:-1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(sin_r[0], -sin[-1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(cos_r[0], cos[-1], rtol=0, atol=1e-12)
+    # the axes are among the directions when M is even: θ = 0 is x, θ = π/2 is y
+    if directions % 2 == 0:
+        paper = AnnealedFourierFeatures(octaves=k).double()(point, float(k))[0, 2:]
+        axis_sin = paper[:2 * k].reshape(2, k)                    # rows (y, x)
+        torch.testing.assert_close(sin[0], axis_sin[1], rtol=0, atol=1e-12)
+        torch.testing.assert_close(sin[directions // 2], axis_sin[0], rtol=0, atol=1e-12)
+
+
+def test_directional_field_keeps_its_shapes_and_refuses_one_direction():
+    field = NeuralField(BAND, width=16, depth=4, directions=4).double()
+    rho, larmor = field(pixel_coordinates(8, dtype=torch.float64), 2.0)
+    assert rho.shape == larmor.shape == (8, 8)
+    with pytest.raises(ValueError, match="directions"):
+        AnnealedFourierFeatures(octaves=3, directions=1)
+
 def test_density_head_is_a_gated_softplus():
     h = torch.tensor([-3.0, 0.0, 2.0], dtype=torch.float64)
     g = torch.tensor([10.0, 0.0, -40.0], dtype=torch.float64)

@@ -7,6 +7,14 @@ For a coordinate ``x ∈ [−1, 1]²`` and progress ``β ∈ [0, K]``::
 
 so at ``β = 0`` only the raw coordinates pass, and at ``β = K`` every octave is fully on.
 The encoded width is ``2 + 2·2·K`` (50 for the paper's ``K = 12``).
+
+``directions = M`` (the paper: 2, the two axes) projects the coordinate on ``M`` unit vectors
+``u_m = (sin θ_m, cos θ_m)`` at ``θ_m = m·π/M`` before the sines and cosines,
+``γ_β(x) = (x, {w_k sin(2^k π u_m·x), w_k cos(2^k π u_m·x)}_{k,m})``, width ``2 + 2·M·K``.
+With the two axes alone the first layer's pre-activation is a sum of a function of ``y``
+and one of ``x``, so an under-trained field is nearly separable and writes a source as a
+row and a column (ghosts at every crossing); diagonal directions break that symmetry.
+``M = 2`` is exactly the paper's encoding (the two axes, in its ``(y, x)`` order).
 """
 
 from __future__ import annotations
@@ -43,27 +51,38 @@ class AnnealedFourierFeatures(nn.Module):
     ----------
     octaves : K, the number of frequency bands (paper: 12).
     base : ratio between successive bands (paper: 2).
+    directions : M ≥ 2, the projection directions (paper: 2, the axes).
     """
 
-    def __init__(self, octaves: int = 12, base: float = 2.0):
+    def __init__(self, octaves: int = 12, base: float = 2.0, directions: int = 2):
         super().__init__()
         if octaves < 0:
             raise ValueError(f"octaves must be >= 0, got {octaves}")
+        if directions < 2:
+            raise ValueError(f"directions must be >= 2, got {directions}")
         self.octaves = int(octaves)
         self.base = float(base)
+        self.directions = int(directions)
         self.frequencies = tuple(math.pi * self.base ** k for k in range(self.octaves))
+        theta = torch.arange(self.directions, dtype=torch.float64) * (math.pi / self.directions)
+        # rows (sin θ, cos θ) act on (y, x): θ = 0 is x, θ = π/2 is y
+        axes = torch.stack([torch.sin(theta), torch.cos(theta)], dim=-1)
+        if self.directions == 2:
+            axes = torch.eye(2, dtype=torch.float64)                  # (y, x) exactly
+        self.register_buffer("axes", axes, persistent=False)          # (M, 2)
 
     @property
     def out_features(self) -> int:
-        return 2 + 4 * self.octaves
+        return 2 + 2 * self.directions * self.octaves
 
     def forward(self, coords: torch.Tensor, beta: "float | torch.Tensor") -> torch.Tensor:
         """``β`` a number, or a tensor whose shape (with a trailing axis for K) broadcasts
         against ``coords``'s leading axes."""
         weights = annealing_weights(beta, self.octaves).to(coords)            # (K,)
         freqs = torch.tensor(self.frequencies, dtype=coords.dtype, device=coords.device)
-        phase = coords.unsqueeze(-1) * freqs                                  # (..., 2, K)
-        sin = (torch.sin(phase) * weights).flatten(-2)                        # (..., 2K)
+        projected = coords if self.directions == 2 else coords @ self.axes.to(coords).T
+        phase = projected.unsqueeze(-1) * freqs                               # (..., M, K)
+        sin = (torch.sin(phase) * weights).flatten(-2)                        # (..., MK)
         cos = (torch.cos(phase) * weights).flatten(-2)
         coords = coords.expand(*sin.shape[:-1], coords.shape[-1])           # β may add axes
         return torch.cat([coords, sin, cos], dim=-1)

@@ -75,7 +75,8 @@ class NeuralField(nn.Module):
     Parameters
     ----------
     band : Larmor band ``(ω_min, ω_max)`` in GHz.
-    octaves, base : the Fourier encoding (K and its ratio).
+    octaves, base, directions : the Fourier encoding (K, its ratio and the number of
+        projection directions; the paper's are the two axes).
     width, depth : hidden width; number of linear layers, read-out included (≥ 2).
     skip_layer : 1-based index of the layer whose input gets the encoding again
         (0 or 1 disables the skip).
@@ -98,7 +99,7 @@ class NeuralField(nn.Module):
     """
 
     def __init__(self, band: tuple[float, float], octaves: int = 12, base: float = 2.0,
-                 width: int = 320, depth: int = 6, skip_layer: int = 3,
+                 directions: int = 2, width: int = 320, depth: int = 6, skip_layer: int = 3,
                  support_threshold: float = SUPPORT_THRESHOLD, off_support: str = "zero",
                  annealed: bool = True, gate: bool = True, instances: "int | None" = None,
                  precision: str = "fp32", scales: bool = False, init: str = "default",
@@ -127,7 +128,7 @@ class NeuralField(nn.Module):
         self.band = (float(band[0]), float(band[1]))
         self.support_threshold = float(support_threshold)
         self.skip_layer = int(skip_layer)
-        self.encoding = AnnealedFourierFeatures(octaves, base)
+        self.encoding = AnnealedFourierFeatures(octaves, base, directions)
         enc = self.encoding.out_features
         layers = []
         for i in range(1, depth):

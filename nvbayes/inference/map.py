@@ -102,7 +102,8 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
     apply to the neural field."""
     f = spec.field
     if f.kind == "neural":
-        return NeuralField(problem.band, octaves=f.octaves, base=f.base, width=f.width,
+        return NeuralField(problem.band, octaves=f.octaves, base=f.base,
+                           directions=f.directions, width=f.width,
                            depth=f.depth, skip_layer=f.skip_layer,
                            support_threshold=f.support_threshold, off_support=f.off_support,
                            annealed=f.annealed, gate=f.gate, instances=instances,
