@@ -3,6 +3,9 @@
     .venv/bin/python benchmarks/compare_methods.py runs/deviations-held32 [more folders] \\
         --operator F2 --reference robust [--out runs/table.md]
 
+A method name that appears in more than one folder is labelled with its folder after the
+first, e.g. ``netmy (held32-dir4)``, for ``--reference`` as well.
+
 Each metric is first averaged over the fit seeds of a sample; the table gives the mean over
 samples with a 95 % t-interval over samples (the scene-to-scene spread, which dominates), and,
 for every method, the mean paired difference to ``--reference`` on the samples both finished,
@@ -48,9 +51,11 @@ def table(folders: list[Path], operator: str, reference: "str | None") -> str:
         for method in results["method"].values.tolist():
             where = {"method": method, "operator": operator}
             done = np.isfinite(results["hungarian_f1"].sel(where))
-            seeds[method] = int(done.any("sample").sum())
-            columns[method] = {m: per_sample(results, method, operator, m) for m in METRICS
-                               if m in results}
+            # a name met in an earlier folder is labelled with its folder
+            label = f"{method} ({folder.name})" if method in columns else method
+            seeds[label] = int(done.any("sample").sum())
+            columns[label] = {m: per_sample(results, method, operator, m) for m in METRICS
+                              if m in results}
     lines = [f"Inversion under {operator}; mean ± 95 % interval over samples (each the mean "
              "over its seeds)" + (f"; Δ = paired difference to `{reference}`" if reference
                                   else "") + ".", "",
