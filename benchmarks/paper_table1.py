@@ -2,7 +2,7 @@
 and F2), one block per folder, e.g. one folder per noise level under the paper protocol:
 
     .venv/bin/python benchmarks/paper_table1.py runs/table1-paper-32-noise* \\
-        --out runs/table1-paper-32.md
+        [--by-metric] --out runs/table1-paper-32.md
 
 Every cell is the mean ± 95 % t-interval over samples (each the mean over its seeds); the
 paper's row follows ours ("paper"), with its own interval (3 seeds of 512 samples).  The
@@ -56,12 +56,40 @@ def block(folder: Path) -> list[str]:
     return lines + [""]
 
 
+def sweep(folders: list[Path], metric: str) -> list[str]:
+    """One table of ``metric`` with a column per folder (e.g. per noise level) and the
+    paper's value last."""
+    opened = [(xr.open_dataset(f / "results.nc"), xr.open_dataset(f / "data.nc"))
+              for f in folders]
+    index = METRICS.index(metric) if metric in METRICS else None
+    heads = [f"noise {d.attrs.get('noise')}" for _, d in opened]
+    lines = [f"{metric} (mean ± 95 % interval over samples)", "",
+             "| method | operator | " + " | ".join(heads) + " | paper |",
+             "| --- | --- | " + " | ".join("---" for _ in heads) + " | --- |"]
+    first = opened[0][0]
+    for method in first["method"].values.tolist():
+        for operator in first["operator"].values.tolist():
+            cells = [cell(*interval(per_sample(r, method, operator, metric))[:2])
+                     for r, _ in opened]
+            paper = PAPER.get((method, operator))
+            ref = cell(*paper[index]) if paper is not None and index is not None else "—"
+            lines.append(f"| {method} | {operator} | " + " | ".join(cells) + f" | {ref} |")
+    return lines + [""]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folders", type=Path, nargs="+", help="benchmark folders")
     parser.add_argument("--out", type=Path, help="also write the tables here")
+    parser.add_argument("--by-metric", action="store_true",
+                        help="one table per metric, a column per folder, instead of a block "
+                             "per folder")
     args = parser.parse_args(argv)
-    text = "\n".join(line for folder in args.folders for line in block(folder))
+    if args.by_metric:
+        text = "\n".join(line for metric in (*METRICS, "centre_mass_ratio")
+                         for line in sweep(args.folders, metric))
+    else:
+        text = "\n".join(line for folder in args.folders for line in block(folder))
     print(text)
     if args.out is not None:
         args.out.write_text(text)
