@@ -67,8 +67,6 @@ class AnnealedFourierFeatures(nn.Module):
         theta = torch.arange(self.directions, dtype=torch.float64) * (math.pi / self.directions)
         # rows (sin θ, cos θ) act on (y, x): θ = 0 is x, θ = π/2 is y
         axes = torch.stack([torch.sin(theta), torch.cos(theta)], dim=-1)
-        if self.directions == 2:
-            axes = torch.eye(2, dtype=torch.float64)                  # (y, x) exactly
         self.register_buffer("axes", axes, persistent=False)          # (M, 2)
 
     @property
@@ -80,6 +78,7 @@ class AnnealedFourierFeatures(nn.Module):
         against ``coords``'s leading axes."""
         weights = annealing_weights(beta, self.octaves).to(coords)            # (K,)
         freqs = torch.tensor(self.frequencies, dtype=coords.dtype, device=coords.device)
+        # M = 2 is the paper's encoding of (y, x) as they are, without the projection
         projected = coords if self.directions == 2 else coords @ self.axes.to(coords).T
         phase = projected.unsqueeze(-1) * freqs                               # (..., M, K)
         sin = (torch.sin(phase) * weights).flatten(-2)                        # (..., MK)
