@@ -145,8 +145,7 @@ def main() -> None:
         for precision in precisions:
             base = None
             for b in batches:
-                sub = problem if b == problem.batch else dataclasses.replace(
-                    problem, spectrum=problem.spectrum[:b])
+                sub = problem if b == problem.batch else problem.instance(slice(0, b))
                 steps, _, total = stage_times(spec, sub, device, precision, b, args.steps,
                                               args.repeats)
                 rate = 60.0 * b / total

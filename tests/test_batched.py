@@ -44,6 +44,19 @@ def stacked(measurements):
     return InverseProblem.from_measurement(xr.concat(measurements, "sample"))
 
 
+def test_a_slice_of_a_stack_keeps_each_measurement_with_its_sigma(measurements):
+    stack = stacked(measurements)
+    sub = stack.instance(slice(1, 3))
+    assert sub.batch == 2
+    np.testing.assert_array_equal(sub.spectrum, stack.spectrum[1:3])
+    np.testing.assert_array_equal(sub.noise_sigma, np.asarray(stack.noise_sigma)[1:3])
+    for i in (1, 2):       # the slice's instances are the stack's, bit for bit
+        np.testing.assert_array_equal(sub.instance(i - 1).spectrum, stack.instance(i).spectrum)
+        assert sub.instance(i - 1).noise_sigma == stack.instance(i).noise_sigma
+    np.testing.assert_array_equal(sub.rescaled(sub.unit_scale()).noise_sigma,
+                                  np.asarray(sub.noise_sigma) / sub.unit_scale())
+
+
 def single_fits(measurements, spec, seeds, dtype):
     return [fit_map(InverseProblem.from_measurement(m), spec, "F2", seed=s, show=False,
                     dtype=dtype) for m, s in zip(measurements, seeds, strict=True)]

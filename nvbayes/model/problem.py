@@ -60,8 +60,9 @@ class InverseProblem:
         """The number of measurements stacked, ``None`` for a single spectrum."""
         return int(self.spectrum.shape[0]) if self.spectrum.ndim == 4 else None
 
-    def instance(self, index: int) -> "InverseProblem":
-        """Measurement ``index`` of a stack, as a single problem."""
+    def instance(self, index: "int | slice") -> "InverseProblem":
+        """Measurement ``index`` of a stack as a single problem, or a slice of the stack as a
+        smaller stack (the spectrum and a per-measurement ``noise_sigma`` alike)."""
         if self.batch is None:
             raise ValueError("this problem holds a single spectrum")
         sigma = self.noise_sigma
