@@ -6,6 +6,11 @@
 A method name that appears in more than one folder is labelled with its folder after the
 first, e.g. ``netmy (held32-dir4)``, for ``--reference`` as well.
 
+Folders joined by ``+`` (``runs/held32-dir4+runs/held32b-robust``) are pooled: benchmarks of
+different data sets, their samples stacked.  A method enters the pool only if every folder has
+it with the same specification (its ``[methods.NAME]`` table of ``benchmark.toml``), so two
+models that share a name are never mixed; the others are listed as left out.
+
 Each metric is first averaged over the fit seeds of a sample; the table gives the mean over
 samples with a 95 % t-interval over samples (the scene-to-scene spread, which dominates), and,
 for every method, the mean paired difference to ``--reference`` on the samples both finished,
@@ -19,6 +24,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import tomllib
 import xarray as xr
 from scipy import stats
 
@@ -41,21 +47,52 @@ def per_sample(results: xr.Dataset, method: str, operator: str, metric: str) -> 
     return values.mean("seed", skipna=True).values
 
 
-def table(folders: list[Path], operator: str, reference: "str | None") -> str:
-    columns: dict[str, dict[str, np.ndarray]] = {}
-    seeds: dict[str, int] = {}
-    for folder in folders:
-        results = xr.open_dataset(folder / "results.nc")
-        if operator not in results["operator"].values:
+def method_specs(folder: Path) -> dict:
+    """``{method: its [methods.NAME] table}`` of a benchmark folder's ``benchmark.toml``."""
+    with open(folder / "benchmark.toml", "rb") as f:
+        return tomllib.load(f).get("methods", {})
+
+
+def pooled(group: str, operator: str) -> tuple[str, dict, dict, list[str]]:
+    """``(name, {method: {metric: (sample,)}}, {method: seed count, or a range "1–2" when the
+    folders differ}, notes)`` of one folder or of
+    ``+``-joined folders pooled over their samples (see the module docstring)."""
+    folders = [Path(part) for part in group.split("+")]
+    parts = [xr.open_dataset(folder / "results.nc") for folder in folders]
+    if any(operator not in r["operator"].values for r in parts):
+        return folders[0].name, {}, {}, []
+    specs = [method_specs(folder) for folder in folders]
+    names = [set(r["method"].values.tolist()) for r in parts]
+    notes, columns, seeds = [], {}, {}
+    for method in parts[0]["method"].values.tolist():
+        if not all(method in n for n in names):
+            notes.append(f"{method}: not in every folder of {group}")
             continue
-        for method in results["method"].values.tolist():
-            where = {"method": method, "operator": operator}
-            done = np.isfinite(results["hungarian_f1"].sel(where))
+        if any(spec.get(method) != specs[0].get(method) for spec in specs[1:]):
+            notes.append(f"{method}: its specification differs across {group}")
+            continue
+        where = {"method": method, "operator": operator}
+        counts = sorted({int(np.isfinite(r["hungarian_f1"].sel(where)).any("sample").sum())
+                         for r in parts})
+        seeds[method] = "–".join(str(c) for c in (counts[0], counts[-1])[:len(counts)])
+        columns[method] = {m: np.concatenate([per_sample(r, method, operator, m) for r in parts])
+                           for m in METRICS if all(m in r for r in parts)}
+    name = "+".join(folder.name for folder in folders)
+    return name, columns, seeds, notes
+
+
+def table(folders: "list[str | Path]", operator: str, reference: "str | None") -> str:
+    columns: dict[str, dict[str, np.ndarray]] = {}
+    seeds: dict[str, str] = {}
+    left_out: list[str] = []
+    for group in folders:
+        name, found, counts, notes = pooled(str(group), operator)
+        left_out += notes
+        for method, values in found.items():
             # a name met in an earlier folder is labelled with its folder
-            label = f"{method} ({folder.name})" if method in columns else method
-            seeds[label] = int(done.any("sample").sum())
-            columns[label] = {m: per_sample(results, method, operator, m) for m in METRICS
-                              if m in results}
+            label = f"{method} ({name})" if method in columns else method
+            seeds[label] = counts[method]
+            columns[label] = values
     lines = [f"Inversion under {operator}; mean ± 95 % interval over samples (each the mean "
              "over its seeds)" + (f"; Δ = paired difference to `{reference}`" if reference
                                   else "") + ".", "",
@@ -77,12 +114,15 @@ def table(folders: list[Path], operator: str, reference: "str | None") -> str:
                 mean, half, _ = interval(diff)
                 row += f" | {mean:+.3f} ± {half:.3f}"
         lines.append(row + " |")
+    if left_out:
+        lines += ["", "Left out of a pool: " + "; ".join(left_out) + "."]
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folders", type=Path, nargs="+", help="benchmark folders")
+    parser.add_argument("folders", nargs="+",
+                        help="benchmark folders; A+B pools folders of different data sets")
     parser.add_argument("--operator", default="F2")
     parser.add_argument("--reference", help="method the paired differences are taken to")
     parser.add_argument("--out", type=Path, help="also write the table here")
