@@ -47,10 +47,10 @@ def per_sample(results: xr.Dataset, method: str, operator: str, metric: str) -> 
     return values.mean("seed", skipna=True).values
 
 
-def method_specs(folder: Path) -> dict:
-    """``{method: its [methods.NAME] table}`` of a benchmark folder's ``benchmark.toml``."""
+def plan(folder: Path) -> dict:
+    """A benchmark folder's ``benchmark.toml``."""
     with open(folder / "benchmark.toml", "rb") as f:
-        return tomllib.load(f).get("methods", {})
+        return tomllib.load(f)
 
 
 def pooled(group: str, operator: str) -> tuple[str, dict, dict, list[str]]:
@@ -61,7 +61,12 @@ def pooled(group: str, operator: str) -> tuple[str, dict, dict, list[str]]:
     parts = [xr.open_dataset(folder / "results.nc") for folder in folders]
     if any(operator not in r["operator"].values for r in parts):
         return folders[0].name, {}, {}, []
-    specs = [method_specs(folder) for folder in folders]
+    plans = [plan(folder) for folder in folders]
+    prints = [p["benchmark"].get("data_fingerprint") for p in plans]
+    if len(set(prints)) < len(prints):
+        raise SystemExit(f"{group}: two of these folders benchmark the same data set; "
+                         "pool folders of different data sets only")
+    specs = [p.get("methods", {}) for p in plans]
     names = [set(r["method"].values.tolist()) for r in parts]
     notes, columns, seeds = [], {}, {}
     for method in parts[0]["method"].values.tolist():
