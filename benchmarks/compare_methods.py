@@ -54,9 +54,9 @@ def plan(folder: Path) -> dict:
 
 
 def pooled(group: str, operator: str) -> tuple[str, dict, dict, list[str]]:
-    """``(name, {method: {metric: (sample,)}}, {method: seed count, or a range "1–2" when the
-    folders differ}, notes)`` of one folder or of
-    ``+``-joined folders pooled over their samples (see the module docstring)."""
+    """One folder, or ``+``-joined folders pooled over their samples (module docstring):
+    ``(name, {method: {metric: (sample,)}}, {method: seed count, "1–2" where folders differ},
+    notes on the methods left out)``."""
     folders = [Path(part) for part in group.split("+")]
     parts = [xr.open_dataset(folder / "results.nc") for folder in folders]
     if any(operator not in r["operator"].values for r in parts):
@@ -79,7 +79,8 @@ def pooled(group: str, operator: str) -> tuple[str, dict, dict, list[str]]:
         where = {"method": method, "operator": operator}
         counts = sorted({int(np.isfinite(r["hungarian_f1"].sel(where)).any("sample").sum())
                          for r in parts})
-        seeds[method] = "–".join(str(c) for c in (counts[0], counts[-1])[:len(counts)])
+        seeds[method] = (str(counts[0]) if len(counts) == 1
+                         else f"{counts[0]}–{counts[-1]}")
         columns[method] = {m: np.concatenate([per_sample(r, method, operator, m) for r in parts])
                            for m in METRICS if all(m in r for r in parts)}
     name = "+".join(folder.name for folder in folders)

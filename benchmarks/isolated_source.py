@@ -20,6 +20,7 @@ level (1 is nvbayes's start).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 
 import torch
@@ -87,10 +88,7 @@ def main() -> None:
         spec = base if value is None or key == "start" else varied(base, key, value)
         for i in range(args.samples):
             problem = InverseProblem.from_measurement(data.isel(sample=i))
-            if key == "start":
-                with StartedAt(value):
-                    result = fit_map(problem, spec, args.operator, show=False)
-            else:
+            with StartedAt(value) if key == "start" else contextlib.nullcontext():
                 result = fit_map(problem, spec, args.operator, show=False)
             truth = data["rho_true"].isel(sample=i).values
             print(f"| {value if value is not None else 'file'} | {i} | "
