@@ -73,6 +73,36 @@ def test_a_resolved_spec_round_trips_through_its_file_and_refuses_the_other_prot
         load_spec(path, "paper")
 
 
+RUNTIME_VARIANTS = {          # benchmarks/variants: (width, stage steps) under robust
+    "netmy-w32": (32, (1500, 3500)),
+    "netmy-w48-s2k": (48, (1500, 2000)),
+    "netmy-short": (64, (1000, 1400)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUNTIME_VARIANTS))
+def test_runtime_variants_are_netmy_fast_with_only_width_and_steps_changed(name):
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "variants" / f"{name}.toml"
+    width, steps = RUNTIME_VARIANTS[name]
+    shipped = load_spec("netmy-fast")
+    for protocol in ("paper", "robust"):
+        variant = load_spec(path, protocol)
+        base = load_spec("netmy-fast", protocol)
+        if protocol == "paper":          # the paper protocol is netmy-fast's, unchanged
+            assert dataclasses.replace(variant, name=base.name) == base
+            continue
+        assert variant.field.width == width
+        assert tuple(s.steps for s in variant.stages) == steps
+        back = dataclasses.replace(
+            variant, name=shipped.name, description=shipped.description,
+            field=dataclasses.replace(variant.field, width=shipped.field.width),
+            stages=tuple(dataclasses.replace(v, steps=s.steps)
+                         for v, s in zip(variant.stages, shipped.stages, strict=True)))
+        assert back == shipped
+
+
 def test_deviation_ablation_reverts_one_setting_at_a_time():
     variants = deviation_variants("netmy-fast")
     assert {"paper", "robust", "-log_eps", "-stage2.log_mse"} <= set(variants)
