@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import tomllib
 from pathlib import Path
 
 import numpy as np
-import tomllib
 import xarray as xr
 from scipy import stats
 

@@ -24,10 +24,10 @@ import numpy as np
 import xarray as xr
 
 from nvbayes import metrics
+from nvbayes.data.scenes import simulate
+from nvbayes.data.spec import StoppingSpec, load_spec
 from nvbayes.inference.map import fit_batch
 from nvbayes.model.problem import InverseProblem
-from nvbayes.scenes import simulate
-from nvbayes.spec import StoppingSpec, load_spec
 
 SCENES = ("few/far", "medium/medium", "many/close", "medium/far", "many/medium",
           "few/close", "medium/close", "many/far")

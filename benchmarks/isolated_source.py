@@ -1,7 +1,7 @@
 """One isolated source under an inversion operator: what a baseline's objective does with it.
 
 Fits the first ``--samples`` measurements of a data set of isolated sources (default
-``runs/iso4.nc``: ``nvbayes simulate --classes few/far --samples 4 --seed 200``, four
+``runs/iso4.nc``: ``nvbayes simulate --classes few/far --samples 4 --data-seed 200``, four
 few/far draws that hold one source each; F3, 1 % noise, 64²) with one model under one
 operator, once per value of one setting, and prints
 Hungarian F1, the number of supra-threshold peaks of ρ̂ (3×3 local maxima above 5 % of the
@@ -26,12 +26,12 @@ import dataclasses
 import torch
 import xarray as xr
 
+from nvbayes.data.spec import load_spec
 from nvbayes.fields import PixelDensity
 from nvbayes.inference.map import fit_map, working_problem
 from nvbayes.inference.objective import stage_log_eps
 from nvbayes.metrics import find_peaks, hungarian_f1
 from nvbayes.model.problem import InverseProblem
-from nvbayes.spec import load_spec
 
 
 def varied(spec, key: str, value: float):

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import torch
 
-from nvbayes.benchmark.cell import run_cell
-from nvbayes.benchmark.plan import Cell
-from nvbayes.scenes import PAPER_CLASSES, simulate
-from nvbayes.spec import load_spec
+from nvbayes.data.scenes import PAPER_CLASSES, simulate
+from nvbayes.data.spec import load_spec
+from nvbayes.workflows.benchmark.cell import run_cell
+from nvbayes.workflows.benchmark.plan import Cell
 
 # larmor_mae_detected: in files written before the fits went through run_cell
 METRICS = ("hungarian_f1", "swd", "gmsd", "larmor_mae", "larmor_mae_detected", "density_mse",

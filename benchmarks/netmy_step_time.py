@@ -12,13 +12,13 @@ import time
 
 import torch
 
+from nvbayes.data.scenes import simulate
+from nvbayes.data.spec import load_spec
 from nvbayes.fields import pixel_coordinates
 from nvbayes.inference.map import FieldGuide, build_field, traced_objective
 from nvbayes.inference.objective import stage_log_eps
 from nvbayes.model.netmy import NoiseSpectrumModel
 from nvbayes.model.problem import InverseProblem
-from nvbayes.scenes import simulate
-from nvbayes.spec import load_spec
 
 
 def step_times(spec, problem, stage, steps: int, repeats: int) -> list[float]:

@@ -46,7 +46,7 @@ def _samples(text: str, count: int) -> list[int]:
 
 def export(args) -> None:
     """nvbayes side: the samples of a measurement file as ``sampleNNNN.npz``."""
-    from nvbayes.io import n_samples, read_measurement, select_sample
+    from nvbayes.data.io import n_samples, read_measurement, select_sample
     from nvbayes.model.problem import InverseProblem
 
     data = read_measurement(args.data)

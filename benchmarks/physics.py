@@ -28,6 +28,14 @@ from pathlib import Path
 
 import torch
 
+from nvbayes.data.scenes import (
+    PAPER_CLASSES,
+    SimulationSettings,
+    dataset_plan,
+    larmor_spread_scene,
+    sample_scene,
+    simulate_dataset,
+)
 from nvbayes.physics import (
     DirectOperator,
     Grid,
@@ -36,14 +44,6 @@ from nvbayes.physics import (
     log_mse,
     readout_frequencies,
     relative_error,
-)
-from nvbayes.scenes import (
-    PAPER_CLASSES,
-    SimulationSettings,
-    dataset_plan,
-    larmor_spread_scene,
-    sample_scene,
-    simulate_dataset,
 )
 
 SPACING, STANDOFF, GAMMA = 20.0, 20.0, 0.5

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from nvbayes.data.rucl3_spec import load_ansatz
 from nvbayes.physics.relaxation import (
     GYROMAGNETIC_RATIO,
     SpinBath,
@@ -26,7 +27,6 @@ from nvbayes.physics.relaxation import (
     nv_frequency_hz,
     relaxation_rate,
 )
-from nvbayes.rucl3.spec import load_ansatz
 
 NM = 1e-9
 

@@ -23,18 +23,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nvbayes import metrics  # noqa: E402
-from nvbayes.inference.map import fit_map  # noqa: E402
-from nvbayes.io import measurement_dataset  # noqa: E402
-from nvbayes.model.problem import InverseProblem  # noqa: E402
-from nvbayes.physics.geometry import Grid  # noqa: E402
-from nvbayes.scenes import (  # noqa: E402
+from nvbayes.data.io import measurement_dataset  # noqa: E402
+from nvbayes.data.scenes import (  # noqa: E402
     Scene,
     SimulationSettings,
     add_sensor_noise,
     sensor_sigma,
     simulate_spectrum,
 )
-from nvbayes.spec import load_spec  # noqa: E402
+from nvbayes.data.spec import load_spec  # noqa: E402
+from nvbayes.inference.map import fit_map  # noqa: E402
+from nvbayes.model.problem import InverseProblem  # noqa: E402
+from nvbayes.physics.geometry import Grid  # noqa: E402
 
 POSITIONS = np.array([[8, 9], [9, 22], [21, 13], [23, 24]])
 AMPLITUDES = np.array([1.0, 0.5, 0.75, 0.55])

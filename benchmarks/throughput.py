@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 import xarray as xr
 
+from nvbayes.data.scenes import simulate
+from nvbayes.data.spec import load_spec
 from nvbayes.inference.map import fit_batch, fit_map
 from nvbayes.model.problem import InverseProblem
-from nvbayes.scenes import simulate
-from nvbayes.spec import load_spec
 
 SCENES = ("few/far", "medium/medium", "many/close", "medium/far", "many/medium",
           "few/close", "medium/close", "many/far")

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nvbayes.api import infer
+from nvbayes.data.scenes import SimulationSettings, simulate
+from nvbayes.data.spec import load_spec
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.geometry import Grid
-from nvbayes.scenes import SimulationSettings, simulate
-from nvbayes.spec import load_spec
+from nvbayes.workflows.fit import infer
 
 
 def main() -> None:

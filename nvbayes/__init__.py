@@ -1,26 +1,35 @@
 """nvbayes: probabilistic inference for NV-centre noise sensing (the NeTMY paper).
 
 ``nvbayes.fit(measurement, model="netmy", method="map", ...)`` fits one measurement and
-returns a :class:`nvbayes.run.Run`; ``nvbayes.fit_samples(data, ..., batch=8)`` fits the
-samples of a data set in batches, one run each; the command line is ``nvbayes`` (see
-``nvbayes --help``).
+returns a :class:`nvbayes.results.run.Run`; ``nvbayes.fit_samples(data, ..., batch=8)`` fits
+the samples of a data set in batches, one run each; the command line is ``nvbayes`` (see
+``nvbayes --help``).  The layers, from physics up to the command line, are described in
+``docs/architecture.md``.
+
+Importing ``nvbayes`` loads nothing heavy: ``fit`` and ``fit_samples`` load torch and Pyro on
+first use, so ``nvbayes --help`` answers at once.
+
+>>> import nvbayes
+>>> run = nvbayes.fit("runs/scene.nc", model="netmy-fast")      # doctest: +SKIP
+>>> run.save("runs/scene-netmy-fast")                            # doctest: +SKIP
 """
 
-__version__ = "0.1.0"
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("nvbayes")
+except PackageNotFoundError:          # a source tree that was never installed
+    __version__ = "0+unknown"
+
+#: Public names loaded on first use, and the module that defines each.
+_LAZY = {"fit": "nvbayes.workflows.fit", "fit_samples": "nvbayes.workflows.fit"}
 
 
-def fit(*args, **kwargs):
-    """Fit one measurement; see :func:`nvbayes.api.fit`."""
-    from .api import fit as _fit
-
-    return _fit(*args, **kwargs)
-
-
-def fit_samples(*args, **kwargs):
-    """Fit several samples in batches; see :func:`nvbayes.api.fit_samples`."""
-    from .api import fit_samples as _fit_samples
-
-    return _fit_samples(*args, **kwargs)
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'nvbayes' has no attribute {name!r}")
 
 
 __all__ = ["__version__", "fit", "fit_samples"]

@@ -32,11 +32,15 @@ its Figure 4c: a map collapsed onto the window centre scores near 1, a uniform m
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import xarray as xr
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
+
+from nvbayes.results.run import SCALE_NOTE
 
 GMSD_C = 0.0026
 PEAK_THRESHOLD = 0.05
@@ -49,10 +53,45 @@ SSIM_K = (0.01, 0.03)
 CENTRE_RADIUS_FRACTION = 1.0 / 8.0
 DETECTION_THRESHOLD = 0.3   # τ of the paper's Larmor support mask (Eq. 26)
 
-#: Which way each metric improves: +1 higher is better, −1 lower is better, 0 neither (the
-#: centre-mass ratio describes a reconstruction; its right value depends on the scene).
-BETTER = {"gmsd": -1, "hungarian_f1": +1, "swd": -1, "density_mse": -1, "masked_ssim": +1,
-             "centre_mass_ratio": 0, "larmor_mae": -1, "larmor_mae_detected": -1}
+OUTER_RING_FRACTION = 3.0 / 8.0   # the outer ring of the diagnostics: r > 3n/8 px
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One entry of the metric registry: what a score is called, in what unit, and which
+    way it improves (``better``: +1 higher is better, −1 lower is better, 0 neither)."""
+
+    name: str
+    long_name: str
+    units: str
+    better: int
+
+    @property
+    def attrs(self) -> dict:
+        """The netCDF attributes of a variable holding this metric."""
+        return {"long_name": self.long_name, "units": self.units}
+
+
+#: The metric registry: every score nvbayes writes, in the order tables show them.  The
+#: centre-mass ratio describes a reconstruction; its right value depends on the scene.
+METRICS = {m.name: m for m in (
+    Metric("gmsd", "gradient magnitude similarity deviation", "1", -1),
+    Metric("hungarian_f1", "peak F1 after Hungarian matching within 2 px", "1", +1),
+    Metric("swd", "sliced Wasserstein-2 distance of the mass-normalized maps", "1", -1),
+    Metric("density_mse", "mean squared density error", "(fluctuators per pixel)^2", -1),
+    Metric("masked_ssim", "SSIM averaged over the true support", "1", +1),
+    Metric("centre_mass_ratio", "share of reconstructed mass within n/8 px of the grid "
+           "centre", "1", 0),
+    Metric("larmor_mae", "mean absolute Larmor error on the true support", "GHz", -1),
+    Metric("larmor_mae_detected", "mean absolute Larmor error where a source is both true "
+           "and detected", "GHz", -1),
+    Metric("runtime_s", "wall time of the fit", "s", -1),
+)}
+#: The scores of one density map and Larmor map (a benchmark cell's metrics).
+MAP_METRICS = ("gmsd", "hungarian_f1", "swd", "density_mse", "masked_ssim",
+               "centre_mass_ratio", "larmor_mae")
+#: Which way each metric improves (from :data:`METRICS`).
+BETTER = {name: metric.better for name, metric in METRICS.items()}
 
 _PREWITT_X = np.array([[1.0, 0.0, -1.0]] * 3) / 3.0
 _PREWITT_Y = _PREWITT_X.T
@@ -246,3 +285,54 @@ def evaluate(rho_hat, rho_true, larmor_hat=None, larmor_true=None) -> dict[str, 
         out["larmor_mae_detected"] = larmor_mae_detected(larmor_hat, larmor_true, rho_true,
                                                          rho_hat)
     return out
+
+
+def _radius(n: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:n, 0:n] - (n - 1) / 2.0
+    return np.hypot(yy, xx)
+
+
+def ring_masks(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(centre_disk, outer_ring)``, boolean ``(n, n)`` masks (see the module docstring)."""
+    r = _radius(n)
+    return r <= CENTRE_RADIUS_FRACTION * n, (r >= OUTER_RING_FRACTION * n) & (r < n / 2.0)
+
+
+def centre_to_outer_ratio(image) -> float:
+    """``mean |g|`` over the centre disk over ``mean |g|`` over the outer ring."""
+    a = np.abs(np.asarray(image, dtype=np.float64))
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"need a square 2-D map, got shape {a.shape}")
+    centre, outer = ring_masks(a.shape[0])
+    return float(a[centre].mean() / a[outer].mean())
+
+
+def evaluate_run(run) -> "xr.Dataset | None":
+    """The metrics of a :class:`~nvbayes.results.run.Run` against its truth as a dataset
+    (``metrics.nc``), also stored as ``run.metrics``; ``None`` without a truth."""
+    truth = run.truth
+    if truth is None or "rho_true" not in truth:
+        return None
+    larmor_true = truth["larmor_true"].values if "larmor_true" in truth else None
+    values = evaluate(run.rho.values, truth["rho_true"].values,
+                      run.larmor.values if larmor_true is not None else None, larmor_true)
+    run.metrics = xr.Dataset({k: ((), v, METRICS[k].attrs) for k, v in values.items()},
+                             attrs={"operator": run.config["run"]["operator"],
+                                    "model": run.config["model"]["name"],
+                                    "scale_note": SCALE_NOTE})
+    return run.metrics
+
+
+def complete_pairs(results: xr.Dataset) -> xr.DataArray:
+    """``(sample, seed)`` mask: True where every method × operator cell has run."""
+    return (results["error"] != "not run").all(("method", "operator"))
+
+
+def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson 95 % interval of a binomial proportion ``p`` of ``n`` trials."""
+    if n == 0:
+        return math.nan, math.nan
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    # the interval holds p; at p = 0 or 1 its end is p exactly (round-off aside)
+    return min(max(centre - half, 0.0), p), max(min(centre + half, 1.0), p)

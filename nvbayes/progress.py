@@ -6,6 +6,8 @@ import os
 import sys
 from typing import Iterable, TypeVar
 
+from tqdm.auto import tqdm
+
 T = TypeVar("T")
 
 
@@ -19,8 +21,6 @@ def progress(iterable: Iterable[T], total: "int | None" = None, desc: str = "") 
     """Wrap ``iterable`` in a tqdm bar when :func:`show_progress`, else return it unchanged."""
     if not show_progress():
         return iterable
-    from tqdm.auto import tqdm
-
     return tqdm(iterable, total=total, desc=desc, file=sys.stderr, dynamic_ncols=True)
 
 
@@ -31,6 +31,4 @@ def progress_bar(total: int, desc: str = "", unit: str = "it", show: "bool | Non
     """
     if not (show_progress() if show is None else show):
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)

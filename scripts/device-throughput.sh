@@ -27,7 +27,7 @@ torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA', 'pyro'
 case "${1:-bench}" in
 bench)
   folder=runs/gpu-paper-512
-  args=(--classes all --per-class "${PER_CLASS:-64}" --methods netmy --preset "${PRESET:-paper}"
+  args=(--classes all --per-class "${PER_CLASS:-64}" --models netmy --preset "${PRESET:-paper}"
         --operators F2 --seeds 0 --device "${DEVICE:-cuda}" --batch "${BATCH:-128}"
         --precision "${PRECISION:-bf16}" --out "$folder")
   start=$(date +%s)

@@ -15,6 +15,9 @@ import torch
 
 from nvbayes import metrics
 from nvbayes.cli import main
+from nvbayes.data.io import measurement_dataset, write_netcdf
+from nvbayes.data.scenes import Scene, SimulationSettings, simulate, simulate_spectrum
+from nvbayes.data.spec import load_spec, spec_from_dict
 from nvbayes.errors import ParameterError
 from nvbayes.fields import (
     DeepDecoder,
@@ -25,11 +28,8 @@ from nvbayes.fields import (
 )
 from nvbayes.inference import fit_map
 from nvbayes.inference.map import uniform_level
-from nvbayes.io import measurement_dataset, write_netcdf
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.geometry import Grid
-from nvbayes.scenes import Scene, SimulationSettings, simulate, simulate_spectrum
-from nvbayes.spec import load_spec, spec_from_dict
 
 BASELINES = ("tikhonov", "admm", "lbfgs", "gsplat", "deepdecoder")
 N = 32

@@ -12,13 +12,13 @@ import torch
 import xarray as xr
 
 from nvbayes.cli import main
+from nvbayes.data.scenes import SimulationSettings, simulate
+from nvbayes.data.spec import StoppingSpec, load_spec, spec_from_dict
 from nvbayes.fields import NeuralField, pixel_coordinates
 from nvbayes.inference.map import fit_batch, fit_map
 from nvbayes.inference.stopping import ConvergenceMonitor
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.geometry import Grid
-from nvbayes.scenes import SimulationSettings, simulate
-from nvbayes.spec import StoppingSpec, load_spec, spec_from_dict
 
 SETTINGS = SimulationSettings(grid=Grid(32))
 SCENES = (("few/far", 1), ("medium/medium", 2), ("many/close", 3))
@@ -190,11 +190,11 @@ def test_bf16_mixed_precision_stays_close_to_fp32():
 
 def test_cli_fits_every_sample_into_one_folder(tmp_path, measurements, capsys):
     data = tmp_path / "set.nc"
-    from nvbayes.io import write_netcdf
+    from nvbayes.data.io import write_netcdf
 
     write_netcdf(xr.concat(measurements[:2], "sample"), data)
     spec_file = tmp_path / "tiny.toml"
-    from nvbayes.io import toml_dumps
+    from nvbayes.data.io import toml_dumps
 
     spec_file.write_text(toml_dumps({k: v for k, v in tiny_spec(steps=15).to_dict().items()
                                      if v is not None}))
@@ -206,7 +206,7 @@ def test_cli_fits_every_sample_into_one_folder(tmp_path, measurements, capsys):
     single = tmp_path / "one"
     assert main(["fit", str(data), "--model", str(spec_file), "--sample", "1",
                  "--out", str(single)]) == 0
-    from nvbayes.run import Run
+    from nvbayes.results.run import Run
 
     a, b = Run.load(out / "sample0001"), Run.load(single)
     np.testing.assert_allclose(a.idata.posterior["rho"].values, b.idata.posterior["rho"].values,

@@ -67,11 +67,11 @@ def test_map_fit_on_cuda_starts_where_the_cpu_fit_starts():
     import dataclasses
 
     pytest.importorskip("pyro")   # the device image may lack it; see scripts/device-check.sh
+    from nvbayes.data.scenes import SimulationSettings, simulate
+    from nvbayes.data.spec import load_spec
     from nvbayes.inference import fit_map
     from nvbayes.model.problem import InverseProblem
     from nvbayes.physics.geometry import Grid
-    from nvbayes.scenes import SimulationSettings, simulate
-    from nvbayes.spec import load_spec
 
     spec = load_spec("netmy-fast")
     spec = dataclasses.replace(spec, stages=tuple(dataclasses.replace(s, steps=20)
@@ -94,11 +94,11 @@ def test_batched_fit_on_cuda_equals_the_cpu_fit_in_float64():
     import xarray as xr
 
     pytest.importorskip("pyro")
+    from nvbayes.data.scenes import SimulationSettings, simulate
+    from nvbayes.data.spec import load_spec
     from nvbayes.inference.map import fit_batch
     from nvbayes.model.problem import InverseProblem
     from nvbayes.physics.geometry import Grid
-    from nvbayes.scenes import SimulationSettings, simulate
-    from nvbayes.spec import load_spec
 
     spec = load_spec("netmy-fast")
     spec = dataclasses.replace(spec, stages=tuple(dataclasses.replace(s, steps=25)

@@ -16,28 +16,27 @@ import torch
 import xarray as xr
 
 from nvbayes.cli import main
-from nvbayes.diagnostics.budget import admm_settings, budgeted
-from nvbayes.diagnostics.geometry import (
+from nvbayes.data.io import measurement_dataset, toml_dumps, write_netcdf
+from nvbayes.data.scenes import Scene, SimulationSettings, simulate_spectrum
+from nvbayes.data.spec import load_spec
+from nvbayes.fields import pixel_coordinates
+from nvbayes.inference.map import build_field, fit_map, fresh_start, uniform_level
+from nvbayes.metrics import centre_to_outer_ratio, ring_masks
+from nvbayes.model.problem import InverseProblem
+from nvbayes.physics.geometry import Grid
+from nvbayes.physics.noise_map import log_mse
+from nvbayes.workflows.diagnose.budget import admm_settings, budgeted
+from nvbayes.workflows.diagnose.geometry import (
     CENTRE_TOLERANCE_PX,
     barrier,
-    centre_to_outer_ratio,
     data_fidelity,
     distance_from_centre,
     fidelity_gradient,
     path_losses,
     peak_location,
-    ring_masks,
     uniform_start,
 )
-from nvbayes.diagnostics.update import first_step, parameter_kernel
-from nvbayes.fields import pixel_coordinates
-from nvbayes.inference.map import build_field, fit_map, fresh_start, uniform_level
-from nvbayes.io import measurement_dataset, toml_dumps, write_netcdf
-from nvbayes.model.problem import InverseProblem
-from nvbayes.physics.geometry import Grid
-from nvbayes.physics.noise_map import log_mse
-from nvbayes.scenes import Scene, SimulationSettings, simulate_spectrum
-from nvbayes.spec import load_spec
+from nvbayes.workflows.diagnose.update import first_step, parameter_kernel
 
 N = 32
 #: Sources in the outer part of the window, none within 8 px of the centre.
@@ -263,7 +262,7 @@ def test_diagnose_writes_the_folder(tmp_path, capsys):
     data = tmp_path / "scene.nc"
     write_netcdf(off_centre(samples=2, n=16), data)
     out = tmp_path / "diag"
-    code, stdout, _ = run_cli(["diagnose", data, "--methods",
+    code, stdout, _ = run_cli(["diagnose", data, "--models",
                                f"netmy,tikhonov,{tiny_admm(tmp_path)}", "--preset", "fast",
                                "--budget", "4", "--out", out], capsys)
     assert code == 0
@@ -293,7 +292,7 @@ def test_diagnose_writes_the_folder(tmp_path, capsys):
     (["--sweep-samples", "x"], "--sweep-samples"),
     (["--log-eps", "0"], "--log-eps"),
     (["--sample", "7"], "sample 7"),
-    (["--methods", "nope"], "unknown method"),
+    (["--models", "nope"], "unknown method"),
     (["--seed", "-1"], "seed"),
 ])
 def test_diagnose_bad_input_is_one_line_exit_2_and_no_folder(tmp_path, capsys, extra,

@@ -11,11 +11,11 @@ import xarray as xr
 
 import nvbayes
 from nvbayes.cli import main
-from nvbayes.io import write_netcdf
+from nvbayes.data.io import write_netcdf
+from nvbayes.data.scenes import SimulationSettings, simulate
+from nvbayes.data.spec import LOSS_TERMS, LossWeights, Stage, load_spec
 from nvbayes.physics.geometry import Grid
-from nvbayes.run import Run
-from nvbayes.scenes import SimulationSettings, simulate
-from nvbayes.spec import LOSS_TERMS, LossWeights, Stage, load_spec
+from nvbayes.results.run import Run
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -27,7 +27,7 @@ GRID32 = SimulationSettings(grid=Grid(32))
 def spec_file(tmp_path, name="tiny", steps=(30, 30), log_eps=None, protocol=None, **field):
     """netmy-fast (under ``protocol``, default robust) with a changed field and stage lengths,
     written as a model file."""
-    from nvbayes.io import toml_dumps
+    from nvbayes.data.io import toml_dumps
 
     spec = load_spec("netmy-fast", protocol)
     stages = tuple(dataclasses.replace(s, steps=n)
@@ -172,9 +172,9 @@ def test_nan_measurement_is_refused_without_a_run_folder(measurement_file, tmp_p
 
 @pytest.mark.parametrize("args,needle", [
     (["--model", "nosuch"], "unknown model"),
-    (["--operator", "F3"], "cannot invert"),
-    (["--method", "vi"], "unknown method"),
-    (["--device", "tpu"], "unknown device"),
+    (["--operator", "F3"], "invalid choice: 'F3'"),
+    (["--method", "vi"], "invalid choice: 'vi'"),
+    (["--device", "tpu"], "invalid choice: 'tpu'"),
     (["--sample", "3"], "one measurement"),
     (["--seed", "-1"], "seed"),
 ])

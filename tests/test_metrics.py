@@ -7,6 +7,7 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from nvbayes import metrics
+from nvbayes.data.scenes import sample_scene
 from nvbayes.metrics import (
     centre_disk,
     centre_mass_ratio,
@@ -21,7 +22,6 @@ from nvbayes.metrics import (
     sliced_wasserstein,
     ssim_map,
 )
-from nvbayes.scenes import sample_scene
 
 N = 32
 

@@ -9,6 +9,7 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
+from nvbayes.data.spec import LossWeights, load_spec
 from nvbayes.fields import NeuralField, pixel_coordinates
 from nvbayes.inference.objective import FieldGuide, traced_objective
 from nvbayes.inference.scale import scale_correction
@@ -17,7 +18,6 @@ from nvbayes.model import losses
 from nvbayes.model.netmy import NoiseSpectrumModel
 from nvbayes.physics import make_operator, readout_frequencies
 from nvbayes.physics.geometry import coarsen
-from nvbayes.spec import LossWeights, load_spec
 
 FREQS = readout_frequencies((1.5, 2.5), 0.5, 12)
 PAPER_STAGE_1 = LossWeights(log_mse=2.0, noise_map=0.5, direct_density=0.1, sparsity=1e-2,

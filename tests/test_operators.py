@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.signal import convolve2d
 
+from nvbayes.data.scenes import larmor_spread_scene
 from nvbayes.errors import ParameterError
 from nvbayes.physics import (
     MU0_OVER_4PI,
@@ -26,7 +27,6 @@ from nvbayes.physics import (
     readout_frequencies,
     relative_error,
 )
-from nvbayes.scenes import larmor_spread_scene
 
 N = 16
 SPACING = 20.0
@@ -194,11 +194,16 @@ def test_f2_is_linear():
                                rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("name, power", [("F1", 2), ("F2", 1), ("F3", 1)])
 @pytest.mark.parametrize("c", [0.1, 3.0])
-def test_f1_is_quadratically_homogeneous(c):
-    o = op("F1")
+def test_operator_has_the_homogeneity_it_declares(name, power, c):
+    """F(cρ) = c^p F(ρ) with the operator's own ``homogeneity`` p (F1 quadratic, F2 and F3
+    linear): the scale correction reads p from the operator."""
+    o = op(name)
+    assert o.homogeneity == power
     rho, larmor = random_rho(N, N), random_larmor(N, N)
-    torch.testing.assert_close(o(c * rho, larmor), c * c * o(rho, larmor), rtol=1e-12, atol=0)
+    torch.testing.assert_close(o(c * rho, larmor), c ** o.homogeneity * o(rho, larmor),
+                               rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("kind", ["power", "scalar"])

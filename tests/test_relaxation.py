@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.special import erfcx, expn
 
+from nvbayes.data.rucl3_spec import load_ansatz
 from nvbayes.errors import ParameterError
 from nvbayes.physics.kernels import power_kernel, power_kernel_closed_form, scalar_kernel
 from nvbayes.physics.relaxation import (
@@ -23,7 +24,6 @@ from nvbayes.physics.relaxation import (
     relaxation_rate,
 )
 from nvbayes.physics.units import BOHR_MAGNETON, MU0_OVER_4PI
-from nvbayes.rucl3.spec import load_ansatz
 
 NM = 1e-9
 DEPTH = 14.5 * NM

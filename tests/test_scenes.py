@@ -4,9 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from nvbayes.errors import SceneError
-from nvbayes.physics import DirectOperator, Grid, power_kernel_closed_form
-from nvbayes.scenes import (
+from nvbayes.data.scenes import (
     ALL_CLASSES,
     AMPLITUDE_RANGE,
     COUNTS,
@@ -20,6 +18,8 @@ from nvbayes.scenes import (
     simulate,
     simulate_dataset,
 )
+from nvbayes.errors import SceneError
+from nvbayes.physics import DirectOperator, Grid, power_kernel_closed_form
 
 SEEDS = range(12)
 

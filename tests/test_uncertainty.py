@@ -19,8 +19,10 @@ import xarray as xr
 from torch.distributions import TransformedDistribution
 from torch.distributions.transforms import AffineTransform, SigmoidTransform
 
-from nvbayes.calibration import CalibrationPlan, interval, source_functionals, wilson
 from nvbayes.cli import main
+from nvbayes.data.io import measurement_dataset, write_netcdf
+from nvbayes.data.scenes import Scene, SimulationSettings, add_sensor_noise, simulate_spectrum
+from nvbayes.data.spec import load_spec, spec_from_dict
 from nvbayes.errors import ParameterError
 from nvbayes.inference.draws import gauge_fixed
 from nvbayes.inference.objective import stage_objective, traced_objective
@@ -35,13 +37,11 @@ from nvbayes.inference.pixel_posterior import (
     spectral_larmor,
 )
 from nvbayes.inference.svi import SupportLarmor, VariationalFieldGuide, fit_svi
-from nvbayes.io import measurement_dataset, write_netcdf
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.geometry import Grid
 from nvbayes.physics.noise_map import sensor_noise_sigma
-from nvbayes.run import Run, decay_rate
-from nvbayes.scenes import Scene, SimulationSettings, add_sensor_noise, simulate_spectrum
-from nvbayes.spec import load_spec, spec_from_dict
+from nvbayes.results.run import Run, decay_rate
+from nvbayes.workflows.calibrate import CalibrationPlan, interval, source_functionals, wilson
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
@@ -283,7 +283,7 @@ def run_cli(args, capsys):
 
 @pytest.fixture(scope="module")
 def tiny_toml(tmp_path_factory):
-    from nvbayes.io import toml_dumps
+    from nvbayes.data.io import toml_dumps
 
     path = tmp_path_factory.mktemp("models") / "tiny-uq.toml"
     path.write_text(toml_dumps(TINY))
@@ -379,7 +379,7 @@ def test_wilson_interval_holds_the_proportion_at_the_ends(n):
 
 
 def test_calibrate_cli_writes_and_resumes(tiny_toml, tmp_path, capsys):
-    args = ["calibrate", "--methods", "svi,laplace", "--grid", 16, "--scenes", 2,
+    args = ["calibrate", "--method", "svi,laplace", "--grid", 16, "--scenes", 2,
             "--classes", "few/far", "--model", tiny_toml, "--draws", 30,
             "--out", tmp_path / "cal"]
     code, out, err = run_cli(args, capsys)
@@ -398,8 +398,8 @@ def test_calibrate_cli_writes_and_resumes(tiny_toml, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--methods", "nuts", "--grid", 32], "up to 16x16"),
-    (["--methods", "mcmc"], "unknown calibration method"),
+    (["--method", "nuts", "--grid", 32], "up to 16x16"),
+    (["--method", "mcmc"], "unknown calibration method"),
     (["--level", 1.5], "--level"),
 ])
 def test_calibrate_bad_input_is_one_line(extra, message, tmp_path, capsys):

@@ -31,10 +31,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..physics.geometry import coarsen
+from nvbayes.fields.base import Density
+from nvbayes.physics.geometry import coarsen
 
 
-class DeepDecoder(nn.Module):
+class DeepDecoder(Density):
     """``forward(coords (m, m, 2)) → ρ (m, m)``, generated at ``size`` and block-averaged."""
 
     def __init__(self, size: int, channels=(128, 128, 128, 128, 1), level: float = 1.0,

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoding import AnnealedFourierFeatures
-from .heads import SUPPORT_THRESHOLD, density_head, larmor_head, support_mask
+from nvbayes.fields.base import Field
+from nvbayes.fields.encoding import AnnealedFourierFeatures
+from nvbayes.fields.heads import SUPPORT_THRESHOLD, density_head, larmor_head, support_mask
 
 #: Larmor values off the predicted support.
 OFF_SUPPORT = ("zero", "centre")
@@ -66,7 +67,7 @@ class StackedLinear(nn.Module):
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
 
 
-class NeuralField(nn.Module):
+class NeuralField(Field):
     """Coordinates → ``ρ, ω_L``.
 
     Without ``instances``: coordinates ``(..., ny, nx, 2)`` → ``ρ, ω_L`` each ``(..., ny, nx)``.

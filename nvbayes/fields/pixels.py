@@ -12,8 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..physics.geometry import coarsen
-from .heads import larmor_head
+from nvbayes.fields.base import Density, Field
+from nvbayes.fields.heads import larmor_head
+from nvbayes.physics.geometry import coarsen
 
 
 def _factor(size: int, n: int) -> int:
@@ -22,7 +23,7 @@ def _factor(size: int, n: int) -> int:
     return size // n
 
 
-class PixelDensity(nn.Module):
+class PixelDensity(Density):
     """``ρ = c · max(v, 0)`` for a free map ``v`` ``(size, size)`` started at 1: uniform at
     ``level`` = c.
 
@@ -67,14 +68,14 @@ class LarmorMap(nn.Module):
         return larmor_head(coarsen(self.logits, _factor(self.logits.shape[-1], n)), self.band)
 
 
-class DensityField(nn.Module):
+class DensityField(Field):
     """A density module and a :class:`LarmorMap` as one field ``(coords, β) → (ρ, ω_L)``.
 
-    β (the Fourier annealing of NeTMY) is accepted and ignored.  ``project_`` and the splats'
-    densification hooks of the density are exposed here for the solvers.
+    β (the Fourier annealing of NeTMY) is accepted and ignored.  The density's hooks
+    (:mod:`nvbayes.fields.base`) are the field's, with the Larmor map as one more group.
     """
 
-    def __init__(self, density: nn.Module, larmor: LarmorMap):
+    def __init__(self, density: Density, larmor: LarmorMap):
         super().__init__()
         self.density = density
         self.larmor = larmor
@@ -83,22 +84,14 @@ class DensityField(nn.Module):
         return self.density(coords), self.larmor(coords)
 
     def project_(self) -> None:
-        project = getattr(self.density, "project_", None)
-        if project is not None:
-            project()
+        self.density.project_()
 
     def param_groups(self) -> list[dict]:
-        """Optimizer groups, each with an ``lr_scale`` relative to the base learning rate."""
-        groups = getattr(self.density, "param_groups", None)
-        density = groups() if groups is not None else [
-            {"params": list(self.density.parameters()), "lr_scale": 1.0}]
-        return density + [{"params": list(self.larmor.parameters()), "lr_scale": 1.0}]
+        return self.density.param_groups() + [
+            {"params": list(self.larmor.parameters()), "lr_scale": 1.0}]
 
     def observe_gradients(self) -> None:
-        observe = getattr(self.density, "observe_gradients", None)
-        if observe is not None:
-            observe()
+        self.density.observe_gradients()
 
     def densify(self, step: int) -> bool:
-        densify = getattr(self.density, "densify", None)
-        return bool(densify(step)) if densify is not None else False
+        return bool(self.density.densify(step))

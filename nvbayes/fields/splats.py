@@ -41,6 +41,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from nvbayes.fields.base import Density
+
 _SPLIT_SHRINK = 1.6
 #: Variance (pixel²) added to every primitive when rendering, the low-pass filter of 3DGS: a
 #: primitive narrower than a pixel could otherwise sit between pixel centres unseen.
@@ -63,7 +65,7 @@ class DensityControl:
     amplitude_lr_scale: float = 10.0
 
 
-class GaussianSplats(nn.Module):
+class GaussianSplats(Density):
     """``count`` Gaussian primitives; ``forward(coords (n, n, 2)) → ρ (n, n)``."""
 
     def __init__(self, count: int = 64, level: float = 1.0,

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..model.problem import InverseProblem
-from ..physics.noise_map import noise_map
-from .scale import HOMOGENEITY, scale_correction
+from nvbayes.inference.scale import HOMOGENEITY, scale_correction
+from nvbayes.model.problem import InverseProblem
+from nvbayes.physics.noise_map import noise_map
 
 #: Draws pushed through the operator at once (a 64² spectrum of 50 readouts is 1.6 MB).
 CHUNK = 16

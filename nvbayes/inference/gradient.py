@@ -2,10 +2,10 @@
 
 Each step: the loss of :func:`~.objective.traced_objective`; backward; gradient-norm
 clipping; an optimizer step at the stage's cosine-scheduled learning rate; then the field's
-own hooks, if it has them: ``project_`` (the free density's projection onto ρ ≥ 0) and
-``observe_gradients`` / ``densify`` (the splats' adaptive density control, after which the
-optimizer is rebuilt for the new parameter set).  β of the Fourier annealing rises from 0 to
-K within each stage (K = 0 for fields without an encoding).
+own hooks (:class:`~nvbayes.fields.base.Field`): ``project_`` (the free density's projection
+onto ρ ≥ 0) and ``observe_gradients`` / ``densify`` (the splats' adaptive density control,
+after which the optimizer is rebuilt for the new parameter set).  β of the Fourier annealing
+rises from 0 to K within each stage (K = 0 for fields without an encoding).
 
 Batched fits.  A field with ``instances = B`` (:class:`~nvbayes.fields.NeuralField`) holds B
 independent networks for B measurements; the loss is one value per measurement and the solver
@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import torch
 
-from ..model.problem import InverseProblem
-from ..spec import ModelSpec, OptimizerSpec
-from .objective import stage_objective, traced_objective
-from .recorder import Recorder, Snapshot, gradient_norm
-from .schedule import annealing_progress, cosine_lr
-from .stopping import ConvergenceMonitor
+from nvbayes.data.spec import ModelSpec, OptimizerSpec
+from nvbayes.fields import Field
+from nvbayes.inference.objective import stage_objective, traced_objective
+from nvbayes.inference.recorder import Recorder, Snapshot, gradient_norm
+from nvbayes.inference.schedule import annealing_progress, cosine_lr
+from nvbayes.inference.stopping import ConvergenceMonitor
+from nvbayes.model.problem import InverseProblem
 
 #: Added to the norm in the clipping coefficient, as torch.nn.utils.clip_grad_norm_ does.
 _CLIP_EPS = 1e-6
@@ -38,9 +39,7 @@ def make_optimizer(field: torch.nn.Module, lr: float, spec: OptimizerSpec):
     """Adam or AdamW over ``field``'s current parameters, in the field's ``param_groups`` if
     it has them (each with an ``lr_scale``; see :func:`set_lr`)."""
     cls = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
-    groups = getattr(field, "param_groups", None)
-    groups = groups() if groups is not None else [{"params": list(field.parameters())}]
-    optimizer = cls(groups, lr=lr, weight_decay=spec.weight_decay)
+    optimizer = cls(field.param_groups(), lr=lr, weight_decay=spec.weight_decay)
     set_lr(optimizer, lr)
     return optimizer
 
@@ -93,10 +92,10 @@ class InstanceState:
     instance; a field without instances is one instance (its whole state, by
     :class:`~.recorder.Snapshot`, which also follows parameter sets that change size)."""
 
-    def __init__(self, field: torch.nn.Module):
+    def __init__(self, field: Field):
         self.field = field
-        self.count = getattr(field, "instances", None) or 1
-        self.batched = getattr(field, "instances", None) is not None
+        self.count = field.instances or 1
+        self.batched = field.instances is not None
         self.snapshot = None if self.batched else Snapshot(field)
         self.saved = None
 
@@ -158,8 +157,12 @@ def clip_factor(norms: torch.Tensor, limit: float, running: torch.Tensor) -> tor
 
 
 def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,
-                   operator: str, device, recorder: Recorder, **objective) -> list[str]:
+                   operator: str, device, recorder: Recorder, max_steps: "int | None" = None,
+                   **objective) -> list[str]:
     """Run every stage for every instance; returns messages (one per diverged measurement).
+
+    ``max_steps`` ends the fit after that many steps (the diagnostics take the first step
+    through this very loop).
 
     ``objective`` goes to :func:`~.objective.stage_objective` (``guide_type``,
     ``noise_sigma``: the variational guide and calibrated likelihood of SVI).
@@ -170,9 +173,6 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
     count = state.count
     alive = torch.ones(count, dtype=torch.bool)          # not diverged
     messages: list[str] = []
-    project = getattr(field, "project_", None)
-    observe = getattr(field, "observe_gradients", None)
-    densify = getattr(field, "densify", None)
 
     def diverge(bad: torch.Tensor) -> None:
         """Flag ``bad``; their state goes back to the saved one after this step's update (or
@@ -185,15 +185,19 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
         if not bool(running.any()):
             state.restore(bad)
 
+    taken = 0
     for stage_no, stage in enumerate(spec.stages, start=1):
+        if taken == max_steps:
+            break
         model, guide = stage_objective(problem, spec, stage, operator, field, device,
                                        **objective)
         optimizer = make_optimizer(field, stage.lr, opt)
         monitor = ConvergenceMonitor(spec.stopping, count)
         running = alive.clone()
         for t in range(stage.steps):
-            if not bool(running.any()):
+            if not bool(running.any()) or taken == max_steps:
                 break
+            taken += 1
             beta = annealing_progress(t, stage.steps, octaves, stage.anneal)
             lr = cosine_lr(t, stage.steps, stage.lr, opt.final_lr_fraction)
             set_lr(optimizer, lr)
@@ -207,8 +211,7 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
             state.save(running)
             optimizer.zero_grad(set_to_none=True)
             torch.where(running.to(loss.device), loss, torch.zeros_like(loss)).sum().backward()
-            if observe is not None:
-                observe()
+            field.observe_gradients()
             norms = state.gradient_norms()
             bad = running & ~torch.isfinite(norms).cpu()
             if bool(bad.any()):
@@ -218,9 +221,8 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
             state.scale_gradients(clip_factor(norms, opt.grad_clip, running))
             optimizer.step()
             state.restore(~running)          # stopped and diverged instances stay put
-            if project is not None:
-                project()
-            if densify is not None and densify(t + 1):
+            field.project_()
+            if field.densify(t + 1):
                 optimizer = make_optimizer(field, lr, opt)
                 state.save(running)
             losses = recorder.record(loss, terms, norms, running, lr=lr, beta=beta,

@@ -22,7 +22,7 @@ from pyro.infer import SVI, Predictive, Trace_ELBO
 from pyro.infer.autoguide import AutoLaplaceApproximation
 from pyro.infer.autoguide.initialization import init_to_median
 
-from ..errors import NvbayesError
+from nvbayes.errors import NvbayesError
 
 
 @dataclass

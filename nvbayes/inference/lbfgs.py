@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import torch
 
-from ..model.problem import InverseProblem
-from ..spec import ModelSpec
-from .objective import stage_objective, traced_objective
-from .recorder import Recorder, Snapshot, gradient_norm
+from nvbayes.data.spec import ModelSpec
+from nvbayes.inference.objective import stage_objective, traced_objective
+from nvbayes.inference.recorder import Recorder, Snapshot, gradient_norm
+from nvbayes.model.problem import InverseProblem
 
 
 def solve_lbfgs(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,

@@ -38,8 +38,9 @@ import numpy as np
 import pyro
 import torch
 
-from ..errors import ParameterError
-from ..fields import (
+from nvbayes.data.spec import ModelSpec
+from nvbayes.errors import ParameterError
+from nvbayes.fields import (
     DeepDecoder,
     DensityControl,
     DensityField,
@@ -49,15 +50,14 @@ from ..fields import (
     PixelDensity,
     pixel_coordinates,
 )
-from ..fields.neural import PRECISIONS
-from ..model.problem import InverseProblem, check_inversion_operator
-from ..spec import ModelSpec
-from .admm import solve_admm
-from .gradient import solve_gradient
-from .lbfgs import solve_lbfgs
-from .objective import FieldGuide, traced_objective
-from .recorder import Recorder
-from .scale import HOMOGENEITY, scale_correction
+from nvbayes.fields.neural import PRECISIONS
+from nvbayes.inference.admm import solve_admm
+from nvbayes.inference.gradient import solve_gradient
+from nvbayes.inference.lbfgs import solve_lbfgs
+from nvbayes.inference.objective import FieldGuide, traced_objective
+from nvbayes.inference.recorder import Recorder
+from nvbayes.inference.scale import HOMOGENEITY, scale_correction
+from nvbayes.model.problem import InverseProblem, check_inversion_operator
 
 __all__ = ["FieldGuide", "MapResult", "batchable", "build_field", "fit_batch", "fit_map",
            "traced_objective", "uniform_level"]

@@ -17,7 +17,7 @@ import torch
 from pyro.infer import MCMC, NUTS
 from pyro.infer.autoguide.initialization import init_to_value
 
-from ..progress import show_progress
+from nvbayes.progress import show_progress
 
 
 @dataclass

@@ -15,11 +15,11 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 
-from ..fields import pixel_coordinates
-from ..model.netmy import NoiseSpectrumModel
-from ..model.problem import InverseProblem
-from ..physics.noise_map import noise_floor
-from ..spec import NOISE_FLOOR, NOISE_FLOOR_MIN, ModelSpec, Stage
+from nvbayes.data.spec import NOISE_FLOOR, NOISE_FLOOR_MIN, ModelSpec, Stage
+from nvbayes.fields import Field, pixel_coordinates
+from nvbayes.model.netmy import NoiseSpectrumModel
+from nvbayes.model.problem import InverseProblem
+from nvbayes.physics.noise_map import noise_floor
 
 
 class FieldGuide:
@@ -30,14 +30,14 @@ class FieldGuide:
     B measurements.
     """
 
-    def __init__(self, field: torch.nn.Module, coords: torch.Tensor):
+    def __init__(self, field: Field, coords: torch.Tensor):
         self.field = field
         self.coords = coords
 
     def __call__(self, beta: float, *args, **kwargs):
         pyro.module("field", self.field)
         rho, larmor = self.field(self.coords, beta)
-        instances = getattr(self.field, "instances", None)
+        instances = self.field.instances
         with (pyro.plate("measurements", instances, dim=-1) if instances
               else contextlib.nullcontext()):
             pyro.sample("rho", dist.Delta(rho, event_dim=2))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..progress import progress_bar
-from ..spec import LOSS_TERMS
+from nvbayes.data.spec import LOSS_TERMS
+from nvbayes.progress import progress_bar
 
 #: History columns every solver writes; solvers may add their own after these.
 COLUMNS = ("loss",) + LOSS_TERMS + ("grad_norm", "lr", "beta", "stage")

@@ -15,10 +15,11 @@ import math
 
 import torch
 
-from ..errors import MeasurementError
+from nvbayes.errors import MeasurementError
+from nvbayes.physics.operators import OPERATORS
 
-#: Power of ρ in each operator's homogeneity, ``F(cρ) = c^p F(ρ)``.
-HOMOGENEITY = {"F1": 2, "F2": 1, "F3": 1}
+#: Power of ρ in each operator's homogeneity, ``F(cρ) = c^p F(ρ)``, as the operators declare.
+HOMOGENEITY = {name: cls.homogeneity for name, cls in OPERATORS.items()}
 
 
 def scale_correction(observed: torch.Tensor, predicted: torch.Tensor, operator: str) -> dict:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import StoppingSpec
+from nvbayes.data.spec import StoppingSpec
 
 
 class ConvergenceMonitor:

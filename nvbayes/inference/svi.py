@@ -26,14 +26,14 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
-from ..fields import pixel_coordinates
-from ..model.problem import InverseProblem, check_inversion_operator
-from ..spec import ModelSpec
-from .draws import PosteriorDraws, gauge_fixed
-from .gradient import solve_gradient
-from .map import build_field, final_beta, fresh_start
-from .pixel_posterior import calibrated_sigma
-from .recorder import Recorder
+from nvbayes.data.spec import ModelSpec
+from nvbayes.fields import Field, pixel_coordinates
+from nvbayes.inference.draws import PosteriorDraws, gauge_fixed
+from nvbayes.inference.gradient import solve_gradient
+from nvbayes.inference.map import build_field, final_beta, fresh_start
+from nvbayes.inference.pixel_posterior import calibrated_sigma
+from nvbayes.inference.recorder import Recorder
+from nvbayes.model.problem import InverseProblem, check_inversion_operator
 
 DRAWS = 200
 #: History columns of the calibrated likelihood's terms.
@@ -80,7 +80,7 @@ class VariationalFieldGuide:
     """Pyro guide ``guide(beta)``: the sites ``rho`` and ``larmor`` drawn from the field's
     location and scale fields on the stage's pixel grid ``coords`` ``(n, n, 2)``."""
 
-    def __init__(self, field: torch.nn.Module, coords: torch.Tensor):
+    def __init__(self, field: Field, coords: torch.Tensor):
         self.field = field
         self.coords = coords
 

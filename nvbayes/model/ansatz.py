@@ -34,8 +34,8 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
-from ..physics.operators import check_inversion_operator
-from ..physics.relaxation import GaussianDensity, SpinBath, relaxation_rate
+from nvbayes.physics.operators import check_inversion_operator
+from nvbayes.physics.relaxation import GaussianDensity, SpinBath, relaxation_rate
 
 NM = 1e-9
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ..physics.noise_map import log_mse, noise_map, normalized_noise_map
+from nvbayes.physics.noise_map import log_mse, noise_map, normalized_noise_map
 
 __all__ = [
     "anisotropic_tv", "direct_density_mse", "energy_mismatch", "l1_norm", "l2_norm", "log_mse",

@@ -57,9 +57,9 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from ..physics.noise_map import LOG_EPS, log_noise_map, noise_map, normalized_noise_map
-from ..spec import LossWeights
-from . import losses
+from nvbayes.data.spec import LossWeights
+from nvbayes.model import losses
+from nvbayes.physics.noise_map import LOG_EPS, log_noise_map, noise_map, normalized_noise_map
 
 #: Sites whose negative log density is the loss term itself (no Gaussian normalizer).
 FACTOR_TERMS = ("direct_density", "sparsity", "l1", "l2", "tv", "spectrum_shape", "energy")

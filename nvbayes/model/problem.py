@@ -9,10 +9,10 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..errors import MeasurementError
-from ..physics.geometry import coarsen
-from ..physics.noise_map import noise_map, sensor_noise_sigma
-from ..physics.operators import check_inversion_operator, make_operator
+from nvbayes.errors import MeasurementError
+from nvbayes.physics.geometry import coarsen
+from nvbayes.physics.noise_map import noise_map, sensor_noise_sigma
+from nvbayes.physics.operators import check_inversion_operator, make_operator
 
 
 @dataclass(frozen=True)

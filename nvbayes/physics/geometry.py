@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch  # noqa: F401  (type hints of coarsen)
 
-from ..errors import ParameterError
-from .kernels import check_geometry
+from nvbayes.errors import ParameterError
+from nvbayes.physics.kernels import check_geometry
 
 GRID = 64
 SPACING_NM = 20.0

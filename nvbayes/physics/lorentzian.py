@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ..errors import ParameterError
+from nvbayes.errors import ParameterError
 
 #: The paper's defaults (section 5.1, appendix A.7 and E.1).
 LINEWIDTH_GHZ = 0.5

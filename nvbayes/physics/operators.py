@@ -24,8 +24,8 @@ from typing import Sequence
 
 import torch
 
-from ..errors import ParameterError
-from .kernels import (
+from nvbayes.errors import ParameterError
+from nvbayes.physics.kernels import (
     AXES,
     Z_AXIS,
     _unit_axis,
@@ -34,8 +34,8 @@ from .kernels import (
     convolve,
     power_kernel,
 )
-from .lorentzian import lorentzian
-from .units import as_units
+from nvbayes.physics.lorentzian import lorentzian
+from nvbayes.physics.units import as_units
 
 #: Sources handled per block by the direct sum (bounds F3's memory to ~100 MB at 64 × 64).
 _DIRECT_BLOCK = 128
@@ -56,6 +56,8 @@ class ForwardOperator:
     """
 
     name = ""
+    #: The power p of the operator's homogeneity in ρ, ``F(cρ) = c^p F(ρ)``.
+    homogeneity = 1
 
     def __init__(
         self,
@@ -131,6 +133,7 @@ class ScalarOperator(FactorizedOperator):
     """
 
     name = "F1"
+    homogeneity = 2
 
     def source_power(self, rho: torch.Tensor) -> torch.Tensor:
         field = convolve(rho, cached_spectrum("scalar", rho.shape[-2:], self.spacing,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ParameterError
+from nvbayes.errors import ParameterError
 
 #: μ0 / 4π in T·m / A (exact in the pre-2019 SI, 1e-7 to 1 part in 1e9 since).
 MU0_OVER_4PI = 1.00000000055e-7

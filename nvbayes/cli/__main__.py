@@ -1,0 +1,7 @@
+"""``python -m nvbayes.cli``."""
+
+import sys
+
+from nvbayes.cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""``nvbayes benchmark``: models × inversion operators × samples × seeds, resumable, in this
+process or on a Dask cluster.  The data and executor arguments are shared with ``ablate``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nvbayes.cli.common import (
+    RUNS,
+    device_arguments,
+    protocol_argument,
+    readout_argument,
+    simulator_argument,
+)
+from nvbayes.data.scenes import (
+    NOISE,
+    SimulationSettings,
+    dataset_plan,
+    expand_classes,
+    simulate_dataset,
+)
+from nvbayes.errors import NvbayesError
+from nvbayes.inference.map import check_precision
+from nvbayes.inference.methods import check_device
+from nvbayes.physics.geometry import GRID, Grid
+from nvbayes.progress import progress
+from nvbayes.workflows.benchmark import (
+    DEFAULT_METHODS,
+    PRESETS,
+    BenchmarkPlan,
+    InProcess,
+    load_data,
+    resolve_methods,
+    run_benchmark,
+)
+from nvbayes.workflows.benchmark.ablation import TABLE3_METRICS
+from nvbayes.workflows.benchmark.executors import DaskExecutor
+from nvbayes.workflows.benchmark.plan import interleaved_order, parse_operators, parse_seeds
+from nvbayes.workflows.benchmark.runner import with_sample_axis
+
+DESCRIPTION = ("The paper's benchmark protocol (Tables 1 and 2): fit every sample of a data set "
+               "with each model under each inversion operator and seed; write results.nc, "
+               "summary.md and figures to --out.  Cross-fidelity by default (data simulated by "
+               "F3); --simulator F1|F2 gives the matched-operator table.  Rerunning with the "
+               "same --out computes only the missing cells.")
+
+
+def add_arguments(p) -> None:
+    data_arguments(p)
+    p.add_argument("--models", default=",".join(DEFAULT_METHODS),
+                   help="comma list: netmy (follows --preset), tikhonov, admm, lbfgs, gsplat, "
+                        f"deepdecoder, or .toml paths (default {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--operators", default="F1,F2", help="inversion operators (F1,F2)")
+    run_arguments(p)
+
+
+def run(args) -> None:
+    title = ("Benchmark (cross-fidelity)" if args.data is None and args.simulator == "F3"
+             else "Benchmark")
+    execute(args, resolve_methods(args.models, args.preset, args.protocol), "benchmark", title)
+
+
+def data_arguments(p) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--data", type=Path, help="measurement file with truth (rho_true)")
+    which.add_argument("--classes", help="simulate: 'all' (the paper's eight) or a comma list")
+    p.add_argument("--per-class", type=int, help="samples per class (with --classes)")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="seed of the first simulated sample (0)")
+    simulator_argument(p)
+    p.add_argument("--grid", type=int, default=GRID, help=f"pixels per side ({GRID})")
+    p.add_argument("--noise", type=float, default=NOISE,
+                   help=f"simulate: sensor noise as a fraction of the dynamic range ({NOISE})")
+    readout_argument(p)
+
+
+def run_arguments(p) -> None:
+    p.add_argument("--seeds", default="0,1,2", help="fit seeds (0,1,2)")
+    protocol_argument(p)
+    p.add_argument("--preset", default="fast", choices=sorted(PRESETS),
+                   help="NeTMY preset: fast = models/netmy-fast.toml (default), paper = "
+                        "models/netmy.toml")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per fit, on every executor (1)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="samples per optimization loop for neural-field models; the results "
+                        "are those of single fits (1)")
+    device_arguments(p)
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int,
+                       help="start a local Dask cluster of N worker processes (needs the "
+                            "[dask] extra)")
+    where.add_argument("--scheduler", help="run on an existing Dask cluster, tcp://HOST:PORT")
+    p.add_argument("--out", type=Path, help="benchmark folder (default runs/<command>-...)")
+    p.add_argument("--report-only", action="store_true",
+                   help="fit nothing: write results.nc, summary.md and figures from the "
+                        "cells already in --out")
+
+
+def _data(args):
+    """``(dataset, description)`` from --data or --classes/--per-class."""
+    if args.data is not None:
+        if (args.per_class is not None or args.simulator != "F3" or args.noise != NOISE
+                or args.readout != "wide"):
+            raise NvbayesError("--per-class, --simulator, --noise and --readout describe "
+                               "simulated data",
+                               "drop them with --data (the file says how it was made)")
+        return load_data(args.data), str(args.data)
+    if args.per_class is None:
+        raise NvbayesError("--classes needs the number of samples", "add --per-class K")
+    classes = expand_classes(args.classes)
+    settings = SimulationSettings(grid=Grid(args.grid), operator=args.simulator,
+                                  noise=args.noise, readout=args.readout)
+    plan = dataset_plan(classes, args.per_class, seed=args.data_seed)
+    data = simulate_dataset(plan, settings,
+                            progress=lambda it: progress(it, total=len(plan), desc="simulate"))
+    return data, (f"simulated: {args.classes} x {args.per_class} per class, "
+                  f"{settings.operator.upper()}, noise {settings.noise:g}, readout "
+                  f"{settings.readout}, seeds from {args.data_seed}, {args.grid}x{args.grid}")
+
+
+def execute(args, methods: dict, kind: str, title: str, **extra) -> None:
+    """Run the benchmark machinery on ``methods`` and print where the results are."""
+    operators, seeds = parse_operators(args.operators), parse_seeds(args.seeds)
+    device, precision = check_device(args.device), check_precision(args.precision)
+    executor = (InProcess(args.threads) if args.workers is None and args.scheduler is None
+                else DaskExecutor(args.threads, scheduler=args.scheduler, workers=args.workers))
+    data, description = _data(args)
+    data = with_sample_axis(data)
+    order = (interleaved_order(data["scene_class"].values.tolist())
+             if "scene_class" in data.coords else ())
+    plan = BenchmarkPlan(methods, operators, seeds, data.sizes["sample"], args.threads, order,
+                         batch=args.batch, device=device, precision=precision)
+    tag = (args.data.stem if args.data is not None
+           else f"{args.classes.replace('/', '-').replace(',', '+')}-{args.per_class}"
+                f"-{args.simulator}")
+    out = args.out or RUNS / f"{kind}-{tag}"
+    settings = {"data": description, "preset": args.preset,
+                "protocol": args.protocol or "per model file"} | extra
+    table = {} if kind in ("benchmark", "deviations") else {
+        "summary_metrics": TABLE3_METRICS, "figure_metrics": TABLE3_METRICS}
+    report = run_benchmark(plan, data, out, executor, kind=kind, title=title,
+                           settings=settings, compute=not args.report_only, **table)
+    print(f"{kind}: {report.folder} ({report.computed} of {len(plan.cells())} cells computed "
+          f"now, {report.failed} failed; executor {executor.name})")
+    print(f"summary: {report.folder / 'summary.md'}")

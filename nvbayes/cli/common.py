@@ -1,0 +1,82 @@
+"""Arguments and parsing shared by several commands."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from nvbayes.data.spec import DEFAULT_PROTOCOL, PROTOCOLS
+from nvbayes.errors import NvbayesError
+from nvbayes.inference.map import PRECISIONS
+from nvbayes.inference.methods import DEVICES
+from nvbayes.physics.lorentzian import READOUTS
+from nvbayes.physics.operators import INVERSION_OPERATORS, OPERATORS
+
+#: Where outputs go without --out.
+RUNS = Path("runs")
+
+
+def protocol_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="paper: the paper's objective verbatim (eps 1e-10, sums, its "
+                        "settings); robust: nvbayes's measured choices (noise-floor eps, "
+                        "unit-free spectrum, the model file's [robust] table).  Default: "
+                        f"{DEFAULT_PROTOCOL}, or the protocol a model file names")
+
+
+def readout_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--readout", default="wide", choices=READOUTS,
+                   help="readout frequencies over the band widened by one linewidth each "
+                        "side (wide, default) or over the Larmor band itself (band: the "
+                        "paper's appendix E.1)")
+
+
+def operator_argument(p: argparse.ArgumentParser, help: str = "likelihood operator") -> None:
+    p.add_argument("--operator", default="F2", type=str.upper, choices=INVERSION_OPERATORS,
+                   help=f"{help}, F1 or F2 (F2)")
+
+
+def simulator_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--simulator", default="F3", type=str.upper, choices=tuple(OPERATORS),
+                   help="operator that simulates the data: F3 (the direct sum, "
+                        "cross-fidelity; default), or F2/F1 for a matched-model control")
+
+
+def device_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", type=str.lower, choices=DEVICES,
+                   help="cpu or cuda (cpu)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32, or bf16: the neural field's MLP in mixed precision (fp32)")
+
+
+def parse_samples(text: str, flag: str = "--samples") -> list[int]:
+    """``"0-7"``, ``"1,4,9"`` or a mix (``"0-3,8"``) → sample indices."""
+    out = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            lo, sep, hi = part.partition("-")
+            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+    except ValueError:
+        raise NvbayesError(f"{flag} {text!r} is not a list of sample indices",
+                           f"pass e.g. {flag} 0-7 or {flag} 1,4,9") from None
+    if not out:
+        raise NvbayesError(f"{flag} names no sample", f"pass e.g. {flag} 0-7")
+    return out
+
+
+def check_seed(seed: int) -> int:
+    if seed < 0:
+        raise NvbayesError(f"seed must be >= 0, got {seed}", "pass --seed 0 or more")
+    return seed
+
+
+def warn(message: str) -> None:
+    print(f"nvbayes: warning: {message}", file=sys.stderr)
+
+
+__all__ = ["RUNS", "check_seed", "device_arguments", "operator_argument", "parse_samples",
+           "protocol_argument", "readout_argument", "simulator_argument", "warn"]

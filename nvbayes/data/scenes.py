@@ -1,0 +1,319 @@
+"""Synthetic scenes of sparse fluctuating spins and the simulated measurements they produce.
+
+A scene class is ``<count>/<separation>``:
+
+* count: ``few`` 1–3, ``medium`` 4–8, ``many`` 9–16 point sources;
+* separation: each source's nearest-neighbour distance in units of the standoff z0,
+  ``close`` [2, 3), ``medium`` [3, 5), ``far`` ≥ 5.
+
+The paper's benchmark uses eight of the nine combinations (all but ``many/medium``); all nine
+are accepted.  Sources sit on pixel centres at least 3 z0 from the outermost pixels, with
+amplitudes uniform in [0.5, 1] and one Larmor frequency each, uniform in the band.  Placement
+grows a cluster: every new source lands within the class's distance interval of some earlier
+source and no closer than its lower bound to any, so every nearest-neighbour distance ends up
+inside the interval.
+
+The Larmor *field* is defined at every pixel as the frequency of the source that dominates the
+pixel's noise (largest ``ρ_s P(r − s)``); it is what F1 and F2 need at readout pixels, and it
+equals each source's own frequency on the support, where F3 reads it.
+
+Sensor noise is Gaussian, ``σ = noise × (max S − min S)`` of the clean spectrum.
+Everything is drawn from one ``numpy.random.default_rng(seed)``: the same class, seed and
+settings give identical arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import xarray as xr
+from scipy.ndimage import gaussian_filter
+
+from nvbayes.data.io import measurement_dataset
+from nvbayes.errors import SceneError
+from nvbayes.physics.geometry import Grid
+from nvbayes.physics.kernels import power_kernel_closed_form
+from nvbayes.physics.lorentzian import (
+    LARMOR_BAND_GHZ,
+    LINEWIDTH_GHZ,
+    N_FREQ,
+    check_spectral,
+    readout_frequencies,
+)
+from nvbayes.physics.operators import make_operator
+from nvbayes.physics.validity import in_kernel_chi
+
+COUNTS = {"few": (1, 3), "medium": (4, 8), "many": (9, 16)}
+SEPARATIONS = {"close": (2.0, 3.0), "medium": (3.0, 5.0), "far": (5.0, float("inf"))}
+PAPER_CLASSES = (
+    "few/close", "few/medium", "few/far",
+    "medium/close", "medium/medium", "medium/far",
+    "many/close", "many/far",
+)
+ALL_CLASSES = tuple(f"{c}/{s}" for c in COUNTS for s in SEPARATIONS)
+MARGIN_STANDOFFS = 3.0
+AMPLITUDE_RANGE = (0.5, 1.0)
+NOISE = 0.01
+_MAX_RESTARTS = 200
+
+
+@dataclass(frozen=True)
+class SceneClass:
+    """A ``<count>/<separation>`` class with its source-count and distance ranges."""
+
+    name: str
+    count_range: tuple[int, int] = field(init=False)
+    separation_range: tuple[float, float] = field(init=False)
+
+    def __post_init__(self):
+        count, sep = parse_scene_class(self.name)
+        object.__setattr__(self, "count_range", COUNTS[count])
+        object.__setattr__(self, "separation_range", SEPARATIONS[sep])
+
+
+def parse_scene_class(name: str) -> tuple[str, str]:
+    """``"medium/far"`` → ``("medium", "far")``; :class:`SceneError` if unknown."""
+    parts = str(name).strip().lower().split("/")
+    if len(parts) != 2 or parts[0] not in COUNTS or parts[1] not in SEPARATIONS:
+        raise SceneError(f"unknown scene class {name!r}",
+                         f"use <count>/<separation> with count in {'|'.join(COUNTS)} and "
+                         f"separation in {'|'.join(SEPARATIONS)}, e.g. medium/far")
+    return parts[0], parts[1]
+
+
+def expand_classes(spec: str) -> list[str]:
+    """``"all"`` → the paper's eight classes; otherwise a comma-separated list, validated."""
+    if spec.strip().lower() == "all":
+        return list(PAPER_CLASSES)
+    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    if not names:
+        raise SceneError("no scene class given", "pass --classes all or e.g. few/far,many/close")
+    for n in names:
+        parse_scene_class(n)
+    return names
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Point sources on a grid.
+
+    Attributes
+    ----------
+    grid : the sensing grid.
+    scene_class : class name.
+    positions : ``(k, 2)`` integer pixel indices ``(iy, ix)``.
+    amplitudes : ``(k,)`` source weights.
+    larmor : ``(k,)`` Larmor frequency per source, GHz.
+    """
+
+    grid: Grid
+    scene_class: str
+    positions: np.ndarray
+    amplitudes: np.ndarray
+    larmor: np.ndarray
+
+    def density(self) -> np.ndarray:
+        """``ρ(y, x)``: the amplitudes on their pixels, zero elsewhere."""
+        rho = np.zeros(self.grid.shape)
+        rho[self.positions[:, 0], self.positions[:, 1]] = self.amplitudes
+        return rho
+
+    def larmor_field(self) -> np.ndarray:
+        """``ω_L(y, x)``: at each pixel, the frequency of the source dominating its noise."""
+        n = self.grid.n
+        idx = np.arange(n, dtype=float)
+        dy = (idx[None, :, None] - self.positions[:, 0, None, None]) * self.grid.spacing
+        dx = (idx[None, None, :] - self.positions[:, 1, None, None]) * self.grid.spacing
+        power = power_kernel_closed_form(torch.from_numpy(dx), torch.from_numpy(dy),
+                                         self.grid.standoff).numpy()
+        dominant = np.argmax(self.amplitudes[:, None, None] * power, axis=0)
+        return self.larmor[dominant]
+
+    def nearest_neighbour_standoffs(self) -> np.ndarray:
+        """Each source's nearest-neighbour distance in units of z0 (``inf`` for one source)."""
+        return _nearest(self.positions, self.grid)
+
+
+def _nearest(positions: np.ndarray, grid: Grid) -> np.ndarray:
+    if len(positions) < 2:
+        return np.full(len(positions), np.inf)
+    d = _distance_standoffs(positions[:, None, :], positions[None, :, :], grid)
+    np.fill_diagonal(d, np.inf)
+    return d.min(axis=1)
+
+
+def _distance_standoffs(a: np.ndarray, b: np.ndarray, grid: Grid) -> np.ndarray:
+    return np.sqrt(((a - b) ** 2).sum(-1)) * grid.spacing / grid.standoff
+
+
+def allowed_pixels(grid: Grid) -> np.ndarray:
+    """Pixels at least 3 z0 from the outermost pixel centres, as ``(m, 2)`` indices."""
+    margin = int(np.ceil(MARGIN_STANDOFFS * grid.standoff / grid.spacing - 1e-9))
+    inner = np.arange(margin, grid.n - margin)
+    if inner.size == 0:
+        raise SceneError(
+            f"a {grid.n}-pixel grid leaves no pixel 3 standoffs from the border",
+            f"use --grid larger than {2 * margin} or a smaller --standoff")
+    iy, ix = np.meshgrid(inner, inner, indexing="ij")
+    return np.stack([iy.ravel(), ix.ravel()], axis=1)
+
+
+def sample_scene(scene_class: str, seed: "int | np.random.Generator", grid: Grid = Grid(),
+                 band: tuple[float, float] = LARMOR_BAND_GHZ) -> Scene:
+    """Draw one scene of ``scene_class`` from a seed or an existing generator."""
+    cls = SceneClass(scene_class)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    lo_count, hi_count = cls.count_range
+    count = int(rng.integers(lo_count, hi_count + 1))
+    candidates = allowed_pixels(grid)
+    positions = _place(count, cls.separation_range, candidates, grid, rng, cls.name)
+    amplitudes = rng.uniform(*AMPLITUDE_RANGE, size=count)
+    larmor = rng.uniform(band[0], band[1], size=count)
+    return Scene(grid, cls.name, positions, amplitudes, larmor)
+
+
+def _place(count, separation, candidates, grid, rng, name) -> np.ndarray:
+    lo, hi = separation
+    for _ in range(_MAX_RESTARTS):
+        placed = [candidates[rng.integers(len(candidates))]]
+        while len(placed) < count:
+            d = _distance_standoffs(candidates[:, None, :], np.asarray(placed)[None], grid)
+            ok = (d >= lo).all(axis=1) & (d < hi).any(axis=1)
+            choices = np.flatnonzero(ok)
+            if choices.size == 0:
+                break
+            placed.append(candidates[choices[rng.integers(choices.size)]])
+        if len(placed) == count:
+            return np.asarray(placed, dtype=np.int64)
+    raise SceneError(f"cannot place {count} sources of class {name} on a {grid.n}-pixel grid",
+                     "use a larger --grid or a sparser scene class")
+
+
+def simulate_spectrum(scene: Scene, operator: str = "F3", linewidth: float = LINEWIDTH_GHZ,
+                      freqs: "torch.Tensor | None" = None, units: str = "normalized"):
+    """The clean spectrum of ``scene`` under ``operator``: ``(n_freq, n, n)`` float64."""
+    freqs = readout_frequencies(linewidth=linewidth) if freqs is None else freqs
+    op = make_operator(operator, freqs, linewidth, scene.grid.spacing, scene.grid.standoff,
+                       units=units)
+    rho = torch.from_numpy(scene.density())
+    larmor = torch.from_numpy(scene.larmor_field())
+    return op(rho, larmor).to(torch.float64).numpy()
+
+
+def sensor_sigma(clean: np.ndarray, noise: float) -> float:
+    """``σ = noise × (max − min)`` of the clean spectrum."""
+    return noise * float(clean.max() - clean.min())
+
+
+def add_sensor_noise(clean: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise with ``σ =`` :func:`sensor_sigma`."""
+    return clean + rng.normal(0.0, 1.0, size=clean.shape) * sensor_sigma(clean, noise)
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """Everything besides class and seed that defines a simulated measurement."""
+
+    grid: Grid = Grid()
+    operator: str = "F3"
+    noise: float = NOISE
+    linewidth: float = LINEWIDTH_GHZ
+    band: tuple[float, float] = LARMOR_BAND_GHZ
+    n_freq: int = N_FREQ
+    units: str = "normalized"
+    readout: str = "wide"      # or "band": the paper's E.1 readout on the Larmor band
+
+    def __post_init__(self):
+        check_spectral(self.band, self.linewidth)
+        readout_frequencies(self.band, self.linewidth, 1, readout=self.readout)
+        if not (np.isfinite(self.noise) and self.noise >= 0):
+            raise SceneError(f"noise level must be >= 0, got {self.noise}",
+                             "pass --noise 0 for a clean spectrum or e.g. 0.01")
+        make_operator(self.operator, [1.0], self.linewidth, self.grid.spacing,
+                      self.grid.standoff, units=self.units)
+
+    def freqs(self) -> torch.Tensor:
+        return readout_frequencies(self.band, self.linewidth, self.n_freq,
+                                   readout=self.readout)
+
+
+def _simulate_arrays(scene_class: str, seed: int, settings: SimulationSettings):
+    rng = np.random.default_rng(seed)
+    scene = sample_scene(scene_class, rng, settings.grid, settings.band)
+    clean = simulate_spectrum(scene, settings.operator, settings.linewidth, settings.freqs(),
+                              settings.units)
+    spectrum = add_sensor_noise(clean, settings.noise, rng)
+    return spectrum, scene.density(), scene.larmor_field(), sensor_sigma(clean, settings.noise)
+
+
+def _dataset(spectra, rho, larmor, sigma, classes, seeds, settings: SimulationSettings
+             ) -> xr.Dataset:
+    return measurement_dataset(
+        spectra, settings.freqs().numpy(), settings.grid.coords,
+        standoff_nm=settings.grid.standoff, linewidth_ghz=settings.linewidth,
+        larmor_band_ghz=settings.band, operator=settings.operator.upper(),
+        noise=settings.noise, units=settings.units, rho_true=rho, larmor_true=larmor,
+        scene_class=classes, seed=seeds, noise_sigma=sigma)
+
+
+def simulate(scene_class: str, seed: int, settings: SimulationSettings = SimulationSettings()
+             ) -> xr.Dataset:
+    """One simulated measurement (no ``sample`` dimension) with its truth."""
+    spectrum, rho, larmor, sigma = _simulate_arrays(scene_class, seed, settings)
+    return _dataset(spectrum, rho, larmor, sigma, scene_class, seed, settings)
+
+
+def dataset_plan(classes: list[str], per_class: "int | None" = None,
+                 samples: "int | None" = None, seed: int = 0) -> list[tuple[str, int]]:
+    """``(class, seed)`` of every sample of a data set.
+
+    ``per_class`` gives K samples of each class, class after class; ``samples`` gives N samples
+    cycling through the classes.  Sample i gets seed ``seed + i``, so
+    ``simulate(class_i, seed + i)`` regenerates it alone.
+    """
+    if (per_class is None) == (samples is None):
+        raise SceneError("give exactly one of per_class and samples",
+                         "pass --per-class K or --samples N")
+    total = per_class * len(classes) if per_class is not None else samples
+    if total < 1:
+        raise SceneError(f"a data set needs at least one sample, got {total}",
+                         "pass --per-class or --samples of 1 or more")
+    if per_class is not None:
+        names = [c for c in classes for _ in range(per_class)]
+    else:
+        names = [classes[i % len(classes)] for i in range(samples)]
+    return [(name, seed + i) for i, name in enumerate(names)]
+
+
+def simulate_dataset(plan: list[tuple[str, int]],
+                     settings: SimulationSettings = SimulationSettings(),
+                     progress=None) -> xr.Dataset:
+    """Simulate every ``(class, seed)`` of ``plan`` into one data set with a ``sample`` axis.
+
+    ``progress`` optionally wraps the iteration (e.g. a progress bar).
+    """
+    items = progress(plan) if progress is not None else plan
+    arrays = [_simulate_arrays(name, seed, settings) for name, seed in items]
+    spectra, rho, larmor, sigma = (np.stack(a) for a in zip(*arrays, strict=True))
+    return _dataset(spectra, rho, larmor, sigma, [c for c, _ in plan], [s for _, s in plan],
+                    settings)
+
+
+def larmor_spread_scene(chi: float, seed: int = 0, grid: Grid = Grid(32),
+                        linewidth: float = LINEWIDTH_GHZ, centre_ghz: float = 2.0):
+    """A stress test of F2's readout-side Lorentzian (paper appendix A.8) at a chosen χ.
+
+    Every pixel is a unit source (ρ = 1); ω_L = centre + a·ξ, with ξ a Gaussian random field
+    of correlation length one pixel (``gaussian_filter`` of white noise from ``seed``,
+    standardized) and ``a`` chosen so that :func:`~nvbayes.physics.in_kernel_chi` equals
+    ``chi`` exactly.  Returns ``(rho, larmor)`` as float64 tensors ``(n, n)``.
+    """
+    n = grid.n
+    xi = gaussian_filter(np.random.default_rng(seed).standard_normal((n, n)), 1.0,
+                         mode="reflect")
+    xi = torch.from_numpy(xi / xi.std())
+    rho = torch.ones(n, n, dtype=torch.float64)
+    unit = in_kernel_chi(rho, centre_ghz + xi, grid.spacing, grid.standoff, linewidth)
+    return rho, centre_ghz + xi * (chi / unit)

@@ -1,0 +1,206 @@
+"""Run a benchmark plan into a folder: resume, execute the missing cells, assemble, report.
+
+``run_benchmark`` is resumable by construction: the folder's ``benchmark.toml`` fixes the data
+set (by fingerprint) and each method's specification; a rerun with the same folder checks that
+they agree, then computes only the cells without a successful cell file (see :mod:`.store`).
+Methods, operators or seeds may be added on a rerun; a method whose specification changed is
+refused (its finished cells would mix two models).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from nvbayes.data.io import read_measurement, toml_dumps, write_netcdf, write_with
+from nvbayes.data.spec import spec_from_dict
+from nvbayes.errors import NvbayesError
+from nvbayes.figures import save_figure
+from nvbayes.figures.benchmark import BOX_METRICS, box_plot, qualitative_grid, scene_classes
+from nvbayes.progress import progress_bar
+from nvbayes.results.run import versions
+from nvbayes.results.store import stored_settings
+from nvbayes.workflows.benchmark.plan import BenchmarkPlan, Cell
+from nvbayes.workflows.benchmark.store import (
+    DATA,
+    PLAN,
+    SUMMARY,
+    BenchmarkCells,
+    assemble_results,
+    write_results,
+)
+from nvbayes.workflows.benchmark.summary import write_summary
+
+PLAN_SCHEMA = "nvbayes.workflows.benchmark-plan/1"
+
+
+@dataclass
+class BenchmarkReport:
+    """What a finished (or partly failed) benchmark wrote."""
+
+    folder: Path
+    results: xr.Dataset
+    computed: int          # cells fitted in this call
+    failed: int            # cells of this call that failed
+    figures: list
+
+
+def with_sample_axis(data: xr.Dataset) -> xr.Dataset:
+    """``data`` with a ``sample`` dimension (a single measurement becomes sample 0)."""
+    if "sample" in data["spectrum"].dims:
+        return data
+    expanded = data.expand_dims("sample")
+    for name in ("scene_class", "seed"):
+        if name in data.coords and data[name].ndim == 0:
+            expanded = expanded.assign_coords({name: ("sample", [data[name].values.item()])})
+    return expanded
+
+
+def fingerprint(data: xr.Dataset) -> str:
+    """SHA-256 of the spectra, the truth and the grid: equal data sets, equal prints."""
+    digest = hashlib.sha256()
+    for name in ("spectrum", "rho_true", "larmor_true", "freq", "x", "y"):
+        if name in data.variables:
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(data[name].values, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _check_truth(data: xr.Dataset) -> None:
+    if "rho_true" not in data:
+        raise NvbayesError("the data set holds no rho_true, so nothing can be scored",
+                           "benchmark simulated data (--classes) or a file with its truth")
+
+
+def prepare_folder(folder: Path, plan: BenchmarkPlan, data: xr.Dataset, kind: str,
+                   settings: dict) -> None:
+    """Create the folder, or check that an existing one holds the same benchmark."""
+    _check_truth(data)
+    print_ = fingerprint(data)
+    plan_file = folder / PLAN
+    methods = {m: spec.to_dict() for m, spec in plan.methods.items()}
+    old = stored_settings(folder, PLAN, "benchmark")
+    if old is not None:
+        if old["benchmark"].get("data_fingerprint") != print_:
+            raise NvbayesError(f"{folder} holds a benchmark of another data set",
+                               "choose another --out, or rerun with the same data")
+        if old["benchmark"].get("precision", "fp32") != plan.precision:
+            raise NvbayesError(f"{folder} was run in {old['benchmark'].get('precision', 'fp32')}"
+                               f" precision, not {plan.precision}",
+                               f"rerun with --precision {old['benchmark'].get('precision')}")
+        if old["benchmark"].get("threads") != plan.threads:
+            raise NvbayesError(f"{folder} was run with {old['benchmark'].get('threads')} "
+                               f"thread(s) per fit, not {plan.threads}",
+                               f"rerun with --threads {old['benchmark'].get('threads')}")
+        for name, spec in plan.methods.items():
+            if name in old.get("methods", {}) and \
+                    spec_from_dict(old["methods"][name], name) != spec:
+                raise NvbayesError(f"method {name!r} has changed since {folder} was started",
+                                   "choose another --out, or restore its model file")
+        methods = old.get("methods", {}) | methods
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / DATA).is_file():
+        write_netcdf(data, folder / DATA)
+    header = {"schema": PLAN_SCHEMA, "kind": kind, "data_fingerprint": print_,
+              "threads": plan.threads, "precision": plan.precision, "device": plan.device,
+              "batch": plan.batch,
+              "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    text = toml_dumps({"benchmark": header | settings, "versions": versions(),
+                       "methods": methods})
+    write_with(plan_file, lambda tmp: tmp.write_text(text))
+
+
+def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", executor,
+                  *, kind: str = "benchmark", title: str = "Benchmark",
+                  settings: "dict | None" = None, summary_metrics: "tuple | None" = None,
+                  figure_metrics: tuple = BOX_METRICS, show: "bool | None" = None,
+                  compute: bool = True) -> BenchmarkReport:
+    """Compute the missing cells of ``plan`` on ``data`` with ``executor`` and write the report.
+
+    ``settings`` (strings and numbers) go to ``benchmark.toml`` and the attributes of
+    ``results.nc``; ``executor`` is an :mod:`.executors` instance, not yet entered.  With
+    ``compute=False`` nothing is fitted: the report is written from the cells already in an
+    existing folder (e.g. to look at a sweep that is still running or was stopped).
+    """
+    folder = Path(folder)
+    data = with_sample_axis(data)
+    settings = dict(settings or {})
+    if not compute and not (folder / PLAN).is_file():
+        raise NvbayesError(f"{folder} holds no benchmark to report on",
+                           "run it first, or drop --report-only")
+    prepare_folder(folder, plan, data, kind, settings)
+    store = BenchmarkCells(folder)
+    cells = plan.cells()
+    finished = {c for c in cells if store.done(c)}     # read each cell file once
+    missing = [c for c in cells if c not in finished]
+    to_fit = list(dict.fromkeys(plan.source(c) for c in missing
+                                if plan.source(c) not in finished))
+    spatial = {"y": data["y"], "x": data["x"]}
+    computed = failed = 0
+    if to_fit and compute:
+        bar = progress_bar(len(to_fit), kind, "fit", show)
+        with executor:
+            for record in executor.run(plan.groups(to_fit), data, plan):
+                record.info["executor"] = executor.name
+                store.write(record, spatial)
+                if not record.failed:
+                    finished.add(record.cell)
+                computed += 1
+                failed += record.failed
+                if bar is not None:
+                    bar.set_postfix_str(f"{record.cell.method} {record.cell.operator} "
+                                        f"s{record.cell.sample}", refresh=False)
+                    bar.update()
+        if bar is not None:
+            bar.close()
+    for cell in missing:
+        source = plan.source(cell)
+        if source != cell and source in finished:
+            store.copy(source, cell, spatial)
+    attrs = {"data": settings.get("data", "?"),
+             "data_operator": str(data.attrs.get("operator", "?")),
+             "threads": plan.threads, "precision": plan.precision, "device": plan.device,
+             "batch": plan.batch,
+             "kind": kind} | {k: v for k, v in settings.items() if k != "data"}
+    results = assemble_results(plan, store, data, attrs)
+    write_results(results, folder)
+    metrics = summary_metrics or tuple(k for k in results.data_vars
+                                       if k not in ("diverged", "error"))
+    text = write_summary(results, metrics, title)
+    write_with(folder / SUMMARY, lambda tmp: tmp.write_text(text))
+    figures = write_figures(results, store, data, folder, figure_metrics)
+    return BenchmarkReport(folder, results, computed, failed, figures)
+
+
+def write_figures(results: xr.Dataset, store: BenchmarkCells, data: xr.Dataset,
+                  folder: Path, metrics: tuple[str, ...] = BOX_METRICS) -> list[Path]:
+    """``boxplot-METRIC.png`` per metric and ``grid-CLASS.png`` per scene class."""
+    written = []
+    for metric in metrics:
+        written.append(folder / f"boxplot-{metric}.png")
+        save_figure(box_plot(results, metric), written[-1])
+    seed = int(results["seed"].values[0])
+    for name, index in scene_classes(results):
+        sample = int(index[0])
+        maps = {}
+        for method in results["method"].values:
+            for op in results["operator"].values:
+                record = store.read(Cell(str(method), str(op), sample, seed))
+                maps[str(method), str(op)] = None if record is None else record.rho
+        stem = "grid" if name == "all samples" else "grid-" + name.replace("/", "-")
+        written.append(folder / f"{stem}.png")
+        save_figure(qualitative_grid(results, maps, data["rho_true"].isel(sample=sample).values,
+                                     sample), written[-1])
+    return written
+
+
+def load_data(path: "str | Path") -> xr.Dataset:
+    """A measurement file to benchmark: validated, with a sample axis and its truth."""
+    data = with_sample_axis(read_measurement(path))
+    _check_truth(data)
+    return data

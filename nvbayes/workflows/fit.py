@@ -1,0 +1,148 @@
+"""``nvbayes.fit``: one measurement in, one :class:`~nvbayes.results.run.Run` out;
+``fit_samples``: the samples of a data set, fitted in batches, one run each; ``save_run``: the
+run folder with its figures.
+
+>>> import nvbayes
+>>> from nvbayes.workflows.fit import save_run
+>>> run = nvbayes.fit("runs/scene.nc", model="netmy-fast", method="map")   # doctest: +SKIP
+>>> save_run(run, "runs/scene-netmy-fast")                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import xarray as xr
+
+from nvbayes.data.io import n_samples, read_measurement, select_sample, validate_measurement
+from nvbayes.data.spec import load_spec
+from nvbayes.errors import ParameterError
+from nvbayes.figures.imaging import plot_hessian_spectrum, plot_run
+from nvbayes.inference.draws import PosteriorDraws
+from nvbayes.inference.map import check_precision, fit_batch
+from nvbayes.inference.methods import check_device, check_method, infer
+from nvbayes.metrics import evaluate_run
+from nvbayes.model.problem import InverseProblem, check_inversion_operator
+from nvbayes.results.run import Run, hessian_dataset, run_config
+
+#: The figure of every run, and the Laplace fit's Hessian spectrum.
+FIGURE, HESSIAN_FIGURE = "reconstruction.png", "hessian_spectrum.png"
+
+
+def _prepare(measurement, model: str, method: str, operator: str, device: str,
+             precision: str, protocol: "str | None"):
+    if isinstance(measurement, (str, os.PathLike)):
+        source = str(measurement)
+        data = read_measurement(Path(measurement))
+    else:
+        source = "<dataset>"
+        data = validate_measurement(measurement)
+    spec = load_spec(model, protocol)
+    device, precision = check_device(device), check_precision(precision)
+    check_method(method).check(spec, device, precision)
+    return data, source, spec, check_inversion_operator(operator), device, precision
+
+
+def save_run(run: Run, folder: "str | os.PathLike") -> Path:
+    """Write ``run``'s folder with its figures (``reconstruction.png``, and
+    ``hessian_spectrum.png`` for a Laplace fit)."""
+    figures = {FIGURE: plot_run(run)}
+    if run.hessian is not None:
+        figures[HESSIAN_FIGURE] = plot_hessian_spectrum(run.hessian)
+    return run.save(folder, figures)
+
+
+def _run(one: xr.Dataset, result, spec, *, method, operator, seed, device, precision, source,
+         sample) -> Run:
+    config = run_config(spec.to_dict(), method=method, operator=operator, seed=seed,
+                        device=device, wall_time_s=result.wall_time_s, source=source,
+                        sample=sample, precision=precision,
+                        batch_size=int(result.stats.get("batch_size", 1)))
+    if isinstance(result, PosteriorDraws):
+        run = Run.from_draws(one, result, config)
+        if result.extra:
+            run.tables["hessian"] = hessian_dataset(result, one)
+    else:
+        run = Run.from_point_estimate(one, result.rho, result.larmor, result.predicted,
+                                      result.stats, result.history, config, result.messages)
+    evaluate_run(run)
+    return run
+
+
+def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
+        method: str = "map", operator: str = "F2", sample: "int | None" = None, seed: int = 0,
+        device: str = "cpu", show_progress: "bool | None" = None,
+        precision: str = "fp32", draws: "int | None" = None, chains: "int | None" = None,
+        warmup: "int | None" = None, protocol: "str | None" = None) -> Run:
+    """Fit one measurement and return the run (metrics included when the truth is known).
+
+    Parameters
+    ----------
+    measurement : an ``nvbayes.measurement/1`` dataset or the path of one.
+    model : a name in ``models/`` (``netmy``, ``netmy-fast`` or a baseline: ``tikhonov``,
+        ``admm``, ``lbfgs``, ``gsplat``, ``deepdecoder``) or a ``.toml`` path.
+    method : ``map``, ``svi``, ``laplace`` or ``nuts``
+        (:data:`nvbayes.inference.methods.METHODS`).
+    operator : the likelihood's operator, ``F1`` or ``F2``.
+    sample : which sample of a data set (required when it holds more than one).
+    seed : seeds the field's initialization; the same seed gives the same run.
+    device : ``cpu`` or ``cuda``.
+    precision : ``fp32``, or ``bf16`` for the neural field's MLP in mixed precision.
+    draws : posterior draws of svi and laplace, draws per chain of nuts (default: the
+        method's, :data:`nvbayes.inference.methods.METHODS`).
+    chains, warmup : NUTS chains and warm-up iterations per chain (default: the method's).
+    protocol : ``paper`` or ``robust`` (default: the model file's, else robust;
+        :mod:`nvbayes.data.spec`).
+    """
+    data, source, spec, operator, device, precision = _prepare(measurement, model, method,
+                                                               operator, device, precision,
+                                                               protocol)
+    one = select_sample(data, sample)
+    result = infer(InverseProblem.from_measurement(one), spec, method=method,
+                    operator=operator, seed=seed, device=device, show=show_progress,
+                    precision=precision, draws=draws, chains=chains, warmup=warmup)
+    return _run(one, result, spec, method=method, operator=operator, seed=seed, device=device,
+                precision=precision, source=source, sample=sample)
+
+
+def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
+                method: str = "map", operator: str = "F2",
+                samples: "list[int] | None" = None, seed: int = 0, device: str = "cpu",
+                batch: int = 8, show_progress: "bool | None" = None,
+                precision: str = "fp32", draws: "int | None" = None,
+                chains: "int | None" = None, warmup: "int | None" = None,
+                protocol: "str | None" = None) -> list[Run]:
+    """Fit several samples of a data set (default: all), ``batch`` at a time in one
+    optimization loop (neural-field MAP fits; baselines and the sampling methods one after
+    the other), and return one run per sample, each the run :func:`fit` gives for that sample
+    alone."""
+    data, source, spec, operator, device, precision = _prepare(measurement, model, method,
+                                                               operator, device, precision,
+                                                               protocol)
+    count = n_samples(data)
+    samples = list(range(count)) if samples is None else [int(i) for i in samples]
+    if not samples:
+        raise ParameterError("no samples to fit", "choose at least one sample")
+    for i in samples:
+        select_sample(data, i)                      # range check, one-line error
+    if batch < 1:
+        raise ParameterError(f"batch must be >= 1, got {batch}", "pass --batch 1 or more")
+    if method != "map":
+        return [_run(select_sample(data, i), infer(
+            InverseProblem.from_measurement(select_sample(data, i)), spec, method=method,
+            operator=operator, seed=seed, device=device, show=show_progress,
+            precision=precision, draws=draws, chains=chains, warmup=warmup), spec,
+            method=method, operator=operator, seed=seed, device=device, precision=precision,
+            source=source, sample=i) for i in samples]
+    runs = []
+    for lo in range(0, len(samples), batch):
+        chunk = samples[lo: lo + batch]
+        ones = [select_sample(data, i) for i in chunk]
+        stacked = InverseProblem.from_measurement(xr.concat(ones, "sample"))
+        results = fit_batch(stacked, spec, operator, seeds=seed, device=device,
+                            show=show_progress, precision=precision)
+        runs += [_run(one, result, spec, method=method, operator=operator, seed=seed,
+                      device=device, precision=precision, source=source, sample=i)
+                 for i, one, result in zip(chunk, ones, results, strict=True)]
+    return runs
