@@ -28,6 +28,7 @@ from nvbayes.model.rucl3 import (
     slope_analysis,
     synthetic_data,
 )
+from nvbayes.results.run import Run
 from nvbayes.workflows.rucl3 import fit_ansatz, save_ansatz_run
 
 with warnings.catch_warnings():
@@ -261,6 +262,10 @@ def test_laplace_fit_of_the_ansatz_writes_a_run(spec, shipped, tmp_path):
     assert (eig > 0).all()
     assert lap.attrs["condition_number"] == pytest.approx(eig.max() / eig.min())
     assert (folder / "posterior.png").stat().st_size > 10_000
+    back = Run.load(folder)                      # the imaging runs' container, one folder
+    assert back.method == "laplace" and back.history is None
+    xr.testing.assert_identical(back.tables["laplace"], run.tables["laplace"])
+    np.testing.assert_allclose(back.summary["mean"].values, run.summary["mean"].values)
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +350,7 @@ def test_rucl3_simulate_then_fit_a_users_file(tmp_path, capsys):
     (["rucl3", "fit", "missing.csv"], "no such file"),
     (["rucl3", "fit", "--operator", "F3"], "invalid choice: 'F3'"),
     (["rucl3", "fit", "--method", "svi"], "invalid choice: 'svi'"),
-    (["rucl3", "landscape", "--operators", "F2,F2"], "repeats"),
+    (["rucl3", "landscape", "--operators", "F2,F2"], "repeated operator"),
     (["rucl3", "simulate", "--out", "x.txt"], "neither .csv nor .nc"),
 ])
 def test_bad_rucl3_arguments_give_one_line(args, problem, tmp_path, capsys, monkeypatch):

@@ -25,12 +25,12 @@ from nvbayes.data.scenes import Scene, SimulationSettings, add_sensor_noise, sim
 from nvbayes.data.spec import load_spec, spec_from_dict
 from nvbayes.errors import ParameterError
 from nvbayes.inference.draws import gauge_fixed
+from nvbayes.inference.laplace import HessianGaussian
 from nvbayes.inference.objective import stage_objective, traced_objective
 from nvbayes.inference.pixel_posterior import (
     calibrated_sigma,
     exact_hessian,
     fit_nuts,
-    gaussian_draws,
     negative_log_posterior,
     pixel_model,
     spatial_frequency,
@@ -164,8 +164,7 @@ def test_laplace_recovers_the_analytic_covariance_of_a_linear_gaussian_model():
     torch.testing.assert_close(hessian, precision, rtol=1e-10, atol=1e-10)
     covariance = torch.linalg.inv(precision)
     mean = covariance @ (a.T @ y) / s**2
-    eigenvalues, modes = torch.linalg.eigh(hessian)
-    draws = gaussian_draws(mean.reshape(3, 3), eigenvalues, modes, 40000, generator)
+    draws = HessianGaussian.of(hessian).draws(mean.reshape(3, 3), 40000, generator)
     flat = draws.reshape(-1, 9)
     empirical = torch.cov(flat.T)
     # sd of a sample covariance entry ≈ sqrt((Σ_ii Σ_jj + Σ_ij²) / N)

@@ -164,7 +164,7 @@ def run_depth(args) -> None:
         paper = spec.paper.rate_f1_per_s / spec.paper.rate_f2_per_s
         print(f"point ratio F1/F2 = {ratio:.4g} (paper: {spec.paper.rate_f1_per_s:g} / "
               f"{spec.paper.rate_f2_per_s:g} = {paper:.4g})")
-    _write(out, "depth", table, plot_depths(spec, table, is_synthetic(data)))
+    _write(out, "depth", table, plot_depths(spec, table, is_synthetic(data)).figure)
 
 
 def run_slope(args) -> None:
@@ -182,7 +182,7 @@ def run_slope(args) -> None:
               f"(z = {float(one['z_paper']):+.2f}); this model's sheet exponent at "
               f"{a['exponent_depth_nm']:g} nm {float(one['exponent_model']):.3f} -> "
               f"{float(one['slope_model']):.2f} (z = {float(one['z_model']):+.2f})")
-    _write(out, "slope", slopes, plot_slope(data, slopes, is_synthetic(data)))
+    _write(out, "slope", slopes, plot_slope(data, slopes, is_synthetic(data)).figure)
 
 
 def run_simulate(args) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.patches import Circle
 
-from nvbayes.figures import Figure, subplots
+from nvbayes.figures import Figure, new_axes, subplots
 from nvbayes.metrics import CENTRE_RADIUS_FRACTION, OUTER_RING_FRACTION
 
 _PAPER_MARK = dict(marker="_", color="k", ms=22, mew=2.5, ls="none")
@@ -158,10 +158,10 @@ def plot_budget(ds: xr.Dataset, paper: dict) -> Figure:
     return fig
 
 
-def plot_sweep(ds: xr.Dataset, paper_mean: dict) -> Figure:
+def plot_sweep(ds: xr.Dataset, paper_mean: dict, ax=None):
     """The ADMM sweep: every (sample, setting) per operator, split by data term, with the
-    mean ± sd and the paper's means."""
-    fig, ax = subplots(figsize=(8, 4.8), layout="constrained")
+    mean ± sd and the paper's means; drawn into ``ax`` (default: a new figure's), returned."""
+    ax = new_axes(ax, (8, 4.8))
     settings = [str(s) for s in ds["setting"].values]
     rng = np.random.default_rng(0)
     for k, op in enumerate(ds["operator"].values):
@@ -182,4 +182,4 @@ def plot_sweep(ds: xr.Dataset, paper_mean: dict) -> Figure:
            title=f"ADMM sweep: {ds.sizes['sweep_sample']} samples x "
                  f"{ds.sizes['setting']} loss settings")
     ax.legend(fontsize=8)
-    return fig
+    return ax

@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 
 from nvbayes.data.rucl3_spec import AnsatzSpec
-from nvbayes.figures import Figure, subplots
+from nvbayes.figures import Figure, new_axes, subplots
 from nvbayes.model.rucl3 import sheet_rate
 
 SYNTHETIC_TITLE = "SYNTHETIC DATA (generated from the model, not measured)"
@@ -100,9 +100,10 @@ def plot_landscape(land: xr.Dataset, synthetic: bool) -> Figure:
     return fig
 
 
-def plot_depths(spec: AnsatzSpec, table: xr.Dataset, synthetic: bool) -> Figure:
-    """Sheet rate Γ(d) per operator, the measured Γ_Ru and the implied depths."""
-    fig, ax = subplots(figsize=(7.5, 5))
+def plot_depths(spec: AnsatzSpec, table: xr.Dataset, synthetic: bool, ax=None):
+    """Sheet rate Γ(d) per operator, the measured Γ_Ru and the implied depths, drawn into
+    ``ax`` (default: a new figure's), which is returned."""
+    ax = new_axes(ax, (7.5, 5))
     implied = table["implied_depth"].values
     top = max(200.0, 1.5 * float(np.nanmax(implied))) if np.isfinite(implied).any() else 200.0
     d = np.geomspace(2.0, top, 300)
@@ -123,15 +124,16 @@ def plot_depths(spec: AnsatzSpec, table: xr.Dataset, synthetic: bool) -> Figure:
     ax.set_xlabel("NV depth d [nm]")
     ax.set_ylabel("Gamma [s^-1]")
     ax.legend(fontsize=7)
-    _suptitle(fig, f"step 1: implied depths (sheet radius {table.attrs['sheet_radius_nm']:g} "
-                   "nm; grey lines: measured Gamma_Ru)", synthetic)
-    fig.tight_layout()
-    return fig
+    _suptitle(ax.figure, f"step 1: implied depths (sheet radius "
+                         f"{table.attrs['sheet_radius_nm']:g} nm; grey lines: measured "
+                         "Gamma_Ru)", synthetic)
+    return ax
 
 
-def plot_slope(data: xr.Dataset, slopes: xr.Dataset, synthetic: bool) -> Figure:
-    """ln Γ_Ru against ln Γ_bare with the measured and the predicted slopes."""
-    fig, ax = subplots(figsize=(6.5, 5))
+def plot_slope(data: xr.Dataset, slopes: xr.Dataset, synthetic: bool, ax=None):
+    """ln Γ_Ru against ln Γ_bare with the measured and the predicted slopes, drawn into ``ax``
+    (default: a new figure's), which is returned."""
+    ax = new_axes(ax, (6.5, 5))
     if "gamma_bare" in data:
         x = np.log(data["gamma_bare"].values)
         y = np.log(data["gamma_ru"].values)
@@ -154,9 +156,8 @@ def plot_slope(data: xr.Dataset, slopes: xr.Dataset, synthetic: bool) -> Figure:
         ax.text(0.5, 0.5, "no gamma_bare in the data:\nthe measured slope is the paper's",
                 ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-    _suptitle(fig, "step 2: internal-rate slope", synthetic)
-    fig.tight_layout()
-    return fig
+    _suptitle(ax.figure, "step 2: internal-rate slope", synthetic)
+    return ax
 
 
 __all__ = ["plot_depths", "plot_landscape", "plot_posterior", "plot_slope"]

@@ -1,28 +1,70 @@
-"""The Laplace approximation of a Pyro model's posterior.
+"""The Laplace approximation: the Gaussian ``N(mode, H⁻¹)`` of a Hessian ``H`` at a mode.
 
-The mode of the posterior density in Pyro's unconstrained space is found with Adam (an
-``AutoLaplaceApproximation`` guide, i.e. a point mass trained on the negative log joint),
-then polished with L-BFGS;
-the Hessian ``H`` of the negative log joint there gives the Gaussian ``N(mode, H⁻¹)``, whose
-draws are mapped back through each site's constraint transform.  Draws are made in one
-vectorized pass (``Predictive(parallel=True)``), so the model must broadcast over a leading
-sample axis.  ``H`` is returned with its
-eigenvalues and condition number ``λ_max / λ_min``.
+:class:`HessianGaussian` is the one implementation of the Gaussian itself (eigen-decomposition,
+condition number, draws); two mode finders use it:
+
+* :func:`run_laplace`, for a Pyro model with a few constrained sites (the α-RuCl3 ansatz): the
+  mode in Pyro's unconstrained space by Adam (an ``AutoLaplaceApproximation`` guide) polished
+  with L-BFGS, ``H`` of the negative log joint there, and the draws mapped back through each
+  site's constraint transform;
+* :func:`~nvbayes.inference.pixel_posterior.fit_laplace`, for the pixel density of an imaging
+  fit: the mode is the MAP, ``H`` the exact pixel Hessian by Hessian-vector products.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import numpy as np
 import pyro
 import torch
-from pyro.infer import SVI, Predictive, Trace_ELBO
+from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoLaplaceApproximation
 from pyro.infer.autoguide.initialization import init_to_median
+from pyro.ops.hessian import hessian as pyro_hessian
+from torch.distributions import biject_to
 
 from nvbayes.errors import NvbayesError
+
+
+@dataclass
+class HessianGaussian:
+    """``N(mean, H⁻¹)`` through ``H = V diag(λ) Vᵀ``.  Eigenvalues ≤ 0 carry no curvature (a
+    point that is not a minimum of the energy in every direction): draws use the smallest
+    positive eigenvalue there.  ``condition_number`` is ``λ_max / λ_min`` over the positive
+    eigenvalues; ``nonpositive`` counts the others."""
+
+    eigenvalues: torch.Tensor       # ascending, (m,)
+    modes: torch.Tensor             # eigenvectors as columns, (m, m)
+
+    @classmethod
+    def of(cls, hessian: torch.Tensor) -> "HessianGaussian":
+        eigenvalues, modes = torch.linalg.eigh(0.5 * (hessian + hessian.T))
+        if not bool((eigenvalues > 0).any()):
+            raise NvbayesError("the Hessian at the mode has no positive curvature",
+                               "the posterior is not locally Gaussian there; use another "
+                               "method (svi, or nuts on a small model)")
+        return cls(eigenvalues, modes)
+
+    @property
+    def condition_number(self) -> float:
+        positive = self.eigenvalues[self.eigenvalues > 0]
+        return float(self.eigenvalues[-1] / positive.min())
+
+    @property
+    def nonpositive(self) -> int:
+        return int((self.eigenvalues <= 0).sum())
+
+    def draws(self, mean: torch.Tensor, count: int,
+              generator: "torch.Generator | None" = None) -> torch.Tensor:
+        """``mean + V diag(λ^(-1/2)) z``, z standard normal: ``(count, *mean.shape)``."""
+        floor = self.eigenvalues[self.eigenvalues > 0].min()
+        curvature = torch.where(self.eigenvalues > 0, self.eigenvalues, floor)
+        z = torch.randn(count, curvature.numel(), generator=generator, dtype=mean.dtype)
+        delta = (z / curvature.sqrt()) @ self.modes.T
+        return (mean.reshape(1, -1) + delta).reshape(count, *mean.shape)
 
 
 @dataclass
@@ -73,29 +115,28 @@ def run_laplace(model, *args, steps: int = 3000, lr: float = 0.02, draws: int = 
     if not np.isfinite(loss):
         raise NvbayesError("the Laplace mode search diverged (non-finite loss)",
                            "check the data, or use --method nuts")
-    try:
-        gaussian = guide.laplace_approximation(*args, **kwargs)
-    except (RuntimeError, torch.linalg.LinAlgError):
+    loc = guide.loc.detach()
+    energy = Trace_ELBO().differentiable_loss(model, guide, *args, **kwargs)
+    hessian = pyro_hessian(energy, guide.loc).detach()
+    gaussian = HessianGaussian.of(hessian)
+    if gaussian.nonpositive:
         raise NvbayesError("the Hessian at the mode is not positive definite",
-                           "the posterior is not locally Gaussian there; use --method nuts") \
-            from None
-    with torch.no_grad():
-        covariance = gaussian.get_posterior(*args, **kwargs).covariance_matrix.detach()
-        hessian = torch.linalg.inv(covariance)
-        hessian = 0.5 * (hessian + hessian.T)
-        eigenvalues = torch.linalg.eigvalsh(hessian).cpu().numpy()
-        mode = {k: v.detach().cpu().numpy() for k, v in gaussian.median(*args, **kwargs).items()}
-    sites = list(mode)
-    predictive = Predictive(model, guide=gaussian, num_samples=draws, return_sites=sites,
-                           parallel=True)
-    with torch.no_grad():
-        drawn = predictive(*args, **kwargs)
-    samples = {k: drawn[k].detach().cpu().numpy().reshape((1, draws) + np.shape(mode[k]))
-               for k in sites}
+                           "the posterior is not locally Gaussian there; use --method nuts")
+    latent = gaussian.draws(loc, draws, torch.Generator().manual_seed(seed))
+    samples, mode, at = {}, {}, 0
+    with torch.no_grad():                  # the latent vector is the sites' values, in order
+        for name, site in guide.prototype_trace.iter_stochastic_nodes():
+            shape = guide._unconstrained_shapes[name]
+            size, constrain = math.prod(shape), biject_to(site["fn"].support)
+            samples[name] = constrain(latent[:, at:at + size].reshape(draws, *shape))[None]
+            mode[name] = constrain(loc[at:at + size].reshape(shape))
+            at += size
+    samples = {k: v.cpu().numpy() for k, v in samples.items()}
+    mode = {k: v.cpu().numpy() for k, v in mode.items()}
+    eigenvalues = gaussian.eigenvalues.cpu().numpy()
     return LaplaceResult(samples=samples, mode=mode, hessian=hessian.cpu().numpy(),
-                         eigenvalues=eigenvalues,
-                         condition_number=float(eigenvalues.max() / eigenvalues.min()),
+                         eigenvalues=eigenvalues, condition_number=gaussian.condition_number,
                          final_loss=float(loss), wall_time_s=time.perf_counter() - start)
 
 
-__all__ = ["LaplaceResult", "run_laplace"]
+__all__ = ["HessianGaussian", "LaplaceResult", "run_laplace"]

@@ -28,8 +28,9 @@ from pyro.distributions.transforms import SoftplusTransform
 from torch.distributions.transforms import AffineTransform, ComposeTransform
 
 from nvbayes.data.spec import ModelSpec
-from nvbayes.errors import NvbayesError, ParameterError
+from nvbayes.errors import ParameterError
 from nvbayes.inference.draws import PosteriorDraws, gauge_fixed
+from nvbayes.inference.laplace import HessianGaussian
 from nvbayes.inference.map import fit_map, uniform_level
 from nvbayes.inference.nuts import run_nuts
 from nvbayes.inference.objective import stage_log_eps
@@ -87,15 +88,6 @@ def exact_hessian(energy, rho: torch.Tensor, block: int = HVP_BLOCK) -> torch.Te
         rows.append(hv.reshape(len(vectors), size))
     hessian = torch.cat(rows).detach()
     return 0.5 * (hessian + hessian.T)
-
-
-def gaussian_draws(mean: torch.Tensor, eigenvalues: torch.Tensor, modes: torch.Tensor,
-                   draws: int, generator: "torch.Generator | None" = None) -> torch.Tensor:
-    """Draws of ``N(mean, H⁻¹)`` from the eigen-decomposition ``H = V diag(λ) Vᵀ`` (λ > 0):
-    ``mean + V diag(λ^(-1/2)) z``, z standard normal; ``(draws, *mean.shape)``."""
-    z = torch.randn(draws, eigenvalues.numel(), generator=generator, dtype=mean.dtype)
-    delta = (z / eigenvalues.sqrt()) @ modes.T
-    return (mean.reshape(1, -1) + delta).reshape(draws, *mean.shape)
 
 
 def spatial_frequency(modes: torch.Tensor, spacing: float) -> np.ndarray:
@@ -186,26 +178,18 @@ def fit_laplace(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", 
     t0 = time.perf_counter()
     energy = negative_log_posterior(pixel_model(problem, spec, operator, larmor, sigma))
     block = max(16, HVP_BLOCK * 1024 // rho.numel())
-    hessian = exact_hessian(energy, rho, block=block)
-    eigenvalues, modes = torch.linalg.eigh(hessian)
+    gaussian = HessianGaussian.of(exact_hessian(energy, rho, block=block))
     hessian_time = time.perf_counter() - t0
-    positive = eigenvalues[eigenvalues > 0]
-    if positive.numel() == 0:
-        raise NvbayesError("the Hessian at the MAP has no positive curvature",
-                           "use --method svi, or nuts on a small grid")
-    condition = float(eigenvalues[-1] / positive.min())
-    curvature = torch.where(eigenvalues > 0, eigenvalues, positive.min())
     generator = torch.Generator().manual_seed(seed)
-    rho_draws = gaussian_draws(rho, curvature, modes, draws, generator).clamp(min=0.0)
-    rho_draws = rho_draws.unsqueeze(0)
+    rho_draws = gaussian.draws(rho, draws, generator).clamp(min=0.0).unsqueeze(0)
     larmor_draws = larmor.expand(1, draws, *larmor.shape)
     rho_d, larmor_d, nmap, alpha = gauge_fixed(problem, operator, rho_draws, larmor_draws)
     stats = dict(result.stats) | {
-        "noise_sigma": sigma, "condition_number": condition,
-        "nonpositive_eigenvalues": int((eigenvalues <= 0).sum()),
+        "noise_sigma": sigma, "condition_number": gaussian.condition_number,
+        "nonpositive_eigenvalues": gaussian.nonpositive,
         "map_time_s": result.wall_time_s, "hessian_time_s": hessian_time}
-    extra = {"eigenvalue": eigenvalues.cpu().numpy(),
-             "spatial_frequency": spatial_frequency(modes, problem.spacing)}
+    extra = {"eigenvalue": gaussian.eigenvalues.cpu().numpy(),
+             "spatial_frequency": spatial_frequency(gaussian.modes, problem.spacing)}
     return PosteriorDraws(rho=rho_d, larmor=larmor_d, noise_map=nmap,
                           draw_stats={"scale_correction": alpha}, stats=stats,
                           history=result.history, wall_time_s=time.perf_counter() - start,
@@ -255,5 +239,5 @@ def fit_nuts(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", see
 
 
 __all__ = ["NUTS_MAX_SIDE", "calibrated_sigma", "exact_hessian", "fit_laplace", "fit_nuts",
-           "gaussian_draws", "negative_log_posterior", "pixel_model", "sampled_transfer",
+           "negative_log_posterior", "pixel_model", "sampled_transfer",
            "spatial_frequency", "spectral_larmor"]

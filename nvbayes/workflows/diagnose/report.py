@@ -345,6 +345,6 @@ def write_diagnostics(ds: xr.Dataset, folder: "str | Path") -> Path:
             save_figure(figures.plot_barrier(ds), tmp / FIGURES[2])
         save_figure(figures.plot_budget(ds, PAPER["budget_centre_mass"]), tmp / FIGURES[3])
         if "sweep_centre_mass" in ds:
-            save_figure(figures.plot_sweep(ds, PAPER["sweep_mean"]), tmp / FIGURES[4])
+            save_figure(figures.plot_sweep(ds, PAPER["sweep_mean"]).figure, tmp / FIGURES[4])
 
     return write_folder(folder, fill)
