@@ -249,7 +249,7 @@ def test_svi_objective_is_pyros_trace_elbo(two_sources, tiny_spec):
     problem = InverseProblem.from_measurement(two_sources)
     torch.manual_seed(0)
     net = build_field(tiny_spec, problem, scales=True).double()
-    model, guide = stage_objective(problem, tiny_spec, tiny_spec.stages[-1], "F2", net, "cpu",
+    model, guide = stage_objective(problem, tiny_spec, tiny_spec.stages[-1], "F2", net,
                                    guide_type=VariationalFieldGuide,
                                    noise_sigma=calibrated_sigma(problem))
     pyro.set_rng_seed(7)

@@ -19,6 +19,7 @@ below on every field; a parameterization overrides the ones it needs:
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
@@ -27,6 +28,16 @@ class Parameterization(nn.Module):
 
     #: ``None`` for one field, B for B independent fields stacked on a leading axis.
     instances: "int | None" = None
+
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters live: the solvers build the loss there."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype: the solvers build the loss in it."""
+        return next(self.parameters()).dtype
 
     def param_groups(self) -> list[dict]:
         """Optimizer groups, each with an ``lr_scale`` relative to the base learning rate."""

@@ -32,7 +32,7 @@ from nvbayes.model.problem import InverseProblem
 
 
 def solve_admm(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,
-               operator: str, device, recorder: Recorder) -> list[str]:
+               operator: str, recorder: Recorder) -> list[str]:
     a, opt = spec.admm, spec.optimizer
     rho = field.density.values
     guard = Snapshot(field)
@@ -41,7 +41,7 @@ def solve_admm(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,
     u = torch.zeros_like(z)
     messages: list[str] = []
     for stage_no, stage in enumerate(spec.stages, start=1):
-        model, guide = stage_objective(problem, spec, stage, operator, field, device)
+        model, guide = stage_objective(problem, spec, stage, operator, field)
         optimizer = make_optimizer(field, stage.lr, opt)
         for cycle in range(stage.steps):
             lr = cosine_lr(cycle, stage.steps, stage.lr, opt.final_lr_fraction)

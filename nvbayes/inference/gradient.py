@@ -157,7 +157,7 @@ def clip_factor(norms: torch.Tensor, limit: float, running: torch.Tensor) -> tor
 
 
 def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,
-                   operator: str, device, recorder: Recorder, max_steps: "int | None" = None,
+                   operator: str, recorder: Recorder, max_steps: "int | None" = None,
                    **objective) -> list[str]:
     """Run every stage for every instance; returns messages (one per diverged measurement).
 
@@ -189,7 +189,7 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
     for stage_no, stage in enumerate(spec.stages, start=1):
         if taken == max_steps:
             break
-        model, guide = stage_objective(problem, spec, stage, operator, field, device,
+        model, guide = stage_objective(problem, spec, stage, operator, field,
                                        **objective)
         optimizer = make_optimizer(field, stage.lr, opt)
         monitor = ConvergenceMonitor(spec.stopping, count)

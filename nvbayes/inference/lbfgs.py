@@ -26,11 +26,11 @@ from nvbayes.model.problem import InverseProblem
 
 
 def solve_lbfgs(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,
-                operator: str, device, recorder: Recorder) -> list[str]:
+                operator: str, recorder: Recorder) -> list[str]:
     opt = spec.optimizer
     guard = Snapshot(field)
     for stage_no, stage in enumerate(spec.stages, start=1):
-        model, guide = stage_objective(problem, spec, stage, operator, field, device)
+        model, guide = stage_objective(problem, spec, stage, operator, field)
         params = list(field.parameters())
         optimizer = torch.optim.LBFGS(
             params, lr=stage.lr, max_iter=opt.inner_iterations, history_size=opt.history_size,

@@ -83,14 +83,14 @@ class MapResult:
     field: "torch.nn.Module | None" = None   # the fitted field itself (not saved with a run)
 
 
-def uniform_level(problem: InverseProblem, operator: str = "F2", device="cpu") -> float:
+def uniform_level(problem: InverseProblem, operator: str = "F2") -> float:
     """The constant density whose prediction carries the observed energy (band-centre ω_L)."""
     n = problem.n
     with torch.no_grad():
-        ones = torch.ones(n, n, dtype=torch.float64, device=device)
+        ones = torch.ones(n, n, dtype=torch.float64)
         centre = torch.full_like(ones, 0.5 * (problem.band[0] + problem.band[1]))
         predicted = problem.operator(operator)(ones, centre)
-        observed = problem.observed(dtype=torch.float64, device=device)
+        observed = problem.observed(dtype=torch.float64)
         return float(scale_correction(observed, predicted, operator)["scale_correction"])
 
 
@@ -173,13 +173,13 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     if spec.field.kind == "neural":
         net = build_field(spec, work, precision=precision).to(device, dtype)
     else:
-        net = build_field(spec, work, uniform_level(work, device=device)).to(device, dtype)
+        net = build_field(spec, work, uniform_level(work)).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver])
-    messages = SOLVERS[spec.solver](net, work, spec, operator, device, recorder)
+    messages = SOLVERS[spec.solver](net, work, spec, operator, recorder)
     recorder.close()
     beta = final_beta(recorder, spec, 0)
     coords = pixel_coordinates(problem.n, dtype=dtype, device=device)
-    maps = _final_maps(net, coords, beta, problem, operator, device)[0]
+    maps = _final_maps(net, coords, beta, problem, operator)[0]
     return _result(maps, recorder, 0, time.perf_counter() - start, messages, net)
 
 
@@ -214,13 +214,13 @@ def fit_batch(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
     net.reset_parameters(seeds)
     net = net.to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver], instances=count)
-    messages = SOLVERS[spec.solver](net, working_problem(problem, spec), spec, operator, device,
+    messages = SOLVERS[spec.solver](net, working_problem(problem, spec), spec, operator,
                                     recorder)
     recorder.close()
     beta = torch.tensor([final_beta(recorder, spec, i) for i in range(count)],
                         dtype=dtype, device=device)
     coords = pixel_coordinates(problem.n, dtype=dtype, device=device)
-    maps = _final_maps(net, coords, beta, problem, operator, device)
+    maps = _final_maps(net, coords, beta, problem, operator)
     wall = (time.perf_counter() - start) / count
     prefix = [f"measurement {i}:" for i in range(count)]
     results = []
@@ -250,14 +250,14 @@ def _result(maps: tuple, recorder: Recorder, index: int, wall: float, messages: 
 
 
 def _final_maps(net: torch.nn.Module, coords: torch.Tensor, beta, problem: InverseProblem,
-                operator: str, device) -> list[tuple]:
+                operator: str) -> list[tuple]:
     """``(ρ, ω_L, S_pred, stats)`` per measurement on the full grid at the last step's β,
     scale-corrected, as numpy."""
     with torch.no_grad():
         rho, larmor = net(coords, beta)
         rho, larmor = rho.to(torch.float64), larmor.to(torch.float64)
         predicted = problem.operator(operator)(rho, larmor)
-        observed = problem.observed(dtype=torch.float64, device=device)
+        observed = problem.observed(dtype=torch.float64, device=coords.device)
         if problem.batch is None:
             rho, larmor, predicted, observed = (t.unsqueeze(0) for t in
                                                 (rho, larmor, predicted, observed))

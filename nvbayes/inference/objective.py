@@ -58,15 +58,15 @@ def stage_log_eps(spec: ModelSpec, problem: InverseProblem, downsample: int = 1
 
 
 def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, operator: str,
-                    field: torch.nn.Module, device, guide_type=FieldGuide,
+                    field: Field, guide_type=FieldGuide,
                     noise_sigma: "float | None" = None) -> tuple[NoiseSpectrumModel, object]:
-    """``(model, guide)`` of one stage, in the dtype of the field's parameters.
+    """``(model, guide)`` of one stage, in the dtype and on the device of the field.
 
     ``guide_type(field, coords)`` builds the guide (the MAP's Delta sites by default);
     ``noise_sigma`` (σ of one readout on the full grid) selects the calibrated likelihood,
     with σ / d on a grid block-averaged by d.
     """
-    dtype = next(field.parameters()).dtype
+    dtype, device = field.dtype, field.device
     sigma = None if noise_sigma is None else float(noise_sigma) / stage.downsample
     model = NoiseSpectrumModel(problem.operator(operator, stage.downsample),
                                problem.observed(stage.downsample, dtype=dtype, device=device),

@@ -116,7 +116,7 @@ def fit_svi(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     sigma = calibrated_sigma(problem)
     net = build_field(spec, problem, scales=True).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, CALIBRATED_TERMS)
-    messages = solve_gradient(net, problem, spec, operator, device, recorder,
+    messages = solve_gradient(net, problem, spec, operator, recorder,
                               guide_type=VariationalFieldGuide, noise_sigma=sigma)
     recorder.close()
     beta = final_beta(recorder, spec, 0)

@@ -128,12 +128,6 @@ def _as_tensors(*values):
     return torch.broadcast_tensors(*tensors)
 
 
-def _require_positive(name: str, value: torch.Tensor, allow_zero: bool = False) -> None:
-    bad = (value < 0) if allow_zero else (value <= 0)
-    if bool(torch.any(bad | ~torch.isfinite(value))):
-        raise ParameterError(f"{name} must be {'non-negative' if allow_zero else 'positive'} "
-                             "and finite", f"check the {name} values")
-
 
 @dataclass(frozen=True)
 class UniformDisc:

@@ -117,7 +117,7 @@ def first_step(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
     beta = annealing_progress(0, stage.steps, getattr(spec.field, "octaves", 0),
                               stage.anneal)
     lr = cosine_lr(0, stage.steps, stage.lr, spec.optimizer.final_lr_fraction)
-    model, guide = stage_objective(problem, spec, stage, operator, field, "cpu",
+    model, guide = stage_objective(problem, spec, stage, operator, field,
                                    guide_type=_CapturingGuide)
     coords = pixel_coordinates(problem.n, dtype=torch.float64)
     with torch.no_grad():
@@ -130,8 +130,8 @@ def first_step(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
         uniform_filtered = parameter_kernel(field, beta, torch.as_tensor(gradient), coords,
                                             coords).numpy()
 
-    solve_gradient(field, problem, spec, operator, "cpu",
-                   Recorder(1, False, SOLVER_COLUMNS[spec.solver]), max_steps=1)
+    solve_gradient(field, problem, spec, operator, Recorder(1, False, SOLVER_COLUMNS[spec.solver]),
+                   max_steps=1)
     with torch.no_grad():
         rho_next = field(coords, beta)[0]
     return FirstStep(rho_start=rho_start.numpy(), delta=(rho_next - rho_start).numpy(),
