@@ -3,7 +3,6 @@ protocol's deviations, through the benchmark machinery."""
 
 from __future__ import annotations
 
-from nvbayes.cli.benchmark import data_arguments, execute, run_arguments
 from nvbayes.errors import NvbayesError
 from nvbayes.workflows.benchmark import (
     PRESETS,
@@ -13,6 +12,8 @@ from nvbayes.workflows.benchmark import (
     sweep_variants,
 )
 from nvbayes.workflows.benchmark.ablation import deviation_variants
+
+from .benchmark import data_arguments, execute, run_arguments
 
 DESCRIPTION = ("Cumulative ablation of the NeTMY preset (full, -tv, -annealed-pe, -pe, "
                "-multiscale, -l1, -gate, -rds; density MSE and masked SSIM as in the paper's "

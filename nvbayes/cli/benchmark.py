@@ -5,13 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nvbayes.cli.common import (
-    RUNS,
-    device_arguments,
-    protocol_argument,
-    readout_argument,
-    simulator_argument,
-)
 from nvbayes.data.scenes import (
     NOISE,
     SimulationSettings,
@@ -37,6 +30,8 @@ from nvbayes.workflows.benchmark.ablation import TABLE3_METRICS
 from nvbayes.workflows.benchmark.executors import DaskExecutor
 from nvbayes.workflows.benchmark.plan import interleaved_order, parse_operators, parse_seeds
 from nvbayes.workflows.benchmark.runner import with_sample_axis
+
+from .common import RUNS, device_arguments, protocol_argument, readout_argument, simulator_argument
 
 DESCRIPTION = ("The paper's benchmark protocol (Tables 1 and 2): fit every sample of a data set "
                "with each model under each inversion operator and seed; write results.nc, "

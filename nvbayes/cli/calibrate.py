@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nvbayes.cli.common import RUNS, operator_argument, simulator_argument
 from nvbayes.data.scenes import NOISE
 from nvbayes.data.spec import load_spec
 from nvbayes.errors import NvbayesError
@@ -17,6 +16,8 @@ from nvbayes.workflows.calibrate import (
     CalibrationPlan,
     run_calibration,
 )
+
+from .common import RUNS, operator_argument, simulator_argument
 
 DESCRIPTION = ("Simulate seeded scenes, fit each with the sampling methods and measure how "
                "often the central credible intervals of each source's position and amplitude "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nvbayes.cli.common import RUNS, check_seed, parse_samples, protocol_argument
 from nvbayes.data.io import n_samples, read_measurement, select_sample
 from nvbayes.data.spec import load_spec
 from nvbayes.errors import NvbayesError
@@ -16,6 +15,8 @@ from nvbayes.workflows.benchmark import PRESETS, resolve_methods
 from nvbayes.workflows.diagnose import write_diagnostics
 from nvbayes.workflows.diagnose.budget import BUDGET_METHODS
 from nvbayes.workflows.diagnose.report import DATASET, TABLE, diagnose
+
+from .common import RUNS, check_seed, parse_samples, protocol_argument
 
 DESCRIPTION = ("The optimization-geometry diagnostics of the paper's section 5.3 and appendix "
                "E.5 on one measurement, under F1 and F2: the iter-0 gradient of the data "

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from nvbayes.cli.common import (
+from nvbayes.data.io import n_samples, read_measurement, write_folder
+from nvbayes.errors import NvbayesError
+from nvbayes.inference.methods import METHODS
+from nvbayes.results.run import CONFIG
+from nvbayes.results.store import replaceable_folder
+from nvbayes.workflows.fit import FIGURE, HESSIAN_FIGURE, fit, fit_samples, save_run
+
+from .common import (
     RUNS,
     check_seed,
     device_arguments,
@@ -16,12 +23,6 @@ from nvbayes.cli.common import (
     protocol_argument,
     warn,
 )
-from nvbayes.data.io import n_samples, read_measurement, write_folder
-from nvbayes.errors import NvbayesError
-from nvbayes.inference.methods import METHODS
-from nvbayes.results.run import CONFIG
-from nvbayes.results.store import replaceable_folder
-from nvbayes.workflows.fit import FIGURE, HESSIAN_FIGURE, fit, fit_samples, save_run
 
 DESCRIPTION = ("Fit one measurement with a model of nvbayes/models and write the run folder "
                "(posterior.nc, history.nc, metrics.nc, config.toml, reconstruction.png).  On a "

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nvbayes.cli.common import RUNS
 from nvbayes.data.io import read_measurement, select_sample
 from nvbayes.errors import NvbayesError
 from nvbayes.figures import save_figure
 from nvbayes.figures.imaging import plot_measurement, plot_run
 from nvbayes.results.run import Run
 from nvbayes.workflows.fit import FIGURE
+
+from .common import RUNS
 
 DESCRIPTION = ("Draw the noise map, the spectrum at a pixel and the truth of a measurement "
                "file, or redraw the figure of a run folder.")

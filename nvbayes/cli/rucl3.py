@@ -8,24 +8,20 @@ from pathlib import Path
 import xarray as xr
 
 from nvbayes.cli import Parser
-from nvbayes.cli.common import RUNS, check_seed, operator_argument, warn
 from nvbayes.data.io import write_folder
 from nvbayes.data.rucl3 import describe, is_synthetic, load_nv_data, write_nv_data
 from nvbayes.data.rucl3_spec import load_ansatz
 from nvbayes.errors import NvbayesError
 from nvbayes.figures import save_figure
 from nvbayes.figures.rucl3 import plot_depths, plot_landscape, plot_slope
-from nvbayes.model.rucl3 import (
-    depth_table,
-    landscape,
-    slope_analysis,
-    synthetic_data,
-)
+from nvbayes.model.rucl3 import depth_table, landscape, slope_analysis, synthetic_data
 from nvbayes.physics.operators import OPERATORS
 from nvbayes.results.run import POSTERIOR
 from nvbayes.results.store import replaceable_folder
 from nvbayes.workflows.benchmark.plan import parse_operators
 from nvbayes.workflows.rucl3 import METHODS, fit_ansatz, save_ansatz_run
+
+from .common import RUNS, check_seed, operator_argument, warn
 
 DESCRIPTION = ("The paper's α-RuCl3 cross-check (§5.5, appendix E.8) on per-NV data (.csv or "
                ".nc; see nvbayes.data.rucl3).  DATA defaults to the shipped SYNTHETIC set, "

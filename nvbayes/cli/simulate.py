@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nvbayes.cli.common import RUNS, readout_argument, simulator_argument
 from nvbayes.data.io import write_netcdf
 from nvbayes.data.scenes import (
     NOISE,
@@ -19,6 +18,8 @@ from nvbayes.errors import NvbayesError
 from nvbayes.physics.geometry import GRID, SPACING_NM, STANDOFF_NM, Grid
 from nvbayes.physics.lorentzian import LARMOR_BAND_GHZ, LINEWIDTH_GHZ, N_FREQ
 from nvbayes.progress import progress
+
+from .common import RUNS, readout_argument, simulator_argument
 
 DESCRIPTION = ("Simulate one measurement (--scene) or a data set (--classes with --per-class "
                "or --samples).")

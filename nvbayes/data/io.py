@@ -294,7 +294,12 @@ def load_netcdf(path: "str | os.PathLike", error=MeasurementError, what: str = "
 
 
 def read_measurement(path: "str | os.PathLike") -> xr.Dataset:
-    """Load a measurement file fully into memory and validate it."""
+    """Load a measurement file fully into memory and validate it.
+
+    >>> data = read_measurement("runs/demo.nc")       # doctest: +SKIP
+    >>> data["spectrum"].dims                          # doctest: +SKIP
+    ('freq', 'y', 'x')
+    """
     return validate_measurement(load_netcdf(path), source=str(path))
 
 

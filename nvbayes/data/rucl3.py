@@ -31,9 +31,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from nvbayes.data.io import atomic_path, load_netcdf, write_netcdf
-from nvbayes.data.spec import models_dir
 from nvbayes.errors import NvbayesError
+
+from .io import atomic_path, load_netcdf, write_netcdf
+from .spec import models_dir
 
 SCHEMA = "nvbayes.rucl3/1"
 RATES = ("gamma_flake", "gamma_bare", "gamma_ru")

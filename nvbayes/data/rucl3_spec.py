@@ -9,11 +9,12 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from nvbayes.data.spec import models_dir
-from nvbayes.data.validation import build, interval, positive
 from nvbayes.errors import ParameterError
 from nvbayes.physics.operators import check_inversion_operator
 from nvbayes.physics.relaxation import SpinBath
+
+from .spec import models_dir
+from .validation import build, interval, positive
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ import torch
 import xarray as xr
 from scipy.ndimage import gaussian_filter
 
-from nvbayes.data.io import measurement_dataset
 from nvbayes.errors import SceneError
 from nvbayes.physics.geometry import Grid
 from nvbayes.physics.kernels import power_kernel_closed_form
@@ -44,6 +43,8 @@ from nvbayes.physics.lorentzian import (
 )
 from nvbayes.physics.operators import make_operator
 from nvbayes.physics.validity import in_kernel_chi
+
+from .io import measurement_dataset
 
 COUNTS = {"few": (1, 3), "medium": (4, 8), "many": (9, 16)}
 SEPARATIONS = {"close": (2.0, 3.0), "medium": (3.0, 5.0), "far": (5.0, float("inf"))}
@@ -260,7 +261,12 @@ def _dataset(spectra, rho, larmor, sigma, classes, seeds, settings: SimulationSe
 
 def simulate(scene_class: str, seed: int, settings: SimulationSettings = SimulationSettings()
              ) -> xr.Dataset:
-    """One simulated measurement (no ``sample`` dimension) with its truth."""
+    """One simulated measurement (no ``sample`` dimension) with its truth.
+
+    >>> data = simulate("medium/far", seed=3, settings=SimulationSettings(grid=Grid(32)))
+    >>> data["spectrum"].shape
+    (50, 32, 32)
+    """
     spectrum, rho, larmor, sigma = _simulate_arrays(scene_class, seed, settings)
     return _dataset(spectrum, rho, larmor, sigma, scene_class, seed, settings)
 
@@ -293,6 +299,10 @@ def simulate_dataset(plan: list[tuple[str, int]],
     """Simulate every ``(class, seed)`` of ``plan`` into one data set with a ``sample`` axis.
 
     ``progress`` optionally wraps the iteration (e.g. a progress bar).
+
+    >>> data = simulate_dataset(dataset_plan(["few/far", "many/close"], per_class=2))
+    >>> data.sizes["sample"]
+    4
     """
     items = progress(plan) if progress is not None else plan
     arrays = [_simulate_arrays(name, seed, settings) for name, seed in items]

@@ -34,8 +34,9 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from nvbayes.data.validation import build
 from nvbayes.errors import ParameterError
+
+from .validation import build
 
 #: The two objectives (see the module docstring).
 PROTOCOLS = ("paper", "robust")

@@ -7,13 +7,13 @@ in :mod:`.heads`.  The baselines of appendix E.2 parameterize the density alone 
 pair it with a free per-pixel Larmor map (:class:`.pixels.DensityField`).
 """
 
-from nvbayes.fields.base import Density, Field, Parameterization
-from nvbayes.fields.decoder import DeepDecoder
-from nvbayes.fields.encoding import AnnealedFourierFeatures, annealing_weights, pixel_coordinates
-from nvbayes.fields.heads import density_head, larmor_head, support_mask
-from nvbayes.fields.neural import NeuralField
-from nvbayes.fields.pixels import DensityField, LarmorMap, PixelDensity
-from nvbayes.fields.splats import DensityControl, GaussianSplats
+from .base import Density, Field, Parameterization
+from .decoder import DeepDecoder
+from .encoding import AnnealedFourierFeatures, annealing_weights, pixel_coordinates
+from .heads import density_head, larmor_head, support_mask
+from .neural import NeuralField
+from .pixels import DensityField, LarmorMap, PixelDensity
+from .splats import DensityControl, GaussianSplats
 
 __all__ = [
     "AnnealedFourierFeatures", "DeepDecoder", "Density", "DensityControl", "DensityField",

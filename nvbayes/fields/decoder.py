@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nvbayes.fields.base import Density
 from nvbayes.physics.geometry import coarsen
+
+from .base import Density
 
 
 class DeepDecoder(Density):

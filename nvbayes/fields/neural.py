@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nvbayes.fields.base import Field
-from nvbayes.fields.encoding import AnnealedFourierFeatures
-from nvbayes.fields.heads import SUPPORT_THRESHOLD, density_head, larmor_head, support_mask
+from .base import Field
+from .encoding import AnnealedFourierFeatures
+from .heads import SUPPORT_THRESHOLD, density_head, larmor_head, support_mask
 
 #: Larmor values off the predicted support.
 OFF_SUPPORT = ("zero", "centre")

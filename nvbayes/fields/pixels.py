@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nvbayes.fields.base import Density, Field
-from nvbayes.fields.heads import larmor_head
 from nvbayes.physics.geometry import coarsen
+
+from .base import Density, Field
+from .heads import larmor_head
 
 
 def _factor(size: int, n: int) -> int:

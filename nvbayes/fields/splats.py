@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from nvbayes.fields.base import Density
+from .base import Density
 
 _SPLIT_SHRINK = 1.6
 #: Variance (pixel²) added to every primitive when rendering, the low-pass filter of 3DGS: a

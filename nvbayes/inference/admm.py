@@ -24,11 +24,12 @@ from __future__ import annotations
 import torch
 
 from nvbayes.data.spec import ModelSpec
-from nvbayes.inference.gradient import guarded_step, make_optimizer, set_lr
-from nvbayes.inference.objective import stage_objective, traced_objective
-from nvbayes.inference.recorder import Recorder, Snapshot
-from nvbayes.inference.schedule import cosine_lr
 from nvbayes.model.problem import InverseProblem
+
+from .gradient import guarded_step, make_optimizer, set_lr
+from .objective import stage_objective, traced_objective
+from .recorder import Recorder, Snapshot
+from .schedule import cosine_lr
 
 
 def solve_admm(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from nvbayes.inference.scale import HOMOGENEITY, scale_correction
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.noise_map import noise_map
+
+from .scale import HOMOGENEITY, scale_correction
 
 #: Draws pushed through the operator at once (a 64² spectrum of 50 readouts is 1.6 MB).
 CHUNK = 16

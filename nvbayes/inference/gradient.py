@@ -25,11 +25,12 @@ import torch
 
 from nvbayes.data.spec import ModelSpec, OptimizerSpec
 from nvbayes.fields import Field
-from nvbayes.inference.objective import stage_objective, traced_objective
-from nvbayes.inference.recorder import Recorder, Snapshot, gradient_norm
-from nvbayes.inference.schedule import annealing_progress, cosine_lr
-from nvbayes.inference.stopping import ConvergenceMonitor
 from nvbayes.model.problem import InverseProblem
+
+from .objective import stage_objective, traced_objective
+from .recorder import Recorder, Snapshot, gradient_norm
+from .schedule import annealing_progress, cosine_lr
+from .stopping import ConvergenceMonitor
 
 #: Added to the norm in the clipping coefficient, as torch.nn.utils.clip_grad_norm_ does.
 _CLIP_EPS = 1e-6

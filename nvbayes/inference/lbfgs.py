@@ -20,9 +20,10 @@ from __future__ import annotations
 import torch
 
 from nvbayes.data.spec import ModelSpec
-from nvbayes.inference.objective import stage_objective, traced_objective
-from nvbayes.inference.recorder import Recorder, Snapshot, gradient_norm
 from nvbayes.model.problem import InverseProblem
+
+from .objective import stage_objective, traced_objective
+from .recorder import Recorder, Snapshot, gradient_norm
 
 
 def solve_lbfgs(field: torch.nn.Module, problem: InverseProblem, spec: ModelSpec,

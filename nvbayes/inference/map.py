@@ -51,13 +51,14 @@ from nvbayes.fields import (
     pixel_coordinates,
 )
 from nvbayes.fields.neural import PRECISIONS
-from nvbayes.inference.admm import solve_admm
-from nvbayes.inference.gradient import solve_gradient
-from nvbayes.inference.lbfgs import solve_lbfgs
-from nvbayes.inference.objective import FieldGuide, traced_objective
-from nvbayes.inference.recorder import Recorder
-from nvbayes.inference.scale import HOMOGENEITY, scale_correction
 from nvbayes.model.problem import InverseProblem, check_inversion_operator
+
+from .admm import solve_admm
+from .gradient import solve_gradient
+from .lbfgs import solve_lbfgs
+from .objective import FieldGuide, traced_objective
+from .recorder import Recorder
+from .scale import HOMOGENEITY, scale_correction
 
 __all__ = ["FieldGuide", "MapResult", "batchable", "build_field", "fit_batch", "fit_map",
            "traced_objective", "uniform_level"]

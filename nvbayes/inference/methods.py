@@ -25,9 +25,10 @@ from typing import Callable
 import torch
 
 from nvbayes.errors import ParameterError
-from nvbayes.inference.map import batchable, check_precision, fit_map
-from nvbayes.inference.pixel_posterior import fit_laplace, fit_nuts
-from nvbayes.inference.svi import fit_svi
+
+from .map import batchable, check_precision, fit_map
+from .pixel_posterior import fit_laplace, fit_nuts
+from .svi import fit_svi
 
 DEVICES = ("cpu", "cuda")
 

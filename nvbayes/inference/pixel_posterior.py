@@ -29,16 +29,17 @@ from torch.distributions.transforms import AffineTransform, ComposeTransform
 
 from nvbayes.data.spec import ModelSpec
 from nvbayes.errors import ParameterError
-from nvbayes.inference.draws import PosteriorDraws, gauge_fixed
-from nvbayes.inference.laplace import HessianGaussian
-from nvbayes.inference.map import fit_map, uniform_level
-from nvbayes.inference.nuts import run_nuts
-from nvbayes.inference.objective import stage_log_eps
 from nvbayes.model.netmy import NoiseSpectrumModel
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.kernels import power_kernel_closed_form
 from nvbayes.physics.lorentzian import lorentzian
 from nvbayes.physics.noise_map import sensor_noise_sigma
+
+from .draws import PosteriorDraws, gauge_fixed
+from .laplace import HessianGaussian
+from .map import fit_map, uniform_level
+from .nuts import run_nuts
+from .objective import stage_log_eps
 
 #: Unit vectors per batched Hessian-vector product.
 HVP_BLOCK = 256

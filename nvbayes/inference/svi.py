@@ -28,12 +28,13 @@ from pyro.distributions.torch_distribution import TorchDistribution
 
 from nvbayes.data.spec import ModelSpec
 from nvbayes.fields import Field, pixel_coordinates
-from nvbayes.inference.draws import PosteriorDraws, gauge_fixed
-from nvbayes.inference.gradient import solve_gradient
-from nvbayes.inference.map import build_field, final_beta, fresh_start
-from nvbayes.inference.pixel_posterior import calibrated_sigma
-from nvbayes.inference.recorder import Recorder
 from nvbayes.model.problem import InverseProblem, check_inversion_operator
+
+from .draws import PosteriorDraws, gauge_fixed
+from .gradient import solve_gradient
+from .map import build_field, final_beta, fresh_start
+from .pixel_posterior import calibrated_sigma
+from .recorder import Recorder
 
 DRAWS = 200
 #: History columns of the calibrated likelihood's terms.

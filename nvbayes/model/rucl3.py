@@ -21,9 +21,10 @@ from nvbayes import __version__
 from nvbayes.data.rucl3 import SCHEMA, SYNTHETIC_NOTE, validate_nv_data
 from nvbayes.data.rucl3_spec import AnsatzSpec
 from nvbayes.errors import ParameterError
-from nvbayes.model.ansatz import GaussianAnsatz
 from nvbayes.physics.operators import check_inversion_operator
 from nvbayes.physics.relaxation import UniformDisc, depth_exponent, relaxation_rate
+
+from .ansatz import GaussianAnsatz
 
 NM = 1e-9
 #: Depth search range of step 1, nm.

@@ -3,8 +3,8 @@
 Depends on torch only; never imports Pyro.
 """
 
-from nvbayes.physics.geometry import GRID, SPACING_NM, STANDOFF_NM, Grid
-from nvbayes.physics.kernels import (
+from .geometry import GRID, SPACING_NM, STANDOFF_NM, Grid
+from .kernels import (
     AXES,
     Z_AXIS,
     green_tensor,
@@ -15,14 +15,8 @@ from nvbayes.physics.kernels import (
     power_kernel_closed_form,
     scalar_kernel,
 )
-from nvbayes.physics.lorentzian import (
-    LARMOR_BAND_GHZ,
-    LINEWIDTH_GHZ,
-    N_FREQ,
-    lorentzian,
-    readout_frequencies,
-)
-from nvbayes.physics.noise_map import (
+from .lorentzian import LARMOR_BAND_GHZ, LINEWIDTH_GHZ, N_FREQ, lorentzian, readout_frequencies
+from .noise_map import (
     LOG_EPS,
     log_map,
     log_mse,
@@ -31,7 +25,7 @@ from nvbayes.physics.noise_map import (
     noise_map,
     normalized_noise_map,
 )
-from nvbayes.physics.operators import (
+from .operators import (
     OPERATORS,
     DirectOperator,
     ForwardOperator,
@@ -39,8 +33,8 @@ from nvbayes.physics.operators import (
     TensorOperator,
     make_operator,
 )
-from nvbayes.physics.units import BOHR_MAGNETON, MU0_OVER_4PI, Units
-from nvbayes.physics.validity import in_kernel_chi, larmor_spread, relative_error
+from .units import BOHR_MAGNETON, MU0_OVER_4PI, Units
+from .validity import in_kernel_chi, larmor_spread, relative_error
 
 __all__ = [
     "AXES", "BOHR_MAGNETON", "GRID", "LARMOR_BAND_GHZ", "LINEWIDTH_GHZ", "LOG_EPS",

@@ -13,7 +13,8 @@ import numpy as np
 import torch  # noqa: F401  (type hints of coarsen)
 
 from nvbayes.errors import ParameterError
-from nvbayes.physics.kernels import check_geometry
+
+from .kernels import check_geometry
 
 GRID = 64
 SPACING_NM = 20.0

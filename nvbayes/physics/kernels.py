@@ -29,7 +29,8 @@ from typing import Sequence
 import torch
 
 from nvbayes.errors import ParameterError
-from nvbayes.physics.units import Units, as_units
+
+from .units import Units, as_units
 
 Z_AXIS = (0.0, 0.0, 1.0)
 AXES = ("x", "y", "z")

@@ -25,7 +25,8 @@ from typing import Sequence
 import torch
 
 from nvbayes.errors import ParameterError
-from nvbayes.physics.kernels import (
+
+from .kernels import (
     AXES,
     Z_AXIS,
     _unit_axis,
@@ -34,8 +35,8 @@ from nvbayes.physics.kernels import (
     convolve,
     power_kernel,
 )
-from nvbayes.physics.lorentzian import lorentzian
-from nvbayes.physics.units import as_units
+from .lorentzian import lorentzian
+from .units import as_units
 
 #: Sources handled per block by the direct sum (bounds F3's memory to ~100 MB at 64 × 64).
 _DIRECT_BLOCK = 128
@@ -225,7 +226,13 @@ def check_inversion_operator(name: str) -> str:
 
 
 def make_operator(name: str, *args, **kwargs) -> ForwardOperator:
-    """Build an operator by its paper name, ``"F1"``, ``"F2"`` or ``"F3"``."""
+    """Build an operator by its paper name, ``"F1"``, ``"F2"`` or ``"F3"``.
+
+    >>> from nvbayes.physics.lorentzian import readout_frequencies
+    >>> f2 = make_operator("F2", readout_frequencies(), 0.5, spacing=20.0, standoff=20.0)
+    >>> f2(torch.ones(8, 8), 2.0).shape          # (n_freq, ny, nx)
+    torch.Size([50, 8, 8])
+    """
     key = str(name).upper()
     if key not in OPERATORS:
         raise ParameterError(f"unknown operator {name!r}", "use F1, F2 or F3")

@@ -50,8 +50,9 @@ from dataclasses import dataclass
 import torch
 
 from nvbayes.errors import ParameterError
-from nvbayes.physics.operators import check_inversion_operator
-from nvbayes.physics.units import BOHR_MAGNETON, MU0_OVER_4PI
+
+from .operators import check_inversion_operator
+from .units import BOHR_MAGNETON, MU0_OVER_4PI
 
 #: Electron gyromagnetic ratio γe in rad s⁻¹ T⁻¹ (CODATA 2018).
 GYROMAGNETIC_RATIO = 1.76085963023e11

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from nvbayes.physics.kernels import AXES, Z_AXIS, cached_spectrum, convolve
+from .kernels import AXES, Z_AXIS, cached_spectrum, convolve
 
 
 def larmor_spread(rho: torch.Tensor, larmor: torch.Tensor, spacing: float, standoff: float,

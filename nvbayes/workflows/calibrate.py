@@ -178,7 +178,11 @@ def _check_folder(folder: Path, plan: CalibrationPlan) -> None:
 def run_calibration(plan: CalibrationPlan, folder: "str | Path",
                     show: "bool | None" = None) -> xr.Dataset:
     """Fit every (method, scene) not yet in ``folder/cells`` and write the summary files;
-    returns the coverage dataset."""
+    returns the coverage dataset.
+
+    >>> plan = CalibrationPlan(methods=("laplace",), scenes=8, grid=16)   # doctest: +SKIP
+    >>> run_calibration(plan, "runs/cal")["coverage"].sel(level=0.9)     # doctest: +SKIP
+    """
     folder = Path(folder)
     _check_folder(folder, plan)
     store = CellStore(folder)

@@ -83,7 +83,11 @@ def _laplace_dataset(result, nv: list) -> xr.Dataset:
 def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                method: str = "nuts", seed: int = 0, chains: "int | None" = None,
                warmup: "int | None" = None, draws: "int | None" = None) -> Run:
-    """Sample (NUTS) or approximate (Laplace) the posterior of the ansatz model."""
+    """Sample (NUTS) or approximate (Laplace) the posterior of the ansatz model.
+
+    >>> run = fit_ansatz(load_ansatz(), load_nv_data(None), "F2", "laplace")  # doctest: +SKIP
+    >>> save_ansatz_run(run, "runs/rucl3-laplace")                           # doctest: +SKIP
+    """
     operator = check_inversion_operator(operator)
     method = str(method).lower()
     if method not in METHODS:

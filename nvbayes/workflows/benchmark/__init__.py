@@ -9,21 +9,10 @@
 - :mod:`.runner`: all of it, end to end.
 """
 
-from nvbayes.workflows.benchmark.ablation import (
-           CUMULATIVE,
-           SWEEPS,
-           cumulative_variants,
-           sweep_variants,
-)
-from nvbayes.workflows.benchmark.executors import DaskExecutor, InProcess
-from nvbayes.workflows.benchmark.plan import (
-           DEFAULT_METHODS,
-           PRESETS,
-           BenchmarkPlan,
-           Cell,
-           resolve_methods,
-)
-from nvbayes.workflows.benchmark.runner import BenchmarkReport, load_data, run_benchmark
+from .ablation import CUMULATIVE, SWEEPS, cumulative_variants, sweep_variants
+from .executors import DaskExecutor, InProcess
+from .plan import DEFAULT_METHODS, PRESETS, BenchmarkPlan, Cell, resolve_methods
+from .runner import BenchmarkReport, load_data, run_benchmark
 
 __all__ = ["BenchmarkPlan", "BenchmarkReport", "CUMULATIVE", "Cell", "DEFAULT_METHODS",
            "DaskExecutor", "InProcess", "PRESETS", "SWEEPS", "cumulative_variants",

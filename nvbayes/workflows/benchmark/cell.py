@@ -21,7 +21,8 @@ from nvbayes.data.io import select_sample
 from nvbayes.data.spec import ModelSpec
 from nvbayes.inference.map import fit_batch, fit_map
 from nvbayes.model.problem import InverseProblem
-from nvbayes.workflows.benchmark.plan import Cell
+
+from .plan import Cell
 
 
 @dataclass

@@ -27,8 +27,9 @@ import torch
 import xarray as xr
 
 from nvbayes.errors import ParameterError
-from nvbayes.workflows.benchmark.cell import CellRecord, failed_record, fit_group
-from nvbayes.workflows.benchmark.plan import Cell
+
+from .cell import CellRecord, failed_record, fit_group
+from .plan import Cell
 
 
 class InProcess:

@@ -25,16 +25,10 @@ from nvbayes.figures.benchmark import BOX_METRICS, box_plot, qualitative_grid, s
 from nvbayes.progress import progress_bar
 from nvbayes.results.run import versions
 from nvbayes.results.store import stored_settings
-from nvbayes.workflows.benchmark.plan import BenchmarkPlan, Cell
-from nvbayes.workflows.benchmark.store import (
-    DATA,
-    PLAN,
-    SUMMARY,
-    BenchmarkCells,
-    assemble_results,
-    write_results,
-)
-from nvbayes.workflows.benchmark.summary import write_summary
+
+from .plan import BenchmarkPlan, Cell
+from .store import DATA, PLAN, SUMMARY, BenchmarkCells, assemble_results, write_results
+from .summary import write_summary
 
 PLAN_SCHEMA = "nvbayes.workflows.benchmark-plan/1"
 
@@ -126,6 +120,11 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
     ``results.nc``; ``executor`` is an :mod:`.executors` instance, not yet entered.  With
     ``compute=False`` nothing is fitted: the report is written from the cells already in an
     existing folder (e.g. to look at a sweep that is still running or was stopped).
+
+    >>> methods = resolve_methods("netmy,tikhonov", preset="fast")          # doctest: +SKIP
+    >>> plan = BenchmarkPlan(methods, ("F2",), (0, 1), data.sizes["sample"])  # doctest: +SKIP
+    >>> report = run_benchmark(plan, data, "runs/bench", InProcess())      # doctest: +SKIP
+    >>> report.results["hungarian_f1"].mean(("sample", "seed"))            # doctest: +SKIP
     """
     folder = Path(folder)
     data = with_sample_axis(data)

@@ -28,8 +28,9 @@ import xarray as xr
 from nvbayes.data.io import SPATIAL, write_netcdf
 from nvbayes.metrics import MAP_METRICS, METRICS
 from nvbayes.results.store import CellStore
-from nvbayes.workflows.benchmark.cell import CellRecord
-from nvbayes.workflows.benchmark.plan import BenchmarkPlan, Cell
+
+from .cell import CellRecord
+from .plan import BenchmarkPlan, Cell
 
 RESULTS, SUMMARY, DATA, PLAN = "results.nc", "summary.md", "data.nc", "benchmark.toml"
 RESULT_SCHEMA = "nvbayes.benchmark/1"

@@ -5,6 +5,6 @@ and the parameterization kernel), :mod:`.budget` (fixed-budget fits, ADMM sweep)
 :mod:`.report` (``nvbayes diagnose``: the dataset, its table and figures).
 """
 
-from nvbayes.workflows.diagnose.report import diagnose, write_diagnostics
+from .report import diagnose, write_diagnostics
 
 __all__ = ["diagnose", "write_diagnostics"]

@@ -43,13 +43,9 @@ from nvbayes.metrics import (
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.noise_map import LOG_EPS, noise_map
 from nvbayes.progress import progress_bar
-from nvbayes.workflows.diagnose.budget import (
-    admm_settings,
-    budget_fit,
-    is_free_density,
-    sweep_centre_mass,
-)
-from nvbayes.workflows.diagnose.geometry import (
+
+from .budget import admm_settings, budget_fit, is_free_density, sweep_centre_mass
+from .geometry import (
     barrier,
     distance_from_centre,
     fidelity_gradient,
@@ -57,7 +53,7 @@ from nvbayes.workflows.diagnose.geometry import (
     peak_location,
     uniform_start,
 )
-from nvbayes.workflows.diagnose.update import first_step
+from .update import first_step
 
 SCHEMA = "nvbayes.diagnostics/1"
 OPERATORS = ("F1", "F2")
@@ -96,6 +92,9 @@ def diagnose(data: xr.Dataset, methods: dict[str, ModelSpec], *, sample: "int | 
     parameterized ones also give their first step.  ``admm`` with ``sweep_samples`` (indices
     into ``data``) runs the sweep.  ``protocol`` (the one ``methods`` were resolved under) is
     recorded.  Returns an ``nvbayes.diagnostics/1`` dataset.
+
+    >>> ds = diagnose(data, resolve_methods("netmy,admm", "fast"), budget=200)  # doctest: +SKIP
+    >>> ds["iter0_ratio"].sel(operator="F2")                                  # doctest: +SKIP
     """
     start = time.perf_counter()
     one = select_sample(data, sample)
