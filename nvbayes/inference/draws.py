@@ -1,7 +1,7 @@
 """Posterior draws of (ρ, ω_L) in the energy-ratio gauge, as every sampling method returns them.
 
 The likelihoods see ρ only up to a positive factor (the max-normalized noise map), so the scale
-of a draw is a gauge, not a measured quantity.  DESIGN.md fixes it by the energy-ratio
+of a draw is a gauge, not a measured quantity.  docs/architecture.md fixes it by the energy-ratio
 correction, here applied to each draw on its own::
 
     ρ_d  ←  α_d ρ_d,     α_d = (E_obs / E_pred(ρ_d, ω_d))^(1/p),     p = 1 (F2), 2 (F1)

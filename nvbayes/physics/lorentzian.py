@@ -6,7 +6,7 @@ peaks at 1 on resonance, with half width at half maximum γ.  Frequencies are in
 nvbayes (ω and γ need only share a unit).  The readout grid spans the Larmor band widened by one
 linewidth γ on each side, so a source at the band edge still shows its peak and both
 half-maximum points: the paper's band [1.5, 2.5] GHz with γ = 0.5 GHz is read out on
-[1.0, 3.0] GHz (the range DESIGN.md states; its wording "band ± 2γ" would give [0.5, 3.5]).
+[1.0, 3.0] GHz (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Calibration of credible intervals on seeded synthetic scenes (``nvbayes calibrate``).
 
-For every scene and method the posterior draws of ρ (gauge-fixed by the energy ratio, DESIGN.md)
-give, for each true source s at pixel p_s, two functionals of ρ over the disc W_s of radius
-``radius`` standoffs around p_s, above the local background b_s (the median of ρ on the ring
-one standoff wide outside the disc)::
+For every scene and method the posterior draws of ρ (gauge-fixed by the energy ratio,
+docs/architecture.md) give, for each true source s at pixel p_s, two functionals of ρ over
+the disc W_s of radius ``radius`` standoffs around p_s, above the local background b_s (the
+median of ρ on the ring one standoff wide outside the disc)::
 
     mass      m_s(ρ) = Σ_{r ∈ W_s} (ρ(r) − b_s)                          (the amplitude)
     position  c_s(ρ) = Σ_{r ∈ W_s} w(r) r / Σ w,   w = max(ρ − b_s, 0)     (x and y, nm)
@@ -30,6 +30,7 @@ import xarray as xr
 from nvbayes.data.io import toml_dumps, write_netcdf, write_with
 from nvbayes.data.scenes import SimulationSettings, expand_classes, simulate
 from nvbayes.data.spec import load_spec
+from nvbayes.data.validation import positive
 from nvbayes.errors import ParameterError
 from nvbayes.figures import save_figure
 from nvbayes.figures.imaging import plot_coverage
@@ -82,12 +83,10 @@ class CalibrationPlan:
         if "nuts" in self.methods and self.grid > 16:
             raise ParameterError(f"NUTS samples grids up to 16x16, --grid is {self.grid}",
                                  "use --grid 16, or drop nuts from --method")
-        if self.scenes < 1:
-            raise ParameterError(f"--scenes {self.scenes}", "use 1 or more scenes")
+        positive("--scenes", self.scenes, "use 1 or more scenes")
+        positive("--radius", self.radius, "use a radius > 0 standoffs")
         if not 0 < self.level < 1:
             raise ParameterError(f"--level {self.level}", "use a credible level in (0, 1)")
-        if not self.radius > 0:
-            raise ParameterError(f"--radius {self.radius}", "use a radius > 0 standoffs")
         expand_classes(",".join(self.classes))              # validates the class names
         if self.simulator not in OPERATORS:
             raise ParameterError(f"unknown simulator {self.simulator!r}",
