@@ -37,14 +37,17 @@ DEVICES = ("cpu", "cuda")
 class InferenceMethod:
     """One entry of the registry.
 
-    ``draws`` is the default number of posterior draws (per chain where there are chains),
-    ``None`` for a point estimate; ``neural_field_only`` methods need a neural-field model;
-    ``fp32_only`` methods refuse ``--precision bf16``; ``cpu_only`` methods refuse CUDA.
+    ``fit(problem, spec, operator, **options)`` fits, given those of :func:`infer`'s options
+    (seed, device, show, precision, draws, chains, warmup) named in ``options``.  ``draws`` is
+    the default number of posterior draws (per chain where there are chains), ``None`` for a
+    point estimate; ``neural_field_only`` methods need a neural-field model; ``fp32_only``
+    methods refuse ``--precision bf16``; ``cpu_only`` methods refuse CUDA.
     """
 
     name: str
     summary: str
     fit: Callable
+    options: tuple = ("seed", "device", "show", "precision")
     draws: "int | None" = None
     chains: "int | None" = None
     warmup: "int | None" = None
@@ -65,34 +68,17 @@ class InferenceMethod:
             raise ParameterError(f"{self.name} runs on the CPU", "drop --device")
 
 
-def _map(problem, spec, operator, *, seed, device, show, precision, draws, chains, warmup):
-    return fit_map(problem, spec, operator, seed=seed, device=device, show=show,
-                   precision=precision)
-
-
-def _svi(problem, spec, operator, *, seed, device, show, precision, draws, chains, warmup):
-    return fit_svi(problem, spec, operator, seed=seed, device=device, show=show, draws=draws)
-
-
-def _laplace(problem, spec, operator, *, seed, device, show, precision, draws, chains, warmup):
-    return fit_laplace(problem, spec, operator, seed=seed, device=device, show=show,
-                       draws=draws, precision=precision)
-
-
-def _nuts(problem, spec, operator, *, seed, device, show, precision, draws, chains, warmup):
-    return fit_nuts(problem, spec, operator, seed=seed, chains=chains, warmup=warmup,
-                    draws=draws)
-
-
 #: Every inference method by name.
 METHODS = {m.name: m for m in (
-    InferenceMethod("map", "the specification's solver: one point estimate", _map),
-    InferenceMethod("svi", "the neural field as variational guide", _svi, draws=200,
-                    neural_field_only=True, fp32_only=True),
-    InferenceMethod("laplace", "the MAP, then the exact pixel Hessian's Gaussian", _laplace,
-                    draws=200),
-    InferenceMethod("nuts", "NUTS on the free pixel grid (up to 16 x 16)", _nuts, draws=300,
-                    chains=2, warmup=1000, fp32_only=True, cpu_only=True),
+    InferenceMethod("map", "the specification's solver: one point estimate", fit_map),
+    InferenceMethod("svi", "the neural field as variational guide", fit_svi,
+                    ("seed", "device", "show", "draws"), draws=200, neural_field_only=True,
+                    fp32_only=True),
+    InferenceMethod("laplace", "the MAP, then the exact pixel Hessian's Gaussian", fit_laplace,
+                    ("seed", "device", "show", "precision", "draws"), draws=200),
+    InferenceMethod("nuts", "NUTS on the free pixel grid (up to 16 x 16)", fit_nuts,
+                    ("seed", "chains", "warmup", "draws"), draws=300, chains=2, warmup=1000,
+                    fp32_only=True, cpu_only=True),
 )}
 
 
@@ -127,9 +113,10 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
     if entry.chains is not None and (chains < 1 or warmup < 1):
         raise ParameterError(f"chains {chains} and warmup {warmup}",
                              "pass --chains and --warmup of 1 or more")
-    return entry.fit(problem, spec, operator, seed=seed, device=device, show=show,
-                     precision=check_precision(precision), draws=draws, chains=chains,
-                     warmup=warmup)
+    given = {"seed": seed, "device": device, "show": show,
+             "precision": check_precision(precision), "draws": draws, "chains": chains,
+             "warmup": warmup}
+    return entry.fit(problem, spec, operator, **{k: given[k] for k in entry.options})
 
 
 __all__ = ["DEVICES", "InferenceMethod", "METHODS", "check_device", "check_method", "infer"]
