@@ -11,6 +11,7 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 from nvbayes.data.io import write_with
+from nvbayes.results.run import FIGURE_DPI
 
 #: Keyword arguments of ``Figure.subplots`` (the rest go to ``Figure``).
 _SUBPLOT_KEYS = ("sharex", "sharey", "squeeze", "width_ratios", "height_ratios",
@@ -30,7 +31,7 @@ def new_axes(ax=None, figsize=(7, 5)):
     return ax if ax is not None else subplots(figsize=figsize, layout="constrained")[1]
 
 
-def save_figure(fig: Figure, path, dpi: int = 110) -> None:
+def save_figure(fig: Figure, path, dpi: int = FIGURE_DPI) -> None:
     """Write ``fig`` as PNG atomically."""
     write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 

@@ -47,6 +47,8 @@ with warnings.catch_warnings():
 RUN_SCHEMA = "nvbayes.run/1"
 POSTERIOR, HISTORY, METRICS, CONFIG = "posterior.nc", "history.nc", "metrics.nc", "config.toml"
 SUMMARY = "summary.csv"
+#: Resolution of every PNG figure nvbayes writes.
+FIGURE_DPI = 110
 SCALE_NOTE = ("rho is scaled by the energy-ratio correction (sample_stats.scale_correction: "
               "E_obs/E_pred under F2, its square root under F1); the max-normalized "
               "likelihood does not determine the scale")
@@ -245,7 +247,7 @@ class Run:
             if self.summary is not None:
                 self.summary.to_csv(tmp / SUMMARY)
             for name, figure in (figures or {}).items():
-                figure.savefig(tmp / name, dpi=figure.dpi)
+                figure.savefig(tmp / name, dpi=FIGURE_DPI)
 
         target = write_folder(folder, fill)
         self.path = target

@@ -40,9 +40,11 @@ class CellStore:
         return self.path(key).is_file()
 
     def done(self, key: str) -> bool:
-        """True when the cell has a file without an error."""
-        ds = self.read(key)
-        return ds is not None and not ds.attrs.get("error", "")
+        """True when the cell has a file without an error (only its attributes are read)."""
+        if not self.has(key):
+            return False
+        with xr.open_dataset(self.path(key), engine="netcdf4") as handle:
+            return not handle.attrs.get("error", "")
 
     def write(self, key: str, ds: xr.Dataset) -> Path:
         return write_netcdf(ds, self.path(key))
