@@ -15,7 +15,11 @@ column / variable         unit   meaning
 ========================  =====  ==========================================================
 
 Give either ``gamma_ru`` or both ``gamma_flake`` and ``gamma_bare`` (each with its ``_err``);
-``gamma_ru`` is then derived with ``σ_Ru² = σ_flake² + σ_bare²``.  In a CSV file, lines that
+``gamma_ru`` is then derived with ``σ_Ru² = σ_flake² + σ_bare²``.
+
+The field-dependent set of step 3 (``nvbayes.rucl3-spectral/1``) has the same columns, one row
+per *measurement* of a single NV (label column ``measurement``, at least three rows at two or
+more fields); its optional attribute ``nv`` names the NV.  In a CSV file, lines that
 start with ``#`` carry the attributes as ``# key: value``; ``# synthetic: true`` marks a set
 generated from the model, which every command then labels as synthetic.
 """
@@ -37,6 +41,9 @@ from .io import atomic_path, load_netcdf, write_netcdf
 from .spec import models_dir
 
 SCHEMA = "nvbayes.rucl3/1"
+SPECTRAL_SCHEMA = "nvbayes.rucl3-spectral/1"
+#: The two layouts: label column -> (schema, fewest rows, what a row is).
+LAYOUTS = {"nv": (SCHEMA, 2, "NV"), "measurement": (SPECTRAL_SCHEMA, 3, "measurement")}
 RATES = ("gamma_flake", "gamma_bare", "gamma_ru")
 COLUMNS = ("nv", "field_gauss", "gamma_flake", "gamma_flake_err", "gamma_bare",
            "gamma_bare_err", "gamma_ru", "gamma_ru_err", "depth_nm", "depth_true_nm")
@@ -62,6 +69,9 @@ def describe(data: xr.Dataset) -> str:
     """One line naming the data set, with the synthetic label where it applies."""
     name = data.attrs.get("source", "per-NV data")
     tag = f" [{SYNTHETIC_NOTE}]" if is_synthetic(data) else ""
+    if "measurement" in data.dims:
+        fields = ", ".join(f"{b:g}" for b in data["field_gauss"].values)
+        return f"{name}: {data.sizes['measurement']} rates at {fields} G{tag}"
     return f"{name}: {data.sizes['nv']} NVs{tag}"
 
 
@@ -74,15 +84,23 @@ def _fail(source: str, problem: str, hint: str):
     raise NVDataError(f"{source}: {problem}", hint)
 
 
-def validate_nv_data(data: xr.Dataset, source: str = "per-NV data") -> xr.Dataset:
-    """Check a per-NV dataset and complete ``gamma_ru`` from the flake and bare rates."""
-    if "nv" not in data.dims:
-        _fail(source, "has no 'nv' dimension", "give one row per NV with an 'nv' label")
-    labels = [str(v) for v in data["nv"].values]
-    if len(labels) < 2:
-        _fail(source, f"has {len(labels)} NV", "give at least two NVs")
+def validate_nv_data(data: xr.Dataset, source: str = "per-NV data",
+                     label: str = "nv") -> xr.Dataset:
+    """Check a per-NV (``label="nv"``) or step-3 (``label="measurement"``) dataset and
+    complete ``gamma_ru`` from the flake and bare rates."""
+    schema, fewest, row = LAYOUTS[label]
+    if label not in data.dims:
+        _fail(source, f"has no '{label}' dimension",
+              f"give one row per {row} with a '{label}' label")
+    labels = [str(v) for v in data[label].values]
+    if len(labels) < fewest:
+        _fail(source, f"has {len(labels)} {row}(s)", f"give at least {fewest}")
     if len(set(labels)) != len(labels) or any(not v.strip() for v in labels):
-        _fail(source, "NV labels are empty or repeated", "give each NV a unique label")
+        _fail(source, f"{row} labels are empty or repeated", f"give each {row} a unique label")
+    if label == "measurement" and "field_gauss" in data and len(
+            set(np.asarray(data["field_gauss"].values, dtype=float).tolist())) < 2:
+        _fail(source, "all measurements are at one field",
+              "step 3 needs rates at two or more fields")
     unknown = sorted(set(data.data_vars) - set(COLUMNS))
     if unknown:
         _fail(source, f"unknown column(s) {', '.join(unknown)}",
@@ -129,7 +147,7 @@ def validate_nv_data(data: xr.Dataset, source: str = "per-NV data") -> xr.Datase
               "give the flake's rate Γ_Ru, or the rates with and without the flake")
     for name in data.data_vars:
         data[name].attrs.update(units=UNITS[name], long_name=LONG_NAMES.get(name, name))
-    data.attrs["schema"] = SCHEMA
+    data.attrs["schema"] = schema
     data.attrs["synthetic"] = int(is_synthetic(data))
     return data
 
@@ -143,7 +161,7 @@ def _parse_bool(text: str) -> int:
     return int(str(text).strip().lower() in ("1", "true", "yes"))
 
 
-def _read_csv(path: Path) -> xr.Dataset:
+def _read_csv(path: Path, label: str) -> xr.Dataset:
     attrs, rows = {}, []
     lines = path.read_text().splitlines()
     body = []
@@ -156,55 +174,60 @@ def _read_csv(path: Path) -> xr.Dataset:
             body.append(line)
     reader = csv.DictReader(_io.StringIO("\n".join(body)))
     header = [h.strip() for h in (reader.fieldnames or [])]
-    if "nv" not in header:
-        _fail(str(path), "has no 'nv' column", f"start the header with {', '.join(COLUMNS[:3])}")
+    if label not in header:
+        _fail(str(path), f"has no '{label}' column",
+              f"start the header with {label}, {', '.join(COLUMNS[1:3])}")
     for row in reader:
         rows.append({k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
     data_vars = {}
     for name in header:
-        if name == "nv":
+        if name == label:
             continue
         values = []
         for row in rows:
             try:
                 values.append(float(row[name]) if row[name] != "" else math.nan)
             except ValueError:
-                _fail(str(path), f"{name} = {row[name]!r} for {row['nv']} is not a number",
+                _fail(str(path), f"{name} = {row[name]!r} for {row[label]} is not a number",
                       "give plain numbers")
-        data_vars[name] = ("nv", np.asarray(values, dtype=float))
+        data_vars[name] = (label, np.asarray(values, dtype=float))
     attrs["synthetic"] = _parse_bool(attrs.get("synthetic", "0"))
-    for key in ("true_log10_amplitude", "true_sigma_g_nm"):
+    for key in ("true_log10_amplitude", "true_sigma_g_nm", "true_tau_c_ns"):
         if key in attrs:
             try:
                 attrs[key] = float(attrs[key])
             except ValueError:
                 _fail(str(path), f"# {key}: {attrs[key]!r} is not a number", "fix the header")
-    return xr.Dataset(data_vars, coords={"nv": [r["nv"] for r in rows]}, attrs=attrs)
+    return xr.Dataset(data_vars, coords={label: [r[label] for r in rows]}, attrs=attrs)
 
 
-def read_nv_data(path: "str | os.PathLike") -> xr.Dataset:
-    """Read and validate a ``.csv`` or ``.nc`` per-NV file."""
+def read_nv_data(path: "str | os.PathLike", label: str = "nv") -> xr.Dataset:
+    """Read and validate a ``.csv`` or ``.nc`` per-NV (or, ``label="measurement"``, step-3)
+    file."""
     path = Path(path)
+    schema = LAYOUTS[label][0]
     if not path.is_file():
-        raise NVDataError(f"no such file: {path}", "check the path to the per-NV data")
+        raise NVDataError(f"no such file: {path}", "check the path to the data")
     if path.suffix.lower() == ".csv":
-        data = _read_csv(path)
+        data = _read_csv(path, label)
     elif path.suffix.lower() == ".nc":
         data = load_netcdf(path, NVDataError, "per-NV data", "'nvbayes rucl3 simulate'")
-        if data.attrs.get("schema") != SCHEMA:
-            _fail(str(path), f"schema is {data.attrs.get('schema')!r}, not {SCHEMA!r}",
-                  "pass a per-NV file (see 'nvbayes rucl3 --help')")
-        data["nv"] = [str(v) for v in data["nv"].values]
+        if data.attrs.get("schema") != schema:
+            _fail(str(path), f"schema is {data.attrs.get('schema')!r}, not {schema!r}",
+                  "pass a file of that schema (see 'nvbayes rucl3 --help')")
+        if label in data.coords:
+            data[label] = [str(v) for v in data[label].values]
     else:
         raise NVDataError(f"{path}: unknown file type {path.suffix!r}", "use .csv or .nc")
     data.attrs.setdefault("source", path.name)
-    return validate_nv_data(data, str(path))
+    return validate_nv_data(data, str(path), label)
 
 
 def _csv_text(data: xr.Dataset) -> str:
     out = _io.StringIO()
-    for key in ("schema", "synthetic", "source", "true_operator", "true_log10_amplitude",
-                "true_sigma_g_nm", "description"):
+    label = "measurement" if "measurement" in data.dims else "nv"
+    for key in ("schema", "synthetic", "source", "nv", "convention", "true_operator",
+                "true_log10_amplitude", "true_sigma_g_nm", "true_tau_c_ns", "description"):
         if key in data.attrs:
             value = data.attrs[key]
             if key == "synthetic":
@@ -213,9 +236,9 @@ def _csv_text(data: xr.Dataset) -> str:
     out.write("# units: rates in s-1, field in gauss, depths in nm\n")
     names = [c for c in COLUMNS[1:] if c in data]
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["nv", *names])
-    for i, label in enumerate(data["nv"].values):
-        writer.writerow([str(label), *(repr(float(data[n].values[i])) for n in names)])
+    writer.writerow([label, *names])
+    for i, value in enumerate(data[label].values):
+        writer.writerow([str(value), *(repr(float(data[n].values[i])) for n in names)])
     return out.getvalue()
 
 
@@ -232,15 +255,16 @@ def write_nv_data(data: xr.Dataset, path: "str | os.PathLike") -> Path:
     raise NVDataError(f"{path}: unknown file type {path.suffix!r}", "use .csv or .nc")
 
 
-def shipped_synthetic_path() -> Path:
-    return models_dir() / "rucl3-synthetic.csv"
+def shipped_synthetic_path(label: str = "nv") -> Path:
+    name = "rucl3-synthetic.csv" if label == "nv" else "rucl3-spectral-synthetic.csv"
+    return models_dir() / name
 
 
-def load_nv_data(path: "str | os.PathLike | None") -> xr.Dataset:
-    """The per-NV file at ``path``, or the shipped synthetic set when ``path`` is None."""
-    return read_nv_data(shipped_synthetic_path() if path is None else path)
+def load_nv_data(path: "str | os.PathLike | None", label: str = "nv") -> xr.Dataset:
+    """The file at ``path``, or the shipped synthetic set of ``label``'s layout when None."""
+    return read_nv_data(shipped_synthetic_path(label) if path is None else path, label)
 
 
-__all__ = ["SCHEMA", "SYNTHETIC_NOTE", "NVDataError", "describe",
+__all__ = ["LAYOUTS", "SCHEMA", "SPECTRAL_SCHEMA", "SYNTHETIC_NOTE", "NVDataError", "describe",
            "is_synthetic", "load_nv_data", "read_nv_data", "shipped_synthetic_path",
            "validate_nv_data", "write_nv_data"]

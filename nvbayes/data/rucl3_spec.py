@@ -10,8 +10,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from nvbayes.errors import ParameterError
+from nvbayes.physics.conventions import PaperRates, PhysicalRates, check_convention
 from nvbayes.physics.operators import check_inversion_operator
-from nvbayes.physics.relaxation import SpinBath
+from nvbayes.physics.relaxation import SpinBath, check_component, nv_axis
 
 from .spec import models_dir
 from .validation import build, interval, positive
@@ -38,6 +39,43 @@ class Constants:
     @property
     def bath(self) -> SpinBath:
         return SpinBath(self.moment_bohr, self.tau_c_ns * 1e-9)
+
+
+@dataclass(frozen=True)
+class Physics:
+    """How the physical convention sees the NV and the flake (``[physics]``).
+
+    ``layer_densities_m2`` empty: ``layers`` layers at the crystallographic density.
+    """
+
+    noise: str
+    nv_polar_deg: float
+    nv_azimuth_deg: float
+    layers: int
+    layer_spacing_nm: float
+    layer_densities_m2: tuple
+
+    def __post_init__(self):
+        object.__setattr__(self, "noise", check_component(self.noise))
+        nv_axis(self.nv_polar_deg, self.nv_azimuth_deg)
+        if int(self.layers) != self.layers or self.layers < 1:
+            raise ParameterError(f"layers must be a whole number >= 1, got {self.layers}",
+                                 "give the number of layers of the flake")
+        object.__setattr__(self, "layers", int(self.layers))
+        positive("layer_spacing_nm", self.layer_spacing_nm, "give the interlayer distance")
+        densities = tuple(float(v) for v in self.layer_densities_m2)
+        if densities and len(densities) != self.layers:
+            raise ParameterError(f"{len(densities)} layer densities for {self.layers} layers",
+                                 "give one density per layer, or none")
+        for value in densities:
+            if not value >= 0:
+                raise ParameterError(f"layer density {value} is negative or not a number",
+                                     "give densities in m^-2, nearest layer first")
+        object.__setattr__(self, "layer_densities_m2", densities)
+
+    @property
+    def axis(self) -> tuple:
+        return tuple(float(v) for v in nv_axis(self.nv_polar_deg, self.nv_azimuth_deg))
 
 
 @dataclass(frozen=True)
@@ -127,6 +165,24 @@ class Synthetic:
 
 
 @dataclass(frozen=True)
+class Spectral:
+    """Step 3, the spectral calibration (``[spectral]``): priors and the synthetic set."""
+
+    log10_tau_c_ns: tuple
+    log10_rate: tuple
+    min_log_sd: float
+    synthetic_depth_nm: float
+    synthetic_relative_error: float
+    synthetic_seed: int
+
+    def __post_init__(self):
+        for name in ("log10_tau_c_ns", "log10_rate"):
+            object.__setattr__(self, name, interval(name, getattr(self, name)))
+        for name in ("min_log_sd", "synthetic_depth_nm", "synthetic_relative_error"):
+            positive(name, getattr(self, name), "fix models/rucl3.toml")
+
+
+@dataclass(frozen=True)
 class Paper:
     """Numbers the paper reports; used for comparison only."""
 
@@ -149,15 +205,29 @@ class AnsatzSpec:
     inference: Inference
     synthetic: Synthetic
     paper: Paper
+    physics: Physics
+    spectral: Spectral
 
     @property
     def bath(self) -> SpinBath:
         return self.constants.bath
 
+    def rates(self, convention: str = "physical") -> "PhysicalRates | PaperRates":
+        """The rate convention ``physical`` (default) or ``paper``, built from this spec."""
+        if check_convention(convention) == "paper":
+            depth = self.protocol.point_depth_nm
+            return PaperRates(k=self.paper.rate_f2_per_s * depth**4,
+                              reference_density_m2=self.constants.spin_density_m2,
+                              reference_sigma_nm=depth)
+        ph = self.physics
+        densities = ph.layer_densities_m2 or (self.constants.spin_density_m2,) * ph.layers
+        return PhysicalRates(self.bath, densities, ph.layer_spacing_nm,
+                             self.constants.sheet_radius_nm, ph.axis, ph.noise)
+
 
 _SECTIONS = {"constants": Constants, "prior": Prior, "likelihood": Likelihood,
              "protocol": Protocol, "inference": Inference, "synthetic": Synthetic,
-             "paper": Paper}
+             "paper": Paper, "physics": Physics, "spectral": Spectral}
 ANSATZ_KIND = "gaussian-ansatz"
 
 

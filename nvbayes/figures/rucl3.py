@@ -8,6 +8,7 @@ import xarray as xr
 from nvbayes.data.rucl3_spec import AnsatzSpec
 from nvbayes.figures import Figure, new_axes, subplots
 from nvbayes.model.rucl3 import sheet_rate
+from nvbayes.model.spectral import spectral_rate
 
 SYNTHETIC_TITLE = "SYNTHETIC DATA (generated from the model, not measured)"
 
@@ -68,34 +69,49 @@ def plot_posterior(run) -> Figure:
     ax.set_xlabel("measured Gamma_Ru [s^-1]")
     ax.set_ylabel("posterior predicted Gamma_Ru [s^-1] (90%)")
     ax.set_title("fit")
-    _suptitle(fig, f"Gaussian ansatz, {attrs['operator']}, {attrs['method']}: "
-                   f"{attrs.get('data', '')}", synthetic)
+    _suptitle(fig, f"Gaussian ansatz, {attrs['operator']}, {attrs['method']}, "
+                   f"{attrs.get('convention', 'physical')} convention: {attrs.get('data', '')}",
+              synthetic)
     fig.tight_layout()
     return fig
 
 
+def _kappa(value: float) -> str:
+    return "rank-deficient" if not np.isfinite(value) else f"{value:,.0f}"
+
+
 def plot_landscape(land: xr.Dataset, synthetic: bool) -> Figure:
-    """log10 of the log-MSE over (log10 A, σg) per operator, like the paper's Figure 5."""
+    """log10 of the log-MSE over (log10 A, σg) per operator, like the paper's Figure 5, with
+    the valley floor (the best σg for each A) and the Hessian's softest direction."""
     ops = [str(o) for o in land["operator"].values]
-    fig, axes = subplots(1, len(ops), figsize=(5.6 * len(ops), 4.6), squeeze=False)
+    fig, axes = subplots(1, len(ops), figsize=(5.6 * len(ops), 4.8), squeeze=False)
     for ax, op in zip(axes[0], ops, strict=True):
         one = land.sel(operator=op)
+        amps, sigmas = one["log10_amplitude"].values, one["sigma_g"].values
         z = np.log10(one["log_mse"].values.T)
-        mesh = ax.pcolormesh(one["log10_amplitude"], one["sigma_g"], z, shading="auto",
-                             cmap="viridis")
-        ax.contour(one["log10_amplitude"], one["sigma_g"], z, levels=12, colors="w",
-                   linewidths=0.5)
+        mesh = ax.pcolormesh(amps, sigmas, z, shading="auto", cmap="viridis")
+        ax.contour(amps, sigmas, z, levels=12, colors="w", linewidths=0.5)
+        ax.plot(amps, sigmas[np.argmin(one["log_mse"].values, axis=1)], "w:", lw=1.5,
+                label="valley floor (best sigma_g per A)")
         a, s = one["minimum"].values
+        v = one["soft_direction"].sel(axes="log").values
+        t = np.linspace(-1.0, 1.0, 101) * (amps[-1] - amps[0]) / 2
+        line_a, line_s = a + t * v[0], 10.0 ** (np.log10(s) + t * v[1])
+        keep = (line_s >= sigmas[0]) & (line_s <= sigmas[-1])
+        ax.plot(line_a[keep], line_s[keep], "r-", lw=1.2, label="softest Hessian direction")
         ax.plot(a, s, "r*", ms=12, label="minimum")
-        kappa = float(one["condition_number"])
-        kappa_log = float(one["condition_number_log"])
-        ax.set_title(f"{op}: kappa = {kappa:,.0f} (sigma_g in nm), {kappa_log:,.0f} "
-                     "(log10 sigma_g)", fontsize=9)
+        ax.set_xlim(amps[0], amps[-1])
+        ax.set_ylim(sigmas[0], sigmas[-1])
+        kappa = one["condition_number"]
+        ax.set_title(f"{op}: kappa = {_kappa(float(kappa.sel(axes='log')))} in (log10 A, "
+                     f"log10 sigma_g);\n{_kappa(float(kappa.sel(axes='paper')))} in the paper's "
+                     "axes (log10 A, sigma_g/nm)", fontsize=9)
         ax.set_xlabel("log10 A  [A in m^-2]")
         ax.set_ylabel("sigma_g [nm]")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper right")
         fig.colorbar(mesh, ax=ax, label="log10 L")
-    _suptitle(fig, "log-MSE landscape of the Gaussian ansatz", synthetic)
+    _suptitle(fig, f"log-MSE landscape of the Gaussian ansatz ({land.attrs['convention']} "
+                   "convention)", synthetic)
     fig.tight_layout()
     return fig
 
@@ -110,7 +126,8 @@ def plot_depths(spec: AnsatzSpec, table: xr.Dataset, synthetic: bool, ax=None):
     field = float(table["point_rate"].attrs.get("field_gauss", 0.0))
     colors = {"F2": "tab:blue", "F1": "tab:orange"}
     for op in [str(o) for o in table["operator"].values]:
-        ax.plot(d, sheet_rate(spec, d, op, field), color=colors.get(op), label=f"sheet, {op}")
+        ax.plot(d, sheet_rate(spec, d, op, field, table.attrs["convention"]),
+                color=colors.get(op), label=f"sheet, {op}")
         depths = table["implied_depth"].sel(operator=op).values
         ok = np.isfinite(depths)
         ax.plot(depths[ok], table["gamma_ru"].values[ok], "o", color=colors.get(op), ms=5,
@@ -124,9 +141,9 @@ def plot_depths(spec: AnsatzSpec, table: xr.Dataset, synthetic: bool, ax=None):
     ax.set_xlabel("NV depth d [nm]")
     ax.set_ylabel("Gamma [s^-1]")
     ax.legend(fontsize=7)
-    _suptitle(ax.figure, f"step 1: implied depths (sheet radius "
-                         f"{table.attrs['sheet_radius_nm']:g} nm; grey lines: measured "
-                         "Gamma_Ru)", synthetic)
+    _suptitle(ax.figure, f"step 1: implied depths, {table.attrs['convention']} convention "
+                         f"(sheet radius {table.attrs['sheet_radius_nm']:g} nm; grey lines: "
+                         "measured Gamma_Ru)", synthetic)
     return ax
 
 
@@ -156,8 +173,52 @@ def plot_slope(data: xr.Dataset, slopes: xr.Dataset, synthetic: bool, ax=None):
         ax.text(0.5, 0.5, "no gamma_bare in the data:\nthe measured slope is the paper's",
                 ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
-    _suptitle(ax.figure, "step 2: internal-rate slope", synthetic)
+    _suptitle(ax.figure, "step 2: internal-rate slope (paper exponents; "
+                         f"{slopes.attrs['convention']} convention for the model's)", synthetic)
     return ax
 
 
-__all__ = ["plot_depths", "plot_landscape", "plot_posterior", "plot_slope"]
+def plot_spectral(run) -> Figure:
+    """Step 3: the rates against the field with the posterior's 90 % band | τc's posterior."""
+    post = run.idata.posterior
+    attrs = post.attrs
+    fig, axes = subplots(1, 2, figsize=(11.5, 4.4))
+    ax = axes[0]
+    field = run.idata.constant_data["field_gauss"].values
+    observed = np.exp(run.idata.observed_data["log_rate"].values)
+    error = observed * run.idata.constant_data["relative_error"].values
+    grid = np.linspace(0.0, 1000.0 * (1 - 1e-3), 200)
+    tau = post["log10_tau_c_ns"].values.reshape(-1)
+    rate_1 = post["log10_rate_1"].values.reshape(-1)
+    pick = np.linspace(0, tau.size - 1, min(tau.size, 400)).astype(int)
+    curves = spectral_rate(tau[pick, None], rate_1[pick, None], grid,
+                           attrs["reference_field_gauss"]).numpy()
+    lo, mid, hi = np.quantile(curves, [0.05, 0.5, 0.95], axis=0)
+    ax.fill_between(grid, lo, hi, color="tab:blue", alpha=0.25, label="posterior 90 %")
+    ax.plot(grid, mid, color="tab:blue", label="posterior median")
+    ax.errorbar(field, observed, yerr=error, fmt="ko", capsize=3, label="measured")
+    ax.set_yscale("log")
+    ax.set_xlabel("axial field B [G]")
+    ax.set_ylabel("Gamma_Ru [s^-1]")
+    ax.legend(fontsize=7)
+    ax.set_title(f"rates of {attrs.get('nv') or 'one NV'}")
+    ax = axes[1]
+    ax.hist(post["tau_c_ns"].values.reshape(-1), bins=np.geomspace(
+        *(10.0 ** np.array([tau.min(), tau.max()])), 50), color="0.6")
+    q = np.quantile(post["tau_c_ns"].values, [0.05, 0.95])
+    ax.axvspan(*q, color="tab:blue", alpha=0.15, label=f"90 %: {q[0]:.3g} to {q[1]:.3g} ns")
+    if "true_tau_c_ns" in attrs:
+        ax.axvline(float(attrs["true_tau_c_ns"]), color="r", label="truth")
+    ax.set_xscale("log")
+    ax.set_xlabel("tau_c [ns]  (linewidth 1/tau_c)")
+    ax.set_ylabel("draws")
+    ax.legend(fontsize=7)
+    ax.set_title("bath correlation time")
+    _suptitle(fig, f"step 3: spectral calibration, NUTS ({attrs.get('convention', 'physical')} "
+                   f"convention; the same in both): {attrs.get('data', '')}",
+              bool(attrs.get("synthetic", 0)))
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["plot_depths", "plot_landscape", "plot_posterior", "plot_slope", "plot_spectral"]

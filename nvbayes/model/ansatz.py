@@ -8,18 +8,18 @@ centred under each NV, the model is
     d_i      ~ Normal(μ_d, s_d) truncated to d > 0   (nm; the SRIM prior 14 ± 5 nm)
     ln Γ_i   ~ Normal(ln Γ_op(A, σg, d_i, B_i), s_i)
 
-with ``Γ_op`` the rate of :func:`nvbayes.physics.relaxation.relaxation_rate` under F1 or F2
-(a log-normal likelihood on Γ_Ru) and ``s_i`` the relative uncertainty of the measured rate,
-floored at ``min_log_sd``.
+with ``Γ_op`` the Gaussian rate of a convention of :mod:`nvbayes.physics.conventions` (the
+physical one or the paper's) under F1 or F2 (a log-normal likelihood on Γ_Ru) and ``s_i``
+the relative uncertainty of the measured rate, floored at ``min_log_sd``.
 
 Sampling reparameterization.  The rate sees (A, σg) mostly through one combination: for
 σg ≪ d only the number of spins ``2πAσg²`` matters, for σg ≫ d F2 sees only A and F1 only
 A/σg.  The posterior is then a bent, narrow ridge in (log10 A, σg) that NUTS crosses badly.
 The model therefore samples ``log10_scale = log10 A + log10 q(σg)`` with
-``q(σg) = I_op(σg, d₀) / I_op(∞ or d₀)``, the operator's integral (``∫Pρ`` for F2,
-``∫g_zz ρ`` for F1) of a unit Gaussian at the prior-mean depth ``d₀``, relative to a fixed
-reference.  ``(ln σg, log10_scale) → (ln σg, log10 A)`` is a shear with unit Jacobian, so a
-uniform ``log10_scale`` on a box that contains every image, times the indicator of
+``q(σg) = Γ_op(A = 1, σg, d₀)^{1/p}`` (``p = 1`` for F2, whose rate is linear in A, and
+``p = 2`` for F1, quadratic), the rate of a unit Gaussian at the prior-mean depth ``d₀``.
+``(ln σg, log10_scale) → (ln σg, log10 A)`` is a shear with unit Jacobian, so a uniform
+``log10_scale`` on a box that contains every image, times the indicator of
 ``log10 A ∈ [a₀, a₁]`` (a ``pyro.factor``), is exactly the prior above.
 """
 
@@ -34,10 +34,8 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_distribution import TorchDistribution
 
+from nvbayes.physics.conventions import PaperRates, PhysicalRates
 from nvbayes.physics.operators import check_inversion_operator
-from nvbayes.physics.relaxation import GaussianDensity, SpinBath, relaxation_rate
-
-NM = 1e-9
 
 
 class PositiveNormal(TorchDistribution):
@@ -87,12 +85,13 @@ class PositiveNormal(TorchDistribution):
 
 @dataclass(frozen=True)
 class GaussianAnsatz:
-    """Priors, the spin bath and the operator of the α-RuCl3 model; see the module docstring.
+    """Priors, the rate convention and the operator of the α-RuCl3 model; see the module
+    docstring.
 
     ``log10_amplitude`` and ``sigma_g_nm`` are the (low, high) bounds of the priors.
     """
 
-    bath: SpinBath
+    convention: "PhysicalRates | PaperRates"
     operator: str
     log10_amplitude: tuple[float, float]
     sigma_g_nm: tuple[float, float]
@@ -112,11 +111,8 @@ class GaussianAnsatz:
 
     def log10_factor(self, sigma_g_nm) -> torch.Tensor:
         """``log10 q(σg)`` of the sampling reparameterization (module docstring)."""
-        d0 = self.depth_mean_nm * NM
-        unit = GaussianDensity(1.0, torch.as_tensor(sigma_g_nm, dtype=torch.float64) * NM)
-        if self.operator == "F2":
-            return torch.log10(unit.power(d0) * d0**4 / (1.5 * math.pi))
-        return torch.log10(unit.field(d0) * d0)
+        rate = self.convention.gaussian(1.0, sigma_g_nm, self.depth_mean_nm, self.operator)
+        return torch.log10(rate) / (2.0 if self.operator == "F1" else 1.0)
 
     def initial_values(self, generator: torch.Generator, n_nv: int) -> dict:
         """A random starting point of the sampled sites inside the prior's support.
@@ -149,8 +145,8 @@ class GaussianAnsatz:
 
     def rates(self, log10_amplitude, sigma_g_nm, depth_nm, field_gauss) -> torch.Tensor:
         """Γ_Ru in s⁻¹; arguments broadcast (e.g. ``(..., 1)`` against ``(n_nv,)``)."""
-        source = GaussianDensity(10.0 ** log10_amplitude, sigma_g_nm * NM)
-        return relaxation_rate(source, depth_nm * NM, self.operator, self.bath, field_gauss)
+        return self.convention.gaussian(10.0 ** log10_amplitude, sigma_g_nm, depth_nm,
+                                        self.operator, field_gauss)
 
     def log_sd(self, relative_error: torch.Tensor) -> torch.Tensor:
         """The standard deviation of ln Γ: the relative error, floored."""

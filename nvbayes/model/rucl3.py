@@ -1,7 +1,10 @@
 """The deterministic steps of appendix E.8: implied depths, power-law slopes, landscape.
 
-Step 1 (:func:`implied_depths`): solve ``Γ_op(d*) = Γ_Ru`` for each NV with a uniform sheet
-at the crystallographic density (a disc of ``sheet_radius_nm``).
+Every step takes a rate convention (:mod:`nvbayes.physics.conventions`): ``physical``
+(default) or ``paper``; every dataset it returns names it in ``attrs["convention"]``.
+
+Step 1 (:func:`implied_depths`): solve ``Γ_op(d*) = Γ_Ru`` for each NV with the flake at the
+crystallographic density (a disc of ``sheet_radius_nm`` per layer).
 Step 2 (:func:`slope_analysis`): with ``Γ_int ∝ d^-α``, an operator whose rate falls as
 ``d^-n`` predicts ``Γ_Ru ∝ Γ_int^(n/α)``; compare with the slope measured across the NVs.
 Step 4 (:func:`landscape`): the log-MSE ``L(log10 A, σg)`` of the Gaussian ansatz on a grid,
@@ -18,45 +21,40 @@ import torch
 import xarray as xr
 
 from nvbayes import __version__
-from nvbayes.data.rucl3 import SCHEMA, SYNTHETIC_NOTE, validate_nv_data
+from nvbayes.data.rucl3 import SCHEMA, SPECTRAL_SCHEMA, SYNTHETIC_NOTE, validate_nv_data
 from nvbayes.data.rucl3_spec import AnsatzSpec
 from nvbayes.errors import ParameterError
+from nvbayes.physics.conventions import PAPER_EXPONENTS, check_convention
 from nvbayes.physics.operators import check_inversion_operator
-from nvbayes.physics.relaxation import UniformDisc, depth_exponent, relaxation_rate
+from nvbayes.physics.relaxation import depth_exponent
 
 from .ansatz import GaussianAnsatz
+from .spectral import SpectralModel
 
-NM = 1e-9
 #: Depth search range of step 1, nm.
 DEPTH_RANGE_NM = (0.1, 1.0e4)
-#: Depth exponents n of Γ ∝ d^-n that the paper assigns to each operator (E.8 step 2).
-PAPER_EXPONENTS = {"F2": 4.0, "F1": 2.0}
 
 
-def ansatz_model(spec: AnsatzSpec, operator: str) -> GaussianAnsatz:
-    """The Pyro model of ``spec`` under ``operator`` (F1 or F2)."""
+def ansatz_model(spec: AnsatzSpec, operator: str, convention: str = "physical") -> GaussianAnsatz:
+    """The Pyro model of ``spec`` under ``operator`` (F1 or F2) and ``convention``."""
     p = spec.prior
-    return GaussianAnsatz(bath=spec.bath, operator=operator,
+    return GaussianAnsatz(convention=spec.rates(convention), operator=operator,
                           log10_amplitude=p.log10_amplitude, sigma_g_nm=p.sigma_g_nm,
                           depth_mean_nm=p.depth_mean_nm, depth_sd_nm=p.depth_sd_nm,
                           min_log_sd=spec.likelihood.min_log_sd)
 
 
-def sheet(spec: AnsatzSpec) -> UniformDisc:
-    """The uniform sheet of step 1: crystallographic density, radius ``sheet_radius_nm``."""
-    c = spec.constants
-    return UniformDisc(c.spin_density_m2, c.sheet_radius_nm * NM)
-
-
-def sheet_rate(spec: AnsatzSpec, depth_nm, operator: str, field_gauss=0.0) -> np.ndarray:
-    """Γ in s⁻¹ of the step-1 sheet at ``depth_nm`` under ``operator``."""
-    depth = torch.as_tensor(np.asarray(depth_nm, dtype=float)) * NM
+def sheet_rate(spec: AnsatzSpec, depth_nm, operator: str, field_gauss=0.0,
+               convention: str = "physical") -> np.ndarray:
+    """Γ in s⁻¹ of the step-1 flake at ``depth_nm`` under ``operator`` and ``convention``."""
+    rates = spec.rates(convention)
     with torch.no_grad():
-        return relaxation_rate(sheet(spec), depth, operator, spec.bath,
-                               torch.as_tensor(np.asarray(field_gauss, dtype=float))).numpy()
+        return rates.sheet(torch.as_tensor(np.asarray(depth_nm, dtype=float)), operator,
+                           torch.as_tensor(np.asarray(field_gauss, dtype=float))).numpy()
 
 
-def implied_depths(spec: AnsatzSpec, data: xr.Dataset, operator: str) -> np.ndarray:
+def implied_depths(spec: AnsatzSpec, data: xr.Dataset, operator: str,
+                   convention: str = "physical") -> np.ndarray:
     """d* in nm per NV with ``Γ_sheet(d*) = Γ_Ru`` (NaN where no depth in range solves it).
 
     Γ of the sheet falls monotonically with depth under both operators, so bisection in
@@ -66,22 +64,24 @@ def implied_depths(spec: AnsatzSpec, data: xr.Dataset, operator: str) -> np.ndar
     field = np.asarray(data["field_gauss"].values, dtype=float)
     lo = np.full_like(target, math.log(DEPTH_RANGE_NM[0]))
     hi = np.full_like(target, math.log(DEPTH_RANGE_NM[1]))
-    rate_lo = sheet_rate(spec, np.exp(lo), operator, field)
-    rate_hi = sheet_rate(spec, np.exp(hi), operator, field)
+    rate_lo = sheet_rate(spec, np.exp(lo), operator, field, convention)
+    rate_hi = sheet_rate(spec, np.exp(hi), operator, field, convention)
     solvable = (rate_lo >= target) & (rate_hi <= target)
     for _ in range(80):
         mid = 0.5 * (lo + hi)
-        above = sheet_rate(spec, np.exp(mid), operator, field) > target
+        above = sheet_rate(spec, np.exp(mid), operator, field, convention) > target
         lo = np.where(above, mid, lo)
         hi = np.where(above, hi, mid)
     return np.where(solvable, np.exp(0.5 * (lo + hi)), np.nan)
 
 
-def depth_table(spec: AnsatzSpec, data: xr.Dataset, operators=("F2", "F1")) -> xr.Dataset:
+def depth_table(spec: AnsatzSpec, data: xr.Dataset, operators=("F2", "F1"),
+                convention: str = "physical") -> xr.Dataset:
     """Step 1 for every operator: d*, whether it falls in the window, and the point rates."""
+    convention = check_convention(convention)
     window = spec.protocol.depth_window_nm
     out = xr.Dataset(coords={"nv": data["nv"].values, "operator": list(operators)})
-    depths = np.stack([implied_depths(spec, data, op) for op in operators])
+    depths = np.stack([implied_depths(spec, data, op, convention) for op in operators])
     inside = (depths >= window[0]) & (depths <= window[1])
     point = spec.protocol.point_depth_nm
     out["implied_depth"] = (("operator", "nv"), depths,
@@ -93,12 +93,13 @@ def depth_table(spec: AnsatzSpec, data: xr.Dataset, operators=("F2", "F1")) -> x
     out["n_in_window"] = ("operator", inside.sum(1).astype(int))
     out["n_solved"] = ("operator", np.isfinite(depths).sum(1).astype(int))
     field = float(np.median(data["field_gauss"].values))
-    rates = [float(sheet_rate(spec, point, op, field)) for op in operators]
+    rates = [float(sheet_rate(spec, point, op, field, convention)) for op in operators]
     out["point_rate"] = ("operator", rates,
                          {"units": "s-1", "long_name": f"sheet rate at d = {point:g} nm",
                           "field_gauss": field})
     out["gamma_ru"] = data["gamma_ru"]
     out.attrs.update(depth_window_nm=list(window), point_depth_nm=point,
+                     convention=convention, rates=spec.rates(convention).describe(),
                      sheet_radius_nm=spec.constants.sheet_radius_nm,
                      spin_density_m2=spec.constants.spin_density_m2,
                      moment_bohr=spec.constants.moment_bohr)
@@ -138,17 +139,25 @@ def measured_slope(data: xr.Dataset) -> "Slope | None":
     return Slope(b, se)
 
 
-def slope_analysis(spec: AnsatzSpec, data: xr.Dataset, operators=("F2", "F1")) -> xr.Dataset:
-    """Predicted internal-rate slopes ``n/α`` against the measured one."""
+def slope_analysis(spec: AnsatzSpec, data: xr.Dataset, operators=("F2", "F1"),
+                   convention: str = "physical") -> xr.Dataset:
+    """Predicted internal-rate slopes ``n/α`` against the measured one.
+
+    ``exponent_paper`` is the paper's n (4 for F2, 2 for F1); ``exponent_model`` the local
+    exponent ``−d ln Γ/d ln d`` of the flake's rate at the point depth in ``convention``.
+    """
+    convention = check_convention(convention)
+    rates = spec.rates(convention)
     p = spec.protocol
     measured = measured_slope(data)
     source = "data" if measured is not None else "paper (the data have no gamma_bare)"
     if measured is None:
         measured = Slope(p.measured_slope, p.measured_slope_err)
-    paper_n = np.array([PAPER_EXPONENTS[check_inversion_operator(op)] for op in operators])
-    field = float(np.median(data["field_gauss"].values))
-    model_n = np.array([depth_exponent(sheet(spec), p.point_depth_nm * NM, op, spec.bath, field)
+    paper_n = np.array([float(PAPER_EXPONENTS[check_inversion_operator(op)])
                         for op in operators])
+    field = float(np.median(data["field_gauss"].values))
+    model_n = np.array([depth_exponent(lambda d, op=op: rates.sheet(d, op, field),
+                                       p.point_depth_nm) for op in operators])
 
     def predicted(n):
         return n / p.alpha, n * p.alpha_err / p.alpha**2
@@ -165,6 +174,7 @@ def slope_analysis(spec: AnsatzSpec, data: xr.Dataset, operators=("F2", "F1")) -
         out[f"z_{name}"] = ("operator", z, {"long_name": "(measured - predicted) / combined sd"})
     out.attrs.update(measured_slope=measured.value, measured_slope_err=measured.error,
                      measured_source=source, alpha=p.alpha, alpha_err=p.alpha_err,
+                     convention=convention, rates=rates.describe(),
                      exponent_depth_nm=p.point_depth_nm)
     return out
 
@@ -210,19 +220,46 @@ def _log_mse(model, log_rate, depth, field, log10_amplitude, sigma):
     return ((pred - log_rate) ** 2).mean(-1)
 
 
+#: A Hessian eigenvalue below this fraction of the largest is at round-off (the Hessian is
+#: exact to about 1e-13 relative: float64 autograd through a quadrature converged that far),
+#: and the Hessian is then reported rank-deficient rather than given a condition number.
+ROUNDOFF = 1e-10
+#: The two coordinate systems of the landscape's Hessian: ``log`` (log10 A, log10 σg), which
+#: does not depend on the unit of σg and is the headline, and ``paper`` (log10 A, σg in nm),
+#: the axes of the paper's Figure 5.
+HESSIAN_AXES = {"log": "log10 A in log10(m-2), log10(sigma_g / nm)",
+                "paper": "log10 A in log10(m-2), sigma_g in nm"}
+
+
+def conditioning(hessian: torch.Tensor) -> dict:
+    """Eigenvalues, the softest direction, ``κ = λ_max/λ_min`` and rank deficiency.
+
+    ``rank_deficient`` when ``λ_min ≤ ROUNDOFF · λ_max``: κ is then not a number the model
+    has (it is round-off), and is reported as infinite, with ``soft_direction`` its null
+    direction.
+    """
+    eig, vec = torch.linalg.eigh(0.5 * (hessian + hessian.T))
+    eig, vec = eig.numpy(), vec.numpy()
+    soft = vec[:, 0] * np.sign(vec[np.argmax(np.abs(vec[:, 0])), 0])
+    deficient = bool(eig[0] <= ROUNDOFF * eig[-1])
+    kappa = math.inf if deficient else float(eig[-1] / eig[0])
+    return {"eigenvalues": eig, "soft_direction": soft, "condition_number": kappa,
+            "rank_deficient": deficient}
+
+
 def landscape(spec: AnsatzSpec, data: xr.Dataset, operator: str,
-              grid: "int | None" = None, depths: str = "auto") -> xr.Dataset:
+              grid: "int | None" = None, depths: str = "auto",
+              convention: str = "physical") -> xr.Dataset:
     """``L(log10 A, σg) = mean_i (ln Γ_pred,i − ln Γ_Ru,i)²`` on a grid over the prior box.
 
-    The grid minimum is refined by Newton steps (with backtracking) inside the box, and the
-    Hessian there (with respect to log10 A and σg in nm, as the paper's axes) gives
-    ``κ = λ_max / λ_min``; ``condition_number_log`` is the same in (log10 A, log10 σg), which
-    does not depend on the unit of σg.
+    The grid minimum is refined by Newton steps (with backtracking) inside the box; the
+    Hessian there is analysed (:func:`conditioning`) in both :data:`HESSIAN_AXES`.
     """
+    convention = check_convention(convention)
     n = int(grid or spec.inference.landscape_grid)
     if n < 3:
         raise ParameterError(f"landscape grid {n} is too small", "use --grid 3 or more")
-    model = ansatz_model(spec, operator)
+    model = ansatz_model(spec, operator, convention)
     depths, depth_source = landscape_depths(spec, data, depths)
     depth = torch.as_tensor(depths)
     field = torch.as_tensor(np.asarray(data["field_gauss"].values, dtype=float))
@@ -242,39 +279,46 @@ def landscape(spec: AnsatzSpec, data: xr.Dataset, operator: str,
     lower = torch.tensor([a_box[0], s_box[0]], dtype=torch.float64)
     upper = torch.tensor([a_box[1], s_box[1]], dtype=torch.float64)
     theta = _newton(objective, theta, lower, upper)
-    hessian = torch.autograd.functional.hessian(objective, theta).detach()
-    eig = torch.linalg.eigvalsh(0.5 * (hessian + hessian.T)).numpy()
-    kappa = _condition(eig)
     log_theta = torch.stack([theta[0], torch.log10(theta[1])])
-    hessian_log = torch.autograd.functional.hessian(
-        lambda t: objective(torch.stack([t[0], 10.0 ** t[1]])), log_theta).detach()
-    kappa_log = _condition(torch.linalg.eigvalsh(0.5 * (hessian_log + hessian_log.T)).numpy())
+    hessians = {
+        "log": torch.autograd.functional.hessian(
+            lambda t: objective(torch.stack([t[0], 10.0 ** t[1]])), log_theta).detach(),
+        "paper": torch.autograd.functional.hessian(objective, theta).detach()}
+    analysed = {k: conditioning(h) for k, h in hessians.items()}
+    axes = list(HESSIAN_AXES)
+
+    def stack(key):
+        return np.stack([np.asarray(analysed[k][key]) for k in axes])
+
     interior = bool(torch.all((theta > lower) & (theta < upper)))
+    rates = spec.rates(convention)
     return xr.Dataset(
         {"log_mse": (("log10_amplitude", "sigma_g"), loss.numpy(),
                      {"long_name": "mean squared error of ln Gamma_Ru"}),
-         "minimum": ("parameter", theta.numpy()),
-         "hessian": (("parameter", "parameter2"), hessian.numpy()),
-         "eigenvalues": ("eigen", eig),
+         "minimum": ("parameter", theta.numpy(), {"long_name": "(log10 A, sigma_g in nm)"}),
+         "hessian": (("axes", "row", "column"), np.stack([hessians[k].numpy() for k in axes])),
+         "eigenvalues": (("axes", "eigen"), stack("eigenvalues")),
+         "soft_direction": (("axes", "row"), stack("soft_direction"), {
+             "long_name": "unit eigenvector of the smallest eigenvalue (the valley; the null "
+                          "direction when rank-deficient)"}),
+         "condition_number": ("axes", stack("condition_number"), {
+             "long_name": "lambda_max / lambda_min of the Hessian at the minimum (inf: "
+                          "rank-deficient)"}),
+         "rank_deficient": ("axes", stack("rank_deficient").astype(int), {
+             "long_name": f"lambda_min <= {ROUNDOFF:g} lambda_max (round-off)"}),
          "depth": ("nv", depths, {"units": "nm", "source": depth_source}),
-         "condition_number": ((), kappa, {"long_name": "lambda_max / lambda_min of the "
-                                                       "Hessian at the minimum"}),
-         "condition_number_log": ((), kappa_log, {
-             "long_name": "condition number in (log10 A, log10 sigma_g)"}),
          "minimum_loss": ((), float(objective(theta))),
          "minimum_interior": ((), int(interior))},
         coords={"operator": check_inversion_operator(operator),
                 "log10_amplitude": ("log10_amplitude", amps.numpy(), {"units": "log10(m-2)"}),
                 "sigma_g": ("sigma_g", sigmas.numpy(), {"units": "nm"}),
                 "parameter": ["log10_amplitude", "sigma_g"],
-                "parameter2": ["log10_amplitude", "sigma_g"], "nv": data["nv"].values},
-        attrs={"hessian_units": "log10 A in log10(m-2), sigma_g in nm",
-               "depth_source": depth_source})
-
-
-def _condition(eigenvalues: np.ndarray) -> float:
-    """``λ_max / λ_min``; infinite when the smallest eigenvalue is not positive."""
-    return float(eigenvalues.max() / eigenvalues.min()) if eigenvalues.min() > 0 else math.inf
+                "axes": ("axes", axes, {"meaning": "; ".join(
+                    f"{k}: {v}" for k, v in HESSIAN_AXES.items())}),
+                "row": ["log10_amplitude", "sigma_coordinate"],
+                "column": ["log10_amplitude", "sigma_coordinate"], "nv": data["nv"].values},
+        attrs={"depth_source": depth_source, "convention": convention,
+               "rates": rates.describe(), "roundoff": ROUNDOFF})
 
 
 def _newton(objective, theta, lower, upper, iterations: int = 100):
@@ -308,7 +352,7 @@ def _newton(objective, theta, lower, upper, iterations: int = 100):
 
 
 def synthetic_data(spec: AnsatzSpec, operator: "str | None" = None,
-                   seed: "int | None" = None) -> xr.Dataset:
+                   seed: "int | None" = None, convention: str = "physical") -> xr.Dataset:
     """A per-NV set generated from the model at the constants of ``spec.synthetic``.
 
     Depths are drawn from the SRIM prior (truncated to d > 0), Γ_Ru is the model's rate with
@@ -326,7 +370,7 @@ def synthetic_data(spec: AnsatzSpec, operator: "str | None" = None,
             d = rng.normal(spec.prior.depth_mean_nm, spec.prior.depth_sd_nm)
         depths[i] = d
     field = np.full(n, syn.field_gauss)
-    model = ansatz_model(spec, operator)
+    model = ansatz_model(spec, operator, convention)
     with torch.no_grad():
         rate = model.rates(torch.tensor(syn.log10_amplitude, dtype=torch.float64),
                            torch.tensor(syn.sigma_g_nm, dtype=torch.float64),
@@ -343,9 +387,10 @@ def synthetic_data(spec: AnsatzSpec, operator: "str | None" = None,
         coords={"nv": list(syn.labels)},
         attrs={"schema": SCHEMA, "synthetic": 1, "source": f"rucl3-synthetic-{operator}-seed{seed}",
                "true_operator": operator, "true_log10_amplitude": syn.log10_amplitude,
-               "true_sigma_g_nm": syn.sigma_g_nm,
+               "true_sigma_g_nm": syn.sigma_g_nm, "convention": check_convention(convention),
                "description": (
-                   f"{SYNTHETIC_NOTE}. Gaussian ansatz under {operator} at log10 A = "
+                   f"{SYNTHETIC_NOTE}. Gaussian ansatz under {operator} "
+                   f"({model.convention.describe()}) at log10 A = "
                    f"{syn.log10_amplitude:.4f}, sigma_g = {syn.sigma_g_nm:g} nm, depths from "
                    f"the SRIM prior {spec.prior.depth_mean_nm:g} +- {spec.prior.depth_sd_nm:g} "
                    f"nm, {rel:.0%} log-normal scatter, internal rate "
@@ -354,6 +399,45 @@ def synthetic_data(spec: AnsatzSpec, operator: "str | None" = None,
     return validate_nv_data(data, "synthetic data")
 
 
-__all__ = ["DEPTH_RANGE_NM", "DEPTH_SOURCES", "PAPER_EXPONENTS", "Slope", "ansatz_model",
-           "depth_table", "implied_depths", "landscape", "landscape_depths", "measured_slope",
-           "sheet", "sheet_rate", "slope_analysis", "synthetic_data"]
+def spectral_model(spec: AnsatzSpec, data: xr.Dataset) -> SpectralModel:
+    """The step-3 model of ``spec``, referenced to the first field of ``data``."""
+    sp = spec.spectral
+    return SpectralModel(log10_tau_c_ns=sp.log10_tau_c_ns, log10_rate=sp.log10_rate,
+                         min_log_sd=sp.min_log_sd,
+                         reference_field_gauss=float(data["field_gauss"].values[0]))
+
+
+def synthetic_spectral(spec: AnsatzSpec, seed: "int | None" = None,
+                       fields_gauss=None) -> xr.Dataset:
+    """A step-3 set: the physical flake (F2) at ``synthetic_depth_nm`` under the bath of
+    ``[constants]``, at ``fields_gauss`` (default: the paper's calibration fields), with
+    log-normal scatter of ``synthetic_relative_error``."""
+    sp = spec.spectral
+    seed = sp.synthetic_seed if seed is None else int(seed)
+    fields = np.asarray(spec.constants.calibration_fields_gauss if fields_gauss is None
+                        else fields_gauss, dtype=float)
+    rng = np.random.default_rng(seed)
+    rates = spec.rates("physical")
+    with torch.no_grad():
+        rate = rates.sheet(sp.synthetic_depth_nm, "F2", torch.as_tensor(fields)).numpy()
+    rel = sp.synthetic_relative_error
+    gamma = rate * np.exp(rel * rng.standard_normal(len(fields)))
+    tau = spec.constants.tau_c_ns
+    data = xr.Dataset(
+        {"field_gauss": ("measurement", fields), "gamma_ru": ("measurement", gamma),
+         "gamma_ru_err": ("measurement", rel * gamma)},
+        coords={"measurement": [f"B{b:g}G" for b in fields]},
+        attrs={"schema": SPECTRAL_SCHEMA, "synthetic": 1, "nv": "NV-synthetic",
+               "source": f"rucl3-spectral-synthetic-seed{seed}", "convention": "physical",
+               "true_tau_c_ns": tau,
+               "description": (
+                   f"{SYNTHETIC_NOTE}. One NV at {sp.synthetic_depth_nm:g} nm under the "
+                   f"flake (F2, {rates.describe()}), tau_c = {tau:g} ns, {rel:.0%} log-normal "
+                   f"scatter; nvbayes {__version__}")})
+    return validate_nv_data(data, "synthetic data", "measurement")
+
+
+__all__ = ["DEPTH_RANGE_NM", "DEPTH_SOURCES", "HESSIAN_AXES", "ROUNDOFF", "Slope",
+           "ansatz_model", "conditioning", "depth_table", "implied_depths", "landscape",
+           "landscape_depths", "measured_slope", "sheet_rate", "slope_analysis",
+           "spectral_model", "synthetic_data", "synthetic_spectral"]

@@ -22,11 +22,13 @@ import xarray as xr
 from nvbayes.data.rucl3 import SYNTHETIC_NOTE, is_synthetic
 from nvbayes.data.rucl3_spec import AnsatzSpec
 from nvbayes.errors import ParameterError
-from nvbayes.figures.rucl3 import plot_posterior
+from nvbayes.figures.rucl3 import plot_posterior, plot_spectral
 from nvbayes.inference.laplace import run_laplace
 from nvbayes.inference.nuts import run_nuts
 from nvbayes.model.ansatz import ANSATZ_SITES
-from nvbayes.model.rucl3 import ansatz_model
+from nvbayes.model.rucl3 import ansatz_model, spectral_model
+from nvbayes.model.spectral import SPECTRAL_SITES, hwhm_ghz, linewidth_per_ns
+from nvbayes.physics.conventions import check_convention
 from nvbayes.physics.operators import check_inversion_operator
 from nvbayes.results.run import Run, versions
 
@@ -82,13 +84,15 @@ def _laplace_dataset(result, nv: list) -> xr.Dataset:
 
 def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                method: str = "nuts", seed: int = 0, chains: "int | None" = None,
-               warmup: "int | None" = None, draws: "int | None" = None) -> Run:
+               warmup: "int | None" = None, draws: "int | None" = None,
+               convention: str = "physical") -> Run:
     """Sample (NUTS) or approximate (Laplace) the posterior of the ansatz model.
 
     >>> run = fit_ansatz(load_ansatz(), load_nv_data(None), "F2", "laplace")  # doctest: +SKIP
     >>> save_ansatz_run(run, "runs/rucl3-laplace")                           # doctest: +SKIP
     """
     operator = check_inversion_operator(operator)
+    convention = check_convention(convention)
     method = str(method).lower()
     if method not in METHODS:
         raise ParameterError(f"unknown method {method!r} for the α-RuCl3 model",
@@ -104,7 +108,7 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                                  f"pass --{name} 1 or more")
     if seed < 0:
         raise ParameterError(f"seed must be >= 0, got {seed}", "pass --seed 0 or more")
-    model = ansatz_model(spec, operator)
+    model = ansatz_model(spec, operator, convention)
     args = model_arguments(data)
     nv = [str(v) for v in data["nv"].values]
     laplace = None
@@ -145,6 +149,7 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
     for name, unit in units.items():
         idata.posterior[name].attrs["units"] = unit
     attrs = {"operator": operator, "method": method, "model": "Gaussian ansatz (rucl3)",
+             "convention": convention, "rates": model.convention.describe(),
              "data": str(data.attrs.get("source", "")), "synthetic": int(is_synthetic(data))}
     if is_synthetic(data):
         attrs["synthetic_note"] = SYNTHETIC_NOTE
@@ -159,6 +164,7 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                              kind="all" if method == "nuts" else "stats")
     config = {
         "run": {"schema": RUN_SCHEMA, "method": method, "operator": operator, "seed": seed,
+                "convention": convention,
                 "wall_time_s": wall, "data": attrs["data"], "synthetic": bool(attrs["synthetic"]),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
         "settings": settings, "versions": versions(), "spec": dataclasses.asdict(spec),
@@ -167,4 +173,83 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                tables={} if laplace is None else {"laplace": laplace})
 
 
-__all__ = ["METHODS", "fit_ansatz", "model_arguments", "save_ansatz_run"]
+def fit_spectral(spec: AnsatzSpec, data: xr.Dataset, seed: int = 0,
+                 chains: "int | None" = None, warmup: "int | None" = None,
+                 draws: "int | None" = None, convention: str = "physical") -> Run:
+    """Step 3: sample τc and the rate at the first field with NUTS (:mod:`.spectral`).
+
+    The posterior holds ``log10_tau_c_ns``, ``tau_c_ns``, ``linewidth`` (1/τc in 10⁹ s⁻¹,
+    the paper's "GHz"), ``hwhm_ghz`` (1/2πτc), ``log10_rate_1`` and the predicted ``rate``
+    per measurement.  ``convention`` is recorded only: the step is the same in both.
+    """
+    convention = check_convention(convention)
+    inf = spec.inference
+    chains, warmup, draws = (inf.chains if chains is None else chains,
+                             inf.warmup if warmup is None else warmup,
+                             inf.draws if draws is None else draws)
+    for name, value in (("chains", chains), ("warmup", warmup), ("draws", draws)):
+        if value < 1:
+            raise ParameterError(f"--{name} must be at least 1, got {value}",
+                                 f"pass --{name} 1 or more")
+    model = spectral_model(spec, data)
+    args = model_arguments(data)
+    result = run_nuts(model.model, *args, chains=chains, warmup=warmup, draws=draws,
+                      seed=seed, target_accept=inf.target_accept,
+                      max_tree_depth=inf.max_tree_depth, initial_values=model.initial_values)
+    samples = {k: torch.as_tensor(v) for k, v in result.samples.items()}
+    with torch.no_grad():
+        rate = model.rates(samples["log10_tau_c_ns"][..., None],
+                           samples["log10_rate_1"][..., None], args[0])
+    tau = samples["log10_tau_c_ns"]
+    post = {"log10_tau_c_ns": tau.numpy(), "tau_c_ns": (10.0 ** tau).numpy(),
+            "linewidth": linewidth_per_ns(tau).numpy(), "hwhm_ghz": hwhm_ghz(tau).numpy(),
+            "log10_rate_1": samples["log10_rate_1"].numpy(), "rate": rate.numpy()}
+    labels = [str(v) for v in data["measurement"].values]
+    constant = {"field_gauss": args[0].numpy(), "relative_error": args[1].numpy()}
+    dims = {"rate": ["measurement"], "log_rate": ["measurement"],
+            "field_gauss": ["measurement"], "relative_error": ["measurement"]}
+    idata = az.from_dict(posterior=post, sample_stats={"diverging": result.diverging},
+                         observed_data={"log_rate": args[2].numpy()}, constant_data=constant,
+                         coords={"measurement": labels}, dims=dims)
+    units = dict(SPECTRAL_SITES) | {"tau_c_ns": "ns", "linewidth": "1e9 s-1 (GHz, angular)",
+                                    "hwhm_ghz": "GHz", "rate": "s-1"}
+    for name, unit in units.items():
+        idata.posterior[name].attrs["units"] = unit
+    attrs = {"method": "nuts", "model": "step-3 Lorentzian (rucl3)", "convention": convention,
+             "convention_note": "the Lorentzian is the same in both conventions",
+             "data": str(data.attrs.get("source", "")), "nv": str(data.attrs.get("nv", "")),
+             "reference_field_gauss": model.reference_field_gauss,
+             "synthetic": int(is_synthetic(data))}
+    if is_synthetic(data):
+        attrs["synthetic_note"] = SYNTHETIC_NOTE
+        if "true_tau_c_ns" in data.attrs:
+            attrs["true_tau_c_ns"] = float(data.attrs["true_tau_c_ns"])
+    idata.posterior.attrs.update(attrs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        summary = az.summary(idata, var_names=["tau_c_ns", "linewidth", "hwhm_ghz",
+                                               "log10_tau_c_ns", "log10_rate_1"],
+                             hdi_prob=0.9, kind="all")
+    messages = []
+    n_div = int(result.diverging.sum())
+    if n_div:
+        messages.append(f"{n_div} divergent transitions of {result.diverging.size}")
+    config = {
+        "run": {"schema": RUN_SCHEMA, "step": "spectral", "method": "nuts", "seed": seed,
+                "convention": convention, "wall_time_s": result.wall_time_s,
+                "data": attrs["data"], "synthetic": bool(attrs["synthetic"]),
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")},
+        "settings": {"chains": chains, "warmup": warmup, "draws": draws,
+                     "target_accept": inf.target_accept, "max_tree_depth": inf.max_tree_depth},
+        "versions": versions(), "spec": dataclasses.asdict(spec),
+    }
+    return Run(idata=idata, config=config, summary=summary, messages=messages)
+
+
+def save_spectral_run(run: Run, folder) -> Path:
+    """Write a step-3 run folder with its figure ``spectral.png``."""
+    return run.save(folder, {"spectral.png": plot_spectral(run)})
+
+
+__all__ = ["METHODS", "fit_ansatz", "fit_spectral", "model_arguments", "save_ansatz_run",
+           "save_spectral_run"]
