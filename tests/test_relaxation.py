@@ -99,7 +99,8 @@ def test_f2_sheet_rate_is_linear_in_density_and_falls_as_d_minus_4():
     deeper = relaxation_rate(UniformDisc(1e18), 2 * DEPTH, "F2", BATH)
     assert float(three / one) == pytest.approx(3.0, rel=1e-14)
     assert float(deeper / one) == pytest.approx(1 / 16, rel=1e-12)
-    assert depth_exponent(UniformDisc(1e18), DEPTH, "F2", BATH) == pytest.approx(4.0, abs=1e-9)
+    assert depth_exponent(lambda d: relaxation_rate(UniformDisc(1e18), d, "F2", BATH),
+                          DEPTH) == pytest.approx(4.0, abs=1e-9)
 
 
 def test_f2_sheet_rate_in_si_units_by_hand():

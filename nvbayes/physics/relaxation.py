@@ -156,7 +156,9 @@ def _log_nodes(dtype: torch.dtype, device: str) -> torch.Tensor:
 
 
 def _radial_integral(integrand, k: torch.Tensor) -> torch.Tensor:
-    """``∫₀^∞ integrand(x, k) dx`` by the trapezoidal rule in ``s = ln x``; ``k`` is ``(...)``."""
+    """``∫₀^∞ integrand(x, k) dx`` by the trapezoidal rule in ``s = ln x``; ``k`` is ``(...)``.
+
+    ``integrand`` may return ``(m, ..., n_nodes)`` for ``m`` integrals at once."""
     s = _log_nodes(k.dtype, str(k.device))
     x = torch.exp(s)
     values = integrand(x, k.unsqueeze(-1)) * x
@@ -256,9 +258,12 @@ class GaussianDensity(_Centred):
     def radial(self, depth):
         amplitude, sigma, depth = _as_tensors(self.amplitude, self.sigma, depth)
         k = depth**2 / (2 * sigma**2)
-        scale = amplitude * math.pi * depth**-4
-        return (scale * _radial_integral(lambda x, kk: torch.exp(-kk * x) * (1 + x) ** -3, k),
-                scale * _radial_integral(lambda x, kk: torch.exp(-kk * x) * (1 + x) ** -4, k))
+        def integrands(x, kk):
+            inverse = torch.exp(-kk * x) / (1 + x) ** 3
+            return torch.stack([inverse, inverse / (1 + x)])
+
+        j6, j8 = amplitude * math.pi * depth**-4 * _radial_integral(integrands, k)
+        return j6, j8
 
     def field(self, depth) -> torch.Tensor:
         """``∫ g_zz(r, d) ρ d²r`` in m⁻³ (depth in m)."""
@@ -318,7 +323,8 @@ def geometric_variance(source, depth, operator: str, axis=None,
     if n.shape != (3,) or abs(float(n.norm()) - 1.0) > 1e-9:
         raise ParameterError("the NV axis must be a unit 3-vector", "use nv_axis(polar, azimuth)")
     c = covariance(source, depth, operator)
-    axial = torch.einsum("i,...ij,j->...", n.to(c.dtype), c, n.to(c.dtype))
+    n = n.to(c.dtype)
+    axial = (c * (n[:, None] * n[None, :])).sum((-2, -1))
     if component == "axial":
         return axial
     return torch.diagonal(c, dim1=-2, dim2=-1).sum(-1) - axial
