@@ -15,11 +15,17 @@ from nvbayes.data.rucl3_spec import load_ansatz
 from nvbayes.errors import ParameterError
 from nvbayes.physics.kernels import power_kernel, power_kernel_closed_form, scalar_kernel
 from nvbayes.physics.relaxation import (
+    DIAMOND_100_POLAR_DEG,
     GYROMAGNETIC_RATIO,
+    Flake,
     GaussianDensity,
+    PointSource,
     SpinBath,
     UniformDisc,
+    covariance,
     depth_exponent,
+    geometric_variance,
+    nv_axis,
     nv_frequency_hz,
     relaxation_rate,
 )
@@ -183,3 +189,120 @@ def test_bad_sources_and_operators_are_refused():
     with pytest.raises(ParameterError):
         SpinBath(-1.0, 1e-9)
     assert np.isfinite(float(relaxation_rate(UniformDisc(1e18, 1e-6), DEPTH, "f1", BATH)))
+
+
+# ---- transverse noise, the NV axis, point sources and flakes ----------------------------------
+
+Z = nv_axis()
+TILTED = nv_axis(DIAMOND_100_POLAR_DEG, 30.0)
+
+
+@pytest.mark.parametrize("ratio, expected", [(0.1, 0.52), (0.5, 0.72), (1.0, 0.85),
+                                             (2.0, 0.94)])
+def test_transverse_over_axial_of_the_gaussian_ansatz(ratio, expected):
+    """F2, z-axis NV: ⟨B⊥²⟩/⟨B_z²⟩ = 0.52, 0.72, 0.85, 0.94 at σg/d = 0.1, 0.5, 1, 2."""
+    g = GaussianDensity(1.0, ratio * DEPTH)
+    t = geometric_variance(g, DEPTH, "F2", Z, "transverse")
+    a = geometric_variance(g, DEPTH, "F2", Z, "axial")
+    assert float(t / a) == pytest.approx(expected, abs=5e-3)
+    assert float(a) == pytest.approx(float(g.power(DEPTH)), rel=1e-13)
+
+
+def test_transverse_limits_point_half_sheet_one_and_f1_exactly_half():
+    point = PointSource(1.0)
+    # a spin straight below: C = diag(1, 1, 4)/d⁶
+    c = covariance(point, DEPTH, "F2") * DEPTH**6
+    np.testing.assert_allclose(c.numpy(), np.diag([1.0, 1.0, 4.0]), rtol=1e-12, atol=1e-12)
+    for op in ("F1", "F2"):
+        t = geometric_variance(point, DEPTH, op, Z)
+        a = geometric_variance(point, DEPTH, op, Z, "axial")
+        assert float(t / a) == pytest.approx(0.5, rel=1e-12)
+    for source in (GaussianDensity(1.0, 7 * NM), UniformDisc(1.0, 300 * NM)):
+        t = geometric_variance(source, DEPTH, "F1", Z)
+        a = geometric_variance(source, DEPTH, "F1", Z, "axial")
+        assert float(t / a) == pytest.approx(0.5, rel=1e-12)
+
+
+def test_infinite_sheet_along_z_and_along_a_diamond_100_axis():
+    """Sheet, F2: ⟨(B·n)²⟩ ∝ π(3 + 3n_z²)/(4d⁴), |B|² ∝ 3π/d⁴: along z both 3π/(2d⁴);
+    at 54.7° (n_z² = 1/3) axial π/d⁴ and transverse 2π/d⁴."""
+    sheet = UniformDisc(1.0)
+    unit = math.pi / DEPTH**4
+    for component in ("transverse", "axial"):
+        assert float(geometric_variance(sheet, DEPTH, "F2", Z, component)) == pytest.approx(
+            1.5 * unit, rel=1e-12)
+    assert float(geometric_variance(sheet, DEPTH, "F2", TILTED, "axial")) == pytest.approx(
+        unit, rel=1e-12)
+    assert float(geometric_variance(sheet, DEPTH, "F2", TILTED)) == pytest.approx(
+        2 * unit, rel=1e-12)
+
+
+def _point_grid(half_width_nm, step_nm, weights):
+    axis = torch.arange(-half_width_nm, half_width_nm + step_nm / 2, step_nm,
+                        dtype=torch.float64) * NM
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    area = (step_nm * NM) ** 2
+    return PointSource(weights(xx, yy) * area, xx, yy)
+
+
+def test_sources_agree_with_a_direct_sum_of_point_spins():
+    """Two independent computations of both tensors: radial integrals vs a grid of spins,
+    seen along a tilted axis (no symmetry helps the sum)."""
+    sigma, radius = 20 * NM, 100 * NM
+    cases = [(GaussianDensity(1.0, sigma),
+              lambda x, y: torch.exp(-(x**2 + y**2) / (2 * sigma**2))),
+             (UniformDisc(1.0, radius), lambda x, y: ((x**2 + y**2) <= radius**2).double())]
+    for source, weights in cases:
+        grid = _point_grid(400.0, 0.5, weights)
+        power = grid.power_tensor(DEPTH).sum((0, 1))
+        field = grid.field_tensor(DEPTH).sum((0, 1))
+        scale = float(source.power_tensor(DEPTH).abs().max())
+        np.testing.assert_allclose(power.numpy(), source.power_tensor(DEPTH).numpy(),
+                                   atol=2e-3 * scale)
+        scale = float(source.field_tensor(DEPTH).abs().max())
+        np.testing.assert_allclose(field.numpy(), source.field_tensor(DEPTH).numpy(),
+                                   atol=2e-3 * scale)
+
+
+def test_rotating_source_and_axis_together_changes_nothing():
+    phi = 0.7
+    offset = torch.tensor([12.0, 5.0], dtype=torch.float64) * NM
+    turned = torch.tensor([[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]],
+                          dtype=torch.float64) @ offset
+    for op in ("F1", "F2"):
+        a = geometric_variance(PointSource(1.0, *offset), DEPTH, op,
+                               nv_axis(DIAMOND_100_POLAR_DEG, 10.0))
+        b = geometric_variance(PointSource(1.0, *turned), DEPTH, op,
+                               nv_axis(DIAMOND_100_POLAR_DEG, 10.0 + math.degrees(phi)))
+        assert float(b) == pytest.approx(float(a), rel=1e-12)
+
+
+def test_a_flake_adds_its_layers_and_thick_flakes_fall_as_d_minus_3():
+    spacing = 0.57 * NM
+    one = UniformDisc(6.45e18)
+    flake = Flake(one, spacing, (1.0, 0.5, 2.0))
+    by_hand = sum(w * 1.5 * math.pi * 6.45e18 / (DEPTH + k * spacing) ** 4
+                  for k, w in enumerate((1.0, 0.5, 2.0)))
+    assert float(geometric_variance(flake, DEPTH, "F2", Z)) == pytest.approx(by_hand, rel=1e-12)
+    assert float(geometric_variance(Flake(one, spacing, (1.0,)), DEPTH, "F2", Z)) == (
+        pytest.approx(float(geometric_variance(one, DEPTH, "F2", Z)), rel=1e-15))
+    # F1 adds fields, then squares: two equal layers at the same depth give 4x one layer
+    disc = UniformDisc(1e18, 200 * NM)
+    twin = Flake(disc, 1e-30, (1.0, 1.0))
+    assert float(geometric_variance(twin, DEPTH, "F1", Z)) == pytest.approx(
+        4 * float(geometric_variance(disc, DEPTH, "F1", Z)), rel=1e-9)
+    # batched: (3, 1) amplitudes against (4,) depths, layers summed by hand
+    amps = torch.tensor([[1e18], [2e18], [3e18]], dtype=torch.float64)
+    depths = torch.tensor([10.0, 14.0, 20.0, 25.0], dtype=torch.float64) * NM
+    weights = (1.0, 0.5, 0.2, 0.1)
+    batched = geometric_variance(Flake(GaussianDensity(amps, 10 * NM), spacing, weights),
+                                 depths, "F2", TILTED)
+    summed = sum(w * geometric_variance(GaussianDensity(amps, 10 * NM), depths + k * spacing,
+                                        "F2", TILTED) for k, w in enumerate(weights))
+    assert batched.shape == (3, 4)
+    np.testing.assert_allclose(batched.numpy(), summed.numpy(), rtol=1e-13)
+    thick = Flake(UniformDisc(1.0), 0.05 * NM, (1.0,) * 40000)   # 2 µm of layers
+    exponent = depth_exponent(lambda d: geometric_variance(thick, d, "F2", Z), DEPTH)
+    assert exponent == pytest.approx(3.0, abs=0.02)
+    with pytest.raises(ParameterError):
+        Flake(one, 0.0, (1.0, 1.0))

@@ -296,9 +296,19 @@ class Flake:
                                  "give the interlayer distance in nm")
 
     def _sum(self, tensor, depth) -> torch.Tensor:
+        """``Σ_k w_k tensor(d + k·s)``, all layers at once along a new leading axis."""
         depth = torch.as_tensor(depth, dtype=torch.float64)
-        return sum(w * tensor(depth + k * self.spacing)
-                   for k, w in enumerate(self.weights) if w > 0)
+        offsets = torch.arange(len(self.weights), dtype=depth.dtype) * self.spacing
+        weights = torch.tensor(self.weights, dtype=depth.dtype)
+        keep = weights > 0
+        offsets, weights = offsets[keep], weights[keep]
+        first = tensor(depth + offsets[0])             # its shape: the source's batch shape
+        if len(offsets) == 1:
+            return weights[0] * first
+        layers = depth + offsets[1:].reshape(-1, *([1] * (first.dim() - 2)))
+        rest = tensor(layers)
+        return weights[0] * first + (weights[1:].reshape(-1, *([1] * (rest.dim() - 1)))
+                                     * rest).sum(0)
 
     def power_tensor(self, depth) -> torch.Tensor:
         return self._sum(self.layer.power_tensor, depth)
