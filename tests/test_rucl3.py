@@ -1,5 +1,6 @@
 """The α-RuCl3 workflow: priors, per-NV files, the E.8 steps, Laplace, NUTS and the CLI."""
 
+import dataclasses
 import math
 import warnings
 
@@ -10,6 +11,7 @@ import xarray as xr
 
 from nvbayes.cli import main
 from nvbayes.data.rucl3 import (
+    SPECTRAL_SCHEMA,
     NVDataError,
     read_nv_data,
     shipped_synthetic_path,
@@ -17,6 +19,7 @@ from nvbayes.data.rucl3 import (
     write_nv_data,
 )
 from nvbayes.data.rucl3_spec import load_ansatz
+from nvbayes.errors import ParameterError
 from nvbayes.inference.laplace import run_laplace
 from nvbayes.model.ansatz import PositiveNormal
 from nvbayes.model.rucl3 import (
@@ -27,7 +30,10 @@ from nvbayes.model.rucl3 import (
     sheet_rate,
     slope_analysis,
     synthetic_data,
+    synthetic_spectral,
 )
+from nvbayes.model.spectral import spectral_rate
+from nvbayes.physics.relaxation import DIAMOND_100_POLAR_DEG, nv_frequency_hz
 from nvbayes.results.run import Run
 from nvbayes.workflows.rucl3 import fit_ansatz, save_ansatz_run
 
@@ -384,3 +390,121 @@ def test_imaging_fit_refuses_the_ansatz_file(tmp_path, capsys):
                            capsys)
     assert code == 2 and "α-RuCl3" in err and "nvbayes rucl3 fit" in err
     assert not (tmp_path / "run").exists()
+
+
+# ---- the two conventions ----------------------------------------------------------------------
+
+
+def test_the_paper_convention_reproduces_the_papers_numbers(spec):
+    """Appendix E.8: 54.0 and 11,353.5 s⁻¹ at 14.5 nm, slopes 4/α = 3.77 and 2/α = 1.89."""
+    assert float(sheet_rate(spec, 14.5, "F2", 2.0, "paper")) == pytest.approx(54.0, rel=1e-3)
+    assert float(sheet_rate(spec, 14.5, "F1", 2.0, "paper")) == pytest.approx(11353.5, rel=1e-3)
+    data = validate_nv_data(_table(field_gauss=np.full(3, 2.0), gamma_ru=[100.0, 50.0, 30.0],
+                                   gamma_ru_err=[5.0, 5.0, 5.0]))
+    slopes = slope_analysis(spec, data, convention="paper")
+    assert slopes.attrs["convention"] == "paper"
+    np.testing.assert_allclose(slopes["exponent_model"].values, [4.0, 2.0], atol=1e-9)
+    np.testing.assert_allclose(slopes["slope_model"].values, [3.77, 1.89], atol=5e-3)
+    # the physical convention: the golden rule's 720.7 s⁻¹ for the sheet at zero field
+    assert float(sheet_rate(spec, 14.5, "F2", 0.0)) == pytest.approx(720.7, abs=0.05)
+
+
+def test_the_paper_f1_landscape_is_rank_deficient_along_a_sigma_const(spec, shipped):
+    paper = landscape(spec, shipped, "F1", grid=15, convention="paper")
+    assert paper.attrs["convention"] == "paper"
+    assert paper["rank_deficient"].all()
+    assert not np.isfinite(paper["condition_number"].values).any()
+    # null direction in (log10 A, log10 σg): (1, -1)/√2, the valley A² σg² = const
+    direction = paper["soft_direction"].sel(axes="log").values
+    assert abs(direction @ np.array([1.0, -1.0]) / math.sqrt(2)) == pytest.approx(1.0, abs=1e-6)
+    for op in ("F1", "F2"):
+        physical = landscape(spec, shipped, op, grid=30)
+        assert not physical["rank_deficient"].any() and not physical["indefinite"].any()
+        assert np.isfinite(physical["condition_number"].values).all()
+
+
+def test_physical_rates_are_set_by_the_spec_physics(spec):
+    base = float(sheet_rate(spec, 14.5, "F2"))
+    axial = dataclasses.replace(spec, physics=dataclasses.replace(spec.physics, noise="axial"))
+    # equal for an infinite sheet; the 1 µm disc differs at 1e-7
+    assert float(sheet_rate(axial, 14.5, "F2")) == pytest.approx(base, rel=1e-6)
+    tilted = dataclasses.replace(spec, physics=dataclasses.replace(
+        spec.physics, nv_polar_deg=DIAMOND_100_POLAR_DEG))
+    assert float(sheet_rate(tilted, 14.5, "F2")) == pytest.approx(base * 4 / 3, rel=1e-6)
+    empty_second = dataclasses.replace(spec, physics=dataclasses.replace(
+        spec.physics, layers=2, layer_densities_m2=(spec.constants.spin_density_m2, 0.0)))
+    assert float(sheet_rate(empty_second, 14.5, "F2")) == pytest.approx(base, rel=1e-12)
+    with pytest.raises(ParameterError, match="layer densities"):
+        dataclasses.replace(spec.physics, layers=3, layer_densities_m2=(1e18,))
+
+
+# ---- step 3 ---------------------------------------------------------------------------------
+
+
+def test_spectral_data_round_trip_and_validation(spec, tmp_path):
+    data = synthetic_spectral(spec)
+    assert data.attrs["schema"] == SPECTRAL_SCHEMA
+    back = read_nv_data(write_nv_data(data, tmp_path / "s.csv"), "measurement")
+    np.testing.assert_array_equal(back["gamma_ru"].values, data["gamma_ru"].values)
+    assert float(back.attrs["true_tau_c_ns"]) == spec.constants.tau_c_ns
+    shipped = read_nv_data(shipped_synthetic_path("measurement"), "measurement")
+    np.testing.assert_allclose(shipped["gamma_ru"].values, data["gamma_ru"].values, rtol=1e-12)
+    one_field = data.assign(field_gauss=("measurement", np.full(3, 2.0)))
+    with pytest.raises(NVDataError, match="one field"):
+        validate_nv_data(one_field, "x", "measurement")
+    with pytest.raises(NVDataError, match="has 2 measurement"):
+        validate_nv_data(data.isel(measurement=[0, 1]), "x", "measurement")
+
+
+def test_spectral_rate_is_the_lorentzian_ratio():
+    """Γ(B)/Γ(B₁) = (1 + ω₁²τ²)/(1 + ω²τ²) by hand; the rate at B₁ is Γ₁."""
+    tau = 0.41e-9
+    w = [2 * math.pi * float(nv_frequency_hz(b)) for b in (2.0, 383.5)]
+    ratio = float(spectral_rate(math.log10(0.41), 3.0, 383.5, 2.0)) / 1e3
+    assert ratio == pytest.approx((1 + (w[0] * tau) ** 2) / (1 + (w[1] * tau) ** 2), rel=1e-12)
+    assert float(spectral_rate(-1.0, 2.5, 2.0, 2.0)) == pytest.approx(10**2.5, rel=1e-12)
+
+
+def test_spectral_step_recovers_tau_c_where_the_fields_reach_low_frequency(spec, tmp_path,
+                                                                           capsys):
+    path = tmp_path / "wide.csv"
+    code, _, _ = run_cli(["rucl3", "simulate", "--spectral", "--fields", "2,313,383.5,700,900",
+                          "--data-seed", "1", "--out", path], capsys)
+    assert code == 0
+    code, out, _ = run_cli(["rucl3", "spectral", path, "--chains", "2", "--warmup", "150",
+                            "--draws", "150", "--out", tmp_path / "run"], capsys)
+    assert code == 0 and "same in both conventions" in out and "SYNTHETIC" in out
+    idata = az.from_netcdf(str(tmp_path / "run" / "posterior.nc"))
+    post = idata.posterior
+    for name, truth in (("tau_c_ns", 0.41), ("linewidth", 1 / 0.41)):
+        lo, hi = np.quantile(post[name].values, [0.05, 0.95])
+        assert lo <= truth <= hi, name
+        assert hi / lo < 1.5, name               # these fields pin τc to tens of per cent
+    assert post.attrs["convention"] == "physical"
+    assert (tmp_path / "run" / "spectral.png").stat().st_size > 10_000
+
+
+def test_rates_command_prints_both_conventions(capsys):
+    code, out, _ = run_cli(["rucl3", "rates", "--depth-nm", "14.5", "--convention", "paper"],
+                           capsys)
+    assert code == 0 and "F2: 54 s^-1" in out and "F1: 11353.5 s^-1" in out
+    assert "F1/F2 = 210.25" in out and "paper convention" in out
+    code, out, _ = run_cli(["rucl3", "rates", "--depth-nm", "14.5"], capsys)
+    assert code == 0 and "F2: 720.704 s^-1" in out and "transverse" in out
+
+
+def test_every_step_names_its_convention(tmp_path, capsys):
+    code, out, _ = run_cli(["rucl3", "depth", "--convention", "paper", "--out",
+                            tmp_path / "d"], capsys)
+    assert code == 0 and "paper convention" in out
+    table = xr.open_dataset(tmp_path / "d" / "depth.nc")
+    assert table.attrs["convention"] == "paper"
+    # the paper's numbers: 54.0 and 11,353.5 at 14.5 nm
+    np.testing.assert_allclose(table["point_rate"].sel(operator=["F2", "F1"]).values,
+                               [54.0, 11353.5], rtol=1e-3)
+    code, out, _ = run_cli(["rucl3", "fit", "--method", "laplace", "--draws", "50",
+                            "--convention", "paper", "--out", tmp_path / "f"], capsys)
+    assert code == 0 and "paper convention" in out
+    run = Run.load(tmp_path / "f")
+    assert run.idata.posterior.attrs["convention"] == "paper"
+    assert run.config["run"]["convention"] == "paper"

@@ -228,7 +228,10 @@ def run_landscape(args) -> None:
                             ("paper", "the paper's axes (log10 A, sigma_g/nm)")):
             h = one.sel(axes=axes)
             v = h["soft_direction"].values
-            if int(h["rank_deficient"]):
+            if int(h["indefinite"]):
+                text = ("not a minimum (the Hessian has a negative eigenvalue): no condition "
+                        "number")
+            elif int(h["rank_deficient"]):
                 text = (f"rank-deficient (lambda_min/lambda_max = "
                         f"{h['eigenvalues'].values[0] / h['eigenvalues'].values[1]:.1e}, at "
                         f"round-off); null direction ({v[0]:+.3f}, {v[1]:+.3f})")

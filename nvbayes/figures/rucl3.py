@@ -76,8 +76,13 @@ def plot_posterior(run) -> Figure:
     return fig
 
 
-def _kappa(value: float) -> str:
-    return "rank-deficient" if not np.isfinite(value) else f"{value:,.0f}"
+def _kappa(one: xr.Dataset, axes: str) -> str:
+    h = one.sel(axes=axes)
+    if int(h["indefinite"]):
+        return "none (not a minimum)"
+    if int(h["rank_deficient"]):
+        return "rank-deficient"
+    return f"{float(h['condition_number']):,.0f}"
 
 
 def plot_landscape(land: xr.Dataset, synthetic: bool) -> Figure:
@@ -102,10 +107,9 @@ def plot_landscape(land: xr.Dataset, synthetic: bool) -> Figure:
         ax.plot(a, s, "r*", ms=12, label="minimum")
         ax.set_xlim(amps[0], amps[-1])
         ax.set_ylim(sigmas[0], sigmas[-1])
-        kappa = one["condition_number"]
-        ax.set_title(f"{op}: kappa = {_kappa(float(kappa.sel(axes='log')))} in (log10 A, "
-                     f"log10 sigma_g);\n{_kappa(float(kappa.sel(axes='paper')))} in the paper's "
-                     "axes (log10 A, sigma_g/nm)", fontsize=9)
+        ax.set_title(f"{op}: kappa = {_kappa(one, 'log')} in (log10 A, log10 sigma_g);\n"
+                     f"{_kappa(one, 'paper')} in the paper's axes (log10 A, sigma_g/nm)",
+                     fontsize=9)
         ax.set_xlabel("log10 A  [A in m^-2]")
         ax.set_ylabel("sigma_g [nm]")
         ax.legend(fontsize=7, loc="upper right")

@@ -232,19 +232,21 @@ HESSIAN_AXES = {"log": "log10 A in log10(m-2), log10(sigma_g / nm)",
 
 
 def conditioning(hessian: torch.Tensor) -> dict:
-    """Eigenvalues, the softest direction, ``κ = λ_max/λ_min`` and rank deficiency.
+    """Eigenvalues, the softest direction, ``κ = λ_max/λ_min`` and what kind of point it is.
 
-    ``rank_deficient`` when ``λ_min ≤ ROUNDOFF · λ_max``: κ is then not a number the model
+    ``rank_deficient`` when ``|λ_min| ≤ ROUNDOFF · λ_max``: κ is then not a number the model
     has (it is round-off), and is reported as infinite, with ``soft_direction`` its null
-    direction.
+    direction.  ``indefinite`` when ``λ_min`` is clearly negative: not a minimum (a point on
+    the prior box's edge), κ again infinite.
     """
     eig, vec = torch.linalg.eigh(0.5 * (hessian + hessian.T))
     eig, vec = eig.numpy(), vec.numpy()
     soft = vec[:, 0] * np.sign(vec[np.argmax(np.abs(vec[:, 0])), 0])
-    deficient = bool(eig[0] <= ROUNDOFF * eig[-1])
-    kappa = math.inf if deficient else float(eig[-1] / eig[0])
+    deficient = bool(abs(eig[0]) <= ROUNDOFF * eig[-1])
+    indefinite = bool(eig[0] < 0 and not deficient)
+    kappa = math.inf if deficient or indefinite else float(eig[-1] / eig[0])
     return {"eigenvalues": eig, "soft_direction": soft, "condition_number": kappa,
-            "rank_deficient": deficient}
+            "rank_deficient": deficient, "indefinite": indefinite}
 
 
 def landscape(spec: AnsatzSpec, data: xr.Dataset, operator: str,
@@ -305,7 +307,9 @@ def landscape(spec: AnsatzSpec, data: xr.Dataset, operator: str,
              "long_name": "lambda_max / lambda_min of the Hessian at the minimum (inf: "
                           "rank-deficient)"}),
          "rank_deficient": ("axes", stack("rank_deficient").astype(int), {
-             "long_name": f"lambda_min <= {ROUNDOFF:g} lambda_max (round-off)"}),
+             "long_name": f"|lambda_min| <= {ROUNDOFF:g} lambda_max (round-off)"}),
+         "indefinite": ("axes", stack("indefinite").astype(int), {
+             "long_name": "lambda_min < 0: not a minimum (on the prior box's edge)"}),
          "depth": ("nv", depths, {"units": "nm", "source": depth_source}),
          "minimum_loss": ((), float(objective(theta))),
          "minimum_interior": ((), int(interior))},
