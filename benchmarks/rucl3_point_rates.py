@@ -20,10 +20,13 @@ from pathlib import Path
 
 from nvbayes.data.rucl3_spec import load_ansatz
 from nvbayes.physics.relaxation import (
+    DIAMOND_100_POLAR_DEG,
     GYROMAGNETIC_RATIO,
+    Flake,
     SpinBath,
     UniformDisc,
     field_variance,
+    nv_axis,
     nv_frequency_hz,
     relaxation_rate,
 )
@@ -43,7 +46,7 @@ def main() -> None:
 
     sheet = UniformDisc(c.spin_density_m2, c.sheet_radius_nm * NM)
     for field in (0.0, *c.calibration_fields_gauss):
-        add(f"nvbayes: 3 γe² ⟨B²⟩ τc/(1+ω²τc²), μ²/3 per channel, B = {field:g} G "
+        add(f"nvbayes: 3 γe² ⟨B⊥²⟩ τc/(1+ω²τc²), μ²/3 per channel, B = {field:g} G "
             f"(f = {float(nv_frequency_hz(field)) / 1e9:.3f} GHz), radius "
             f"{c.sheet_radius_nm:g} nm",
             float(relaxation_rate(sheet, d, "F2", bath, field)),
@@ -62,6 +65,21 @@ def main() -> None:
         disc = UniformDisc(c.spin_density_m2, radius * NM)
         add(f"sheet radius {radius:.4g} nm, 0 G", float(relaxation_rate(disc, d, "F2", bath)),
             float(relaxation_rate(disc, d, "F1", bath)))
+    add("axial noise ⟨(B·n)²⟩ instead of the transverse ⟨B⊥²⟩ (z-axis NV), 0 G",
+        float(relaxation_rate(sheet, d, "F2", bath, component="axial")),
+        float(relaxation_rate(sheet, d, "F1", bath, component="axial")))
+    tilted = nv_axis(DIAMOND_100_POLAR_DEG, 0.0)
+    add("(100)-diamond NV at 54.7°, transverse, 0 G",
+        float(relaxation_rate(sheet, d, "F2", bath, axis=tilted)),
+        float(relaxation_rate(sheet, d, "F1", bath, axis=tilted)))
+    for layers in (10, 100):
+        flake = Flake(sheet, 0.57 * NM, (1.0,) * layers)
+        add(f"flake of {layers} layers 0.57 nm apart, 0 G",
+            float(relaxation_rate(flake, d, "F2", bath)),
+            float(relaxation_rate(flake, d, "F1", bath)))
+    paper_rates = spec.rates("paper")
+    add(f"the paper convention (Γ_F2 = K d⁻⁴, Γ_F1 = K d⁻², K = {paper_rates.k:.6g} s⁻¹ nm⁴)",
+        float(paper_rates.sheet(14.5, "F2")), float(paper_rates.sheet(14.5, "F1")))
     spin_half = SpinBath(math.sqrt(3.0), tau)   # g √(S(S+1)) μB with g = 2, S = 1/2
     add("moment of a bare spin 1/2, g = 2 (√3 μB), 0 G",
         float(relaxation_rate(sheet, d, "F2", spin_half)),
