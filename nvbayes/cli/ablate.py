@@ -14,6 +14,7 @@ from nvbayes.workflows.benchmark import (
 from nvbayes.workflows.benchmark.ablation import deviation_variants
 
 from .benchmark import data_arguments, execute, run_arguments
+from .common import parse_numbers
 
 DESCRIPTION = ("Cumulative ablation of the NeTMY preset (full, -tv, -annealed-pe, -pe, "
                "-multiscale, -l1, -gate, -rds; density MSE and masked SSIM as in the paper's "
@@ -56,10 +57,6 @@ def run(args) -> None:
         return
     values = None
     if args.values is not None:
-        try:
-            values = [float(v) for v in args.values.split(",") if v.strip()]
-        except ValueError:
-            raise NvbayesError(f"--values must be numbers, got {args.values!r}",
-                               "pass e.g. --values 128,256") from None
+        values = list(parse_numbers(args.values, "--values", "128,256"))
     execute(args, sweep_variants(base, args.sweep, values), f"sweep-{args.sweep}",
             f"Sweep of {args.sweep} (Table 10)", base_model=base.name)

@@ -68,6 +68,18 @@ def parse_samples(text: str, flag: str = "--samples") -> list[int]:
     return out
 
 
+def parse_numbers(text: str, flag: str, example: str) -> tuple[float, ...]:
+    """``"128,256"`` → ``(128.0, 256.0)``; one line naming ``flag`` when it is not that."""
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise NvbayesError(f"{flag} {text!r} is not a list of numbers",
+                           f"pass e.g. {flag} {example}") from None
+    if not values:
+        raise NvbayesError(f"{flag} names no value", f"pass e.g. {flag} {example}")
+    return values
+
+
 def check_seed(seed: int) -> int:
     if seed < 0:
         raise NvbayesError(f"seed must be >= 0, got {seed}", "pass --seed 0 or more")

@@ -38,7 +38,7 @@ from nvbayes.workflows.rucl3 import (
     save_spectral_run,
 )
 
-from .common import RUNS, check_seed, operator_argument, warn
+from .common import RUNS, check_seed, operator_argument, parse_numbers, warn
 
 DESCRIPTION = ("The paper's α-RuCl3 cross-check (§5.5, appendix E.8) on per-NV data (.csv or "
                ".nc; see nvbayes.data.rucl3).  DATA defaults to the shipped SYNTHETIC set, "
@@ -145,7 +145,7 @@ def _spec(args):
                                               "layers", "layer_spacing_nm")
                if getattr(args, k, None) is not None}
     if getattr(args, "layer_densities", None):
-        densities = _floats(args.layer_densities, "--layer-densities")
+        densities = parse_numbers(args.layer_densities, "--layer-densities", "6.45e18,6.45e18")
         changes["layer_densities_m2"] = densities
         changes.setdefault("layers", len(densities))
     elif "layers" in changes and ph.layer_densities_m2:
@@ -153,17 +153,6 @@ def _spec(args):
     if changes:
         spec = dataclasses.replace(spec, physics=Physics(**(dataclasses.asdict(ph) | changes)))
     return spec
-
-
-def _floats(text: str, flag: str) -> tuple:
-    try:
-        values = tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise NvbayesError(f"{flag} {text!r} is not a list of numbers",
-                           f"pass e.g. {flag} 6.45e18,6.45e18") from None
-    if not values:
-        raise NvbayesError(f"{flag} names no value", f"pass e.g. {flag} 6.45e18")
-    return values
 
 
 def _read(args, label: str = "nv"):
@@ -339,7 +328,7 @@ def run_simulate(args) -> None:
         if args.convention == "paper":
             raise NvbayesError("the paper's rates do not depend on the field, so they make no "
                                "step-3 set", "drop --convention paper (step 3 is physical)")
-        fields = _floats(args.fields, "--fields") if args.fields else None
+        fields = parse_numbers(args.fields, "--fields", "2,313,383.5,900") if args.fields else None
         data = synthetic_spectral(spec, args.data_seed, fields)
     else:
         if args.fields:

@@ -145,9 +145,11 @@ def plot_depths(spec: AnsatzSpec, table: xr.Dataset, synthetic: bool, ax=None):
     ax.set_xlabel("NV depth d [nm]")
     ax.set_ylabel("Gamma [s^-1]")
     ax.legend(fontsize=7)
-    _suptitle(ax.figure, f"step 1: implied depths, {table.attrs['convention']} convention "
-                         f"(sheet radius {table.attrs['sheet_radius_nm']:g} nm; grey lines: "
-                         "measured Gamma_Ru)", synthetic)
+    convention = table.attrs["convention"]
+    sheet = (f"sheet radius {table.attrs['sheet_radius_nm']:g} nm; "
+             if convention == "physical" else "")
+    _suptitle(ax.figure, f"step 1: implied depths, {convention} convention ({sheet}grey "
+                         "lines: measured Gamma_Ru)", synthetic)
     return ax
 
 
