@@ -360,6 +360,15 @@ def test_rucl3_simulate_then_fit_a_users_file(tmp_path, capsys):
     (["rucl3", "fit", "--method", "svi"], "invalid choice: 'svi'"),
     (["rucl3", "landscape", "--operators", "F2,F2"], "repeated operator"),
     (["rucl3", "simulate", "--out", "x.txt"], "neither .csv nor .nc"),
+    (["rucl3", "rates", "--depth-nm", "-1"], "must be positive"),
+    (["rucl3", "rates", "--depth-nm", "14", "--thickness-nm", "0.1"], "thinner than one layer"),
+    (["rucl3", "rates", "--depth-nm", "14", "--layer-densities", "1e18,x"], "not a list of"),
+    (["rucl3", "rates", "--depth-nm", "14", "--layers", "2", "--thickness-nm", "5"],
+     "not allowed with argument"),
+    (["rucl3", "depth", "--convention", "nature"], "invalid choice: 'nature'"),
+    (["rucl3", "simulate", "--spectral", "--convention", "paper", "--out", "s.csv"],
+     "do not depend on the field"),
+    (["rucl3", "spectral", shipped_synthetic_path()], "has no 'measurement' column"),
 ])
 def test_bad_rucl3_arguments_give_one_line(args, problem, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -491,6 +500,14 @@ def test_rates_command_prints_both_conventions(capsys):
     assert "F1/F2 = 210.25" in out and "paper convention" in out
     code, out, _ = run_cli(["rucl3", "rates", "--depth-nm", "14.5"], capsys)
     assert code == 0 and "F2: 720.704 s^-1" in out and "transverse" in out
+
+
+def test_a_flake_given_by_thickness_is_the_same_as_by_layers(capsys):
+    _, by_layers, _ = run_cli(["rucl3", "rates", "--depth-nm", "14.5", "--layers", "10"],
+                              capsys)
+    _, by_thickness, _ = run_cli(["rucl3", "rates", "--depth-nm", "14.5", "--thickness-nm",
+                                  "5.7"], capsys)
+    assert by_layers == by_thickness and "5.7 nm thick" in by_layers
 
 
 def test_every_step_names_its_convention(tmp_path, capsys):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from nvbayes import __version__
@@ -84,6 +85,9 @@ def main(argv=None) -> int:
         else:
             print("nvbayes: interrupted; no output was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:             # the reader of stdout has gone (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

@@ -130,7 +130,10 @@ def _settings(p) -> None:
                    help=f"NV axis angle from z in degrees (0; (100) diamond: "
                         f"{DIAMOND_100_POLAR_DEG:.4f})")
     g.add_argument("--nv-azimuth-deg", type=float, help="NV axis azimuth in degrees (0)")
-    g.add_argument("--layers", type=int, help="layers of the flake (1)")
+    layers = g.add_mutually_exclusive_group()
+    layers.add_argument("--layers", type=int, help="layers of the flake (1)")
+    layers.add_argument("--thickness-nm", type=float,
+                        help="flake thickness in nm: thickness / spacing layers (rounded)")
     g.add_argument("--layer-spacing-nm", type=float, help="interlayer distance in nm (0.57)")
     g.add_argument("--layer-densities", help="spin density of each layer in m^-2, nearest "
                                              "first, comma-separated (default: the "
@@ -144,6 +147,12 @@ def _spec(args):
     changes = {k: getattr(args, k) for k in ("noise", "nv_polar_deg", "nv_azimuth_deg",
                                               "layers", "layer_spacing_nm")
                if getattr(args, k, None) is not None}
+    if getattr(args, "thickness_nm", None) is not None:
+        spacing = changes.get("layer_spacing_nm", ph.layer_spacing_nm)
+        if not args.thickness_nm >= spacing:
+            raise NvbayesError(f"--thickness-nm {args.thickness_nm:g} is thinner than one "
+                               f"layer ({spacing:g} nm)", "give the flake's thickness in nm")
+        changes["layers"] = int(round(args.thickness_nm / spacing))
     if getattr(args, "layer_densities", None):
         densities = parse_numbers(args.layer_densities, "--layer-densities", "6.45e18,6.45e18")
         changes["layer_densities_m2"] = densities

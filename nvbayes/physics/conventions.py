@@ -122,7 +122,8 @@ class PhysicalRates:
         polar = math.degrees(math.acos(max(-1.0, min(1.0, float(n[2])))))
         layers = len(self.layer_densities_m2)
         flake = ("one layer" if layers == 1 else
-                 f"{layers} layers {self.layer_spacing_nm:g} nm apart")
+                 f"{layers} layers {self.layer_spacing_nm:g} nm apart "
+                 f"({layers * self.layer_spacing_nm:.4g} nm thick)")
         return (f"physical convention: Fermi's golden rule, {self.component} noise, NV axis "
                 f"{polar:.1f} deg from z, {flake}")
 
