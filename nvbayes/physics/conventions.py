@@ -47,6 +47,7 @@ from .relaxation import (
     SpinBath,
     UniformDisc,
     check_component,
+    check_layers,
     relaxation_rate,
 )
 
@@ -96,7 +97,7 @@ class PhysicalRates:
         object.__setattr__(self, "_weights", tuple(v / densities[0] for v in densities))
         object.__setattr__(self, "component", check_component(self.component))
         object.__setattr__(self, "axis", tuple(float(v) for v in self.axis))
-        Flake(None, self.layer_spacing_nm * NM, self._weights)  # validates the layers
+        check_layers(self.layer_spacing_nm * NM, self._weights)
 
     def _flake(self, layer):
         if len(self._weights) == 1:

@@ -273,6 +273,16 @@ class GaussianDensity(_Centred):
         return amplitude * 2 * math.pi * k / depth * integral
 
 
+def check_layers(spacing: float, weights) -> None:
+    """A flake's layers: at least one, each weight ``>= 0``; a positive spacing if several."""
+    if not weights or any(not (w >= 0 and math.isfinite(w)) for w in weights):
+        raise ParameterError("a flake needs at least one layer, each with a density >= 0",
+                             "give one non-negative density per layer")
+    if len(weights) > 1 and not (spacing > 0 and math.isfinite(spacing)):
+        raise ParameterError(f"layer spacing must be positive, got {spacing}",
+                             "give the interlayer distance in nm")
+
+
 @dataclass(frozen=True)
 class Flake:
     """A multi-layer flake: layer ``k`` is ``layer`` at depth ``d + k·spacing`` with its
@@ -288,12 +298,7 @@ class Flake:
     weights: tuple = (1.0,)
 
     def __post_init__(self):
-        if not self.weights or any(not (w >= 0 and math.isfinite(w)) for w in self.weights):
-            raise ParameterError("a flake needs at least one layer, each with a density >= 0",
-                                 "give one non-negative density per layer")
-        if len(self.weights) > 1 and not (self.spacing > 0 and math.isfinite(self.spacing)):
-            raise ParameterError(f"layer spacing must be positive, got {self.spacing}",
-                                 "give the interlayer distance in nm")
+        check_layers(self.spacing, self.weights)
 
     def _sum(self, tensor, depth) -> torch.Tensor:
         """``Σ_k w_k tensor(d + k·s)``, all layers at once along a new leading axis."""
@@ -363,6 +368,7 @@ def depth_exponent(rate, depth: float) -> float:
 __all__ = [
     "COMPONENTS", "DIAMOND_100_POLAR_DEG", "GYROMAGNETIC_RATIO", "TESLA_PER_GAUSS",
     "ZERO_FIELD_SPLITTING_HZ", "Flake", "GaussianDensity", "PointSource", "SpinBath",
-    "UniformDisc", "check_component", "covariance", "depth_exponent", "field_variance",
-    "geometric_variance", "lorentzian", "nv_axis", "nv_frequency_hz", "relaxation_rate",
+    "UniformDisc", "check_component", "check_layers", "covariance", "depth_exponent",
+    "field_variance", "geometric_variance", "lorentzian", "nv_axis", "nv_frequency_hz",
+    "relaxation_rate",
 ]

@@ -82,6 +82,19 @@ def _laplace_dataset(result, nv: list) -> xr.Dataset:
                "final_loss": result.final_loss, **mode})
 
 
+def _sampler_settings(spec: AnsatzSpec, chains, warmup, draws, default_draws) -> tuple:
+    """``(chains, warmup, draws)``: the given ones, else ``[inference]``'s; each at least 1."""
+    inf = spec.inference
+    values = {"chains": inf.chains if chains is None else chains,
+              "warmup": inf.warmup if warmup is None else warmup,
+              "draws": default_draws if draws is None else draws}
+    for name, value in values.items():
+        if value < 1:
+            raise ParameterError(f"--{name} must be at least 1, got {value}",
+                                 f"pass --{name} 1 or more")
+    return tuple(values.values())
+
+
 def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                method: str = "nuts", seed: int = 0, chains: "int | None" = None,
                warmup: "int | None" = None, draws: "int | None" = None,
@@ -99,13 +112,7 @@ def fit_ansatz(spec: AnsatzSpec, data: xr.Dataset, operator: str = "F2",
                              f"use one of {', '.join(METHODS)}")
     inf = spec.inference
     default_draws = inf.draws if method == "nuts" else inf.laplace_draws
-    chains, warmup, draws = (inf.chains if chains is None else chains,
-                             inf.warmup if warmup is None else warmup,
-                             default_draws if draws is None else draws)
-    for name, value in (("chains", chains), ("warmup", warmup), ("draws", draws)):
-        if value < 1:
-            raise ParameterError(f"--{name} must be at least 1, got {value}",
-                                 f"pass --{name} 1 or more")
+    chains, warmup, draws = _sampler_settings(spec, chains, warmup, draws, default_draws)
     if seed < 0:
         raise ParameterError(f"seed must be >= 0, got {seed}", "pass --seed 0 or more")
     model = ansatz_model(spec, operator, convention)
@@ -184,13 +191,7 @@ def fit_spectral(spec: AnsatzSpec, data: xr.Dataset, seed: int = 0,
     """
     convention = check_convention(convention)
     inf = spec.inference
-    chains, warmup, draws = (inf.chains if chains is None else chains,
-                             inf.warmup if warmup is None else warmup,
-                             inf.draws if draws is None else draws)
-    for name, value in (("chains", chains), ("warmup", warmup), ("draws", draws)):
-        if value < 1:
-            raise ParameterError(f"--{name} must be at least 1, got {value}",
-                                 f"pass --{name} 1 or more")
+    chains, warmup, draws = _sampler_settings(spec, chains, warmup, draws, inf.draws)
     model = spectral_model(spec, data)
     args = model_arguments(data)
     result = run_nuts(model.model, *args, chains=chains, warmup=warmup, draws=draws,
