@@ -56,7 +56,7 @@ def add_arguments(p) -> None:
     operator_argument(fit, "operator of the rates")
     fit.add_argument("--method", default="nuts", choices=METHODS, help="nuts or laplace (nuts)")
     _sampler(fit, "draws per chain (NUTS 500, Laplace 2000)")
-    land = steps.add_parser("landscape", help="log-MSE landscape and Hessian condition number",
+    land = steps.add_parser("landscape", help="step 4: log-MSE landscape and its conditioning",
                             description="Step 4: L(log10 A, sigma_g) on a grid, its minimum "
                                         "and the condition number of its Hessian there.")
     _inputs(land, operators=True)
@@ -83,7 +83,7 @@ def add_arguments(p) -> None:
     rates.add_argument("--depth-nm", type=float, required=True, help="NV depth in nm")
     rates.add_argument("--field-gauss", type=float, default=0.0, help="axial field in G (0)")
     _settings(rates)
-    sim = steps.add_parser("simulate", help="write a synthetic per-NV set (.csv or .nc)")
+    sim = steps.add_parser("simulate", help="write a synthetic per-NV or step-3 set (.csv or .nc)")
     sim.add_argument("--simulator", type=str.upper, choices=tuple(OPERATORS),
                      help="operator generating the rates (toml: F2)")
     sim.add_argument("--data-seed", type=int, help="seed of the synthetic set (toml: 0)")
