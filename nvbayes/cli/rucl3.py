@@ -345,6 +345,7 @@ def run_simulate(args) -> None:
         data = synthetic_data(spec, args.simulator, args.data_seed, args.convention)
     write_nv_data(data, args.out)
     print(f"data: {describe(data)}")
+    print(f"rates: {spec.rates(data.attrs['convention']).describe()}")
     print(args.out)
 
 
