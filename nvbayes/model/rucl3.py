@@ -374,6 +374,7 @@ def synthetic_data(spec: AnsatzSpec, operator: "str | None" = None,
             d = rng.normal(spec.prior.depth_mean_nm, spec.prior.depth_sd_nm)
         depths[i] = d
     field = np.full(n, syn.field_gauss)
+    convention = check_convention(convention)
     model = ansatz_model(spec, operator, convention)
     with torch.no_grad():
         rate = model.rates(torch.tensor(syn.log10_amplitude, dtype=torch.float64),
@@ -389,9 +390,10 @@ def synthetic_data(spec: AnsatzSpec, operator: "str | None" = None,
          "gamma_ru": ("nv", gamma_ru), "gamma_ru_err": ("nv", rel * gamma_ru),
          "depth_true_nm": ("nv", depths)},
         coords={"nv": list(syn.labels)},
-        attrs={"schema": SCHEMA, "synthetic": 1, "source": f"rucl3-synthetic-{operator}-seed{seed}",
+        attrs={"schema": SCHEMA, "synthetic": 1, "source": f"rucl3-synthetic-{operator}-seed{seed}"
+               + ("" if convention == "physical" else f"-{convention}"),
                "true_operator": operator, "true_log10_amplitude": syn.log10_amplitude,
-               "true_sigma_g_nm": syn.sigma_g_nm, "convention": check_convention(convention),
+               "true_sigma_g_nm": syn.sigma_g_nm, "convention": convention,
                "description": (
                    f"{SYNTHETIC_NOTE}. Gaussian ansatz under {operator} "
                    f"({model.convention.describe()}) at log10 A = "
