@@ -209,10 +209,7 @@ def run_fit(args) -> None:
 
 
 def run_landscape(args) -> None:
-    spec, data, tag = _read(args)
-    ops = parse_operators(args.operators)
-    out = replaceable_folder(args.out or RUNS / f"rucl3-landscape-{tag}-{args.convention}",
-                             "landscape.nc")
+    spec, data, ops, out = _open_step(args, "landscape")
     land = xr.concat([landscape(spec, data, op, args.grid, args.depths, args.convention)
                       for op in ops], dim="operator", combine_attrs="drop_conflicts")
     print(f"depths: {land['depth'].attrs['source']}")
@@ -241,10 +238,7 @@ def run_landscape(args) -> None:
 
 
 def run_depth(args) -> None:
-    spec, data, tag = _read(args)
-    ops = parse_operators(args.operators)
-    out = replaceable_folder(args.out or RUNS / f"rucl3-depth-{tag}-{args.convention}",
-                             "depth.nc")
+    spec, data, ops, out = _open_step(args, "depth")
     table = depth_table(spec, data, ops, args.convention)
     lo, hi = spec.protocol.depth_window_nm
     if args.convention == "physical":
@@ -273,10 +267,7 @@ def run_depth(args) -> None:
 
 
 def run_slope(args) -> None:
-    spec, data, tag = _read(args)
-    ops = parse_operators(args.operators)
-    out = replaceable_folder(args.out or RUNS / f"rucl3-slope-{tag}-{args.convention}",
-                             "slope.nc")
+    spec, data, ops, out = _open_step(args, "slope")
     slopes = slope_analysis(spec, data, ops, args.convention)
     a = slopes.attrs
     print(f"alpha = {a['alpha']:g} +- {a['alpha_err']:g}; measured slope b = "
@@ -289,6 +280,15 @@ def run_slope(args) -> None:
               f"{a['exponent_depth_nm']:g} nm {float(one['exponent_model']):.3f} -> "
               f"{float(one['slope_model']):.2f} (z = {float(one['z_model']):+.2f})")
     _write(out, "slope", slopes, plot_slope(data, slopes, is_synthetic(data)).figure)
+
+
+def _open_step(args, step: str):
+    """``(spec, data, operators, out)`` of step 1, 2 or 4; ``out`` holds ``STEP.nc``."""
+    spec, data, tag = _read(args)
+    ops = parse_operators(args.operators)
+    out = replaceable_folder(args.out or RUNS / f"rucl3-{step}-{tag}-{args.convention}",
+                             f"{step}.nc")
+    return spec, data, ops, out
 
 
 def run_spectral(args) -> None:

@@ -184,7 +184,7 @@ class Spectral:
 
 @dataclass(frozen=True)
 class Paper:
-    """Numbers the paper reports; used for comparison only."""
+    """Numbers the paper reports: for comparison, and the paper convention's K."""
 
     rate_f2_per_s: float
     rate_f1_per_s: float
