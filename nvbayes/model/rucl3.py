@@ -64,12 +64,18 @@ def implied_depths(spec: AnsatzSpec, data: xr.Dataset, operator: str,
     field = np.asarray(data["field_gauss"].values, dtype=float)
     lo = np.full_like(target, math.log(DEPTH_RANGE_NM[0]))
     hi = np.full_like(target, math.log(DEPTH_RANGE_NM[1]))
-    rate_lo = sheet_rate(spec, np.exp(lo), operator, field, convention)
-    rate_hi = sheet_rate(spec, np.exp(hi), operator, field, convention)
+    rates = spec.rates(convention)                  # built once for the whole bisection
+    field_t = torch.as_tensor(field)
+
+    def rate(log_depth):
+        with torch.no_grad():
+            return rates.sheet(torch.as_tensor(np.exp(log_depth)), operator, field_t).numpy()
+
+    rate_lo, rate_hi = rate(lo), rate(hi)
     solvable = (rate_lo >= target) & (rate_hi <= target)
     for _ in range(80):
         mid = 0.5 * (lo + hi)
-        above = sheet_rate(spec, np.exp(mid), operator, field, convention) > target
+        above = rate(mid) > target
         lo = np.where(above, mid, lo)
         hi = np.where(above, hi, mid)
     return np.where(solvable, np.exp(0.5 * (lo + hi)), np.nan)
