@@ -26,6 +26,7 @@ COMMANDS = {
     "simulate": "simulate measurements of synthetic scenes",
     "fit": "fit a measurement and write a run folder",
     "calibrate": "coverage of credible intervals on seeded synthetic scenes",
+    "sbc": "simulation-based calibration of the generative posterior",
     "benchmark": "models x operators x samples x seeds, resumable",
     "ablate": "NeTMY ablations (Table 3) and hyperparameter sweeps (Table 10)",
     "diagnose": "centre-collapse mechanism: iter-0 gradient, first step, barrier",
@@ -33,7 +34,7 @@ COMMANDS = {
     "plot": "draw a measurement or redraw a run's figure",
 }
 #: Commands whose interruption keeps finished work (they resume).
-RESUMABLE = ("benchmark", "ablate", "calibrate")
+RESUMABLE = ("benchmark", "ablate", "calibrate", "sbc")
 
 
 class Parser(argparse.ArgumentParser):

@@ -6,6 +6,7 @@ import matplotlib
 import numpy as np
 import torch
 import xarray as xr
+from scipy import stats
 
 from nvbayes.errors import ParameterError
 from nvbayes.figures import Figure, subplots
@@ -261,4 +262,30 @@ def plot_coverage(coverage) -> Figure:
     b.set(ylim=(0, 1.05), ylabel="coverage",
           title=f"{level:.0%} intervals, {coverage.sizes['scene']} scenes")
     b.legend(fontsize=8)
+    return fig
+
+
+def plot_rank_histograms(sbc) -> Figure:
+    """SBC rank histograms: one panel per (method, quantity), the expected count per bin and
+    its central 99 % binomial band, the χ² p-value in the title."""
+    methods, quantities = list(sbc["method"].values), list(sbc["quantity"].values)
+    bins = sbc.sizes["bin"]
+    fig, axes = subplots(len(methods), len(quantities), squeeze=False, sharex=True,
+                         figsize=(1.7 * len(quantities) + 1, 1.6 * len(methods) + 0.8),
+                         layout="constrained")
+    for a, method in enumerate(methods):
+        done = int(sbc["replications_done"].sel({"method": method}))
+        lo, hi = stats.binom.interval(0.99, max(done, 1), 1.0 / bins)
+        for b, q in enumerate(quantities):
+            ax = axes[a, b]
+            counts = sbc["histogram"].sel({"method": method, "quantity": q}).values
+            ax.axhspan(lo, hi, color="0.85", lw=0)
+            ax.axhline(done / bins, color="k", lw=0.8)
+            ax.bar(np.arange(bins), counts, width=0.9, color="C0")
+            p = float(sbc["p_value"].sel({"method": method, "quantity": q}))
+            ax.set_title(f"{q}\np = {p:.3f}", fontsize=7, color="C3" if p < 0.01 else "k")
+            ax.tick_params(labelsize=6)
+            if b == 0:
+                ax.set_ylabel(f"{method}\n(n = {done})", fontsize=8)
+    fig.suptitle("SBC rank histograms (grey: 99 % band of a uniform histogram)", fontsize=9)
     return fig

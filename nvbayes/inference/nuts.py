@@ -34,25 +34,36 @@ class McmcResult:
 def run_nuts(model, *args, chains: int = 4, warmup: int = 500, draws: int = 500,
              seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
              full_mass: bool = True, initial_values=None, max_plate_nesting=None,
-             transforms=None, **kwargs) -> McmcResult:
+             transforms=None, potential_fn=None, **kwargs) -> McmcResult:
     """Sample ``model(*args, **kwargs)`` with NUTS; ``chains`` chains of ``draws`` draws.
 
     ``max_plate_nesting`` spares Pyro a trial run of the model (needed when a site cannot be
     sampled, as an improper prior cannot); ``transforms`` maps sites to the bijections from
-    HMC's unconstrained coordinates (default: each support's own)."""
+    HMC's unconstrained coordinates (default: each support's own).
+
+    With ``model=None`` and ``potential_fn`` (``{name: tensor} → U``, the negative log
+    density in unconstrained coordinates) NUTS samples that potential instead, from
+    ``initial_values(generator)``, which is then required."""
     per_chain, diverging, step_size, times = [], [], [], []
     start = time.perf_counter()
     for chain in range(chains):
         pyro.clear_param_store()
         pyro.set_rng_seed(seed * 1000 + chain)
-        init = {}
+        init, first = {}, None
         if initial_values is not None:
             generator = torch.Generator().manual_seed(seed * 1000 + chain)
-            init = {"init_strategy": init_to_value(values=initial_values(generator))}
-        kernel = NUTS(model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                      full_mass=full_mass, max_plate_nesting=max_plate_nesting,
-                      transforms=transforms, **init)
+            first = initial_values(generator)
+            if potential_fn is None:
+                init = {"init_strategy": init_to_value(values=first)}
+        if potential_fn is not None:
+            kernel = NUTS(potential_fn=potential_fn, target_accept_prob=target_accept,
+                          max_tree_depth=max_tree_depth, full_mass=full_mass)
+        else:
+            kernel = NUTS(model, target_accept_prob=target_accept,
+                          max_tree_depth=max_tree_depth, full_mass=full_mass,
+                          max_plate_nesting=max_plate_nesting, transforms=transforms, **init)
         mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, num_chains=1,
+                    initial_params=first if potential_fn is not None else None,
                     disable_progbar=not show_progress())
         t0 = time.perf_counter()
         mcmc.run(*args, **kwargs)

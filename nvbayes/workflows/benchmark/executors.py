@@ -26,7 +26,7 @@ from typing import Iterator
 import torch
 import xarray as xr
 
-from nvbayes.errors import ParameterError
+from nvbayes.errors import NvbayesError, ParameterError
 
 from .cell import CellRecord, failed_record, fit_group
 from .plan import Cell
@@ -47,6 +47,16 @@ class InProcess:
     def __exit__(self, *exc):
         torch.set_num_threads(self._saved)
         return False
+
+    def map(self, fn, items: list) -> Iterator[tuple]:
+        """``(item, fn(item), None)`` for each item, or ``(item, None, error)`` where ``fn``
+        raised an :class:`~nvbayes.errors.NvbayesError`; in order."""
+        torch.set_num_threads(self.threads)
+        for item in items:
+            try:
+                yield item, fn(item), None
+            except NvbayesError as exc:
+                yield item, None, str(exc)
 
     def run(self, groups: list[list[Cell]], data: xr.Dataset, plan) -> Iterator[CellRecord]:
         for cells in groups:
@@ -110,6 +120,37 @@ class DaskExecutor:
             self.cluster.close()
         return False
 
+    def map(self, fn, items: list) -> Iterator[tuple]:
+        """``(item, fn(item), None)`` for each item in completion order, or ``(item, None,
+        error)`` where the task failed (a lost worker fails only its item).  At most two
+        tasks per worker slot are in flight; each worker runs torch with ``threads``
+        threads."""
+        as_completed = _dask()[1].as_completed
+        window = 2 * max(1, sum(self.client.nthreads().values()))
+        pending = iter(items)
+        futures: dict = {}
+        queue = as_completed()
+
+        def submit() -> bool:
+            item = next(pending, None)
+            if item is None:
+                return False
+            future = self.client.submit(_threaded, fn, item, self.threads, pure=False)
+            futures[future] = item
+            queue.add(future)
+            return True
+
+        for _ in range(window):
+            if not submit():
+                break
+        for future in queue:
+            item = futures.pop(future)
+            try:
+                yield item, future.result(), None
+            except Exception as exc:   # noqa: BLE001 - a failed task fails its item only
+                yield item, None, f"{type(exc).__name__}: {exc} (on the cluster)"
+            submit()
+
     def run(self, groups: list[list[Cell]], data: xr.Dataset, plan) -> Iterator[CellRecord]:
         as_completed = _dask()[1].as_completed
         shared = self.client.scatter(data, broadcast=True)
@@ -142,6 +183,12 @@ class DaskExecutor:
                            for c in cells]
             yield from records
             submit()
+
+
+def _threaded(fn, item, threads: int):
+    """``fn(item)`` with ``threads`` torch threads (a Dask task)."""
+    torch.set_num_threads(threads)
+    return fn(item)
 
 
 def _dask():

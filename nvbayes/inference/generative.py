@@ -1,0 +1,308 @@
+"""Posteriors under the generative likelihood: Laplace, SVI and NUTS on one set of coordinates.
+
+The model is :class:`~nvbayes.model.generative.GenerativeSpectrumModel` on the free pixel
+grid.  All three methods work in the same unconstrained coordinates ``z`` and the same
+whitening of them:
+
+    z = (v, h, λ)      ρ = (s · softplus(v / s)) / g,   ω_L = ω_min + w σ(h),   g = e^λ
+
+(λ only where the gain is latent; s = m / 5, a fifth of the prior mean, so that background
+pixels and bright ones have comparable widths in v; ``ρ g`` is what the data see, so with v
+carrying it the gain's ridge ``g ρ = const`` is a straight line along λ).  The energy is
+``U(z) = −log p(ρ, ω_L, g, S_obs) − log |∂(ρ, ω_L, g)/∂z|``.
+
+1. the mode ẑ of U by L-BFGS, from ρ at the prior mean and ω_L at each pixel's profile
+   estimate (:func:`~nvbayes.inference.pixel_posterior.spectral_larmor`);
+2. the exact Hessian H of U at ẑ, ``H = V diag(λ) Vᵀ``, and the whitening
+   ``z = ẑ + T u``, ``T = V diag(λ^(-1/2))`` (eigenvalues ≤ 0 floored at the smallest
+   positive one), under which the Laplace posterior is ``u ~ N(0, I)``;
+3. ``laplace``: u drawn from N(0, I); ``svi``: Pyro SVI of a full-rank Gaussian guide over u
+   (:class:`pyro.infer.autoguide.AutoMultivariateNormal`, started at N(0, I)), which corrects
+   the Laplace approximation where U is not quadratic (positivity, the flat ω_L of dim
+   pixels); ``nuts``: Pyro's NUTS on ``U(ẑ + T u)`` with a diagonal mass matrix.
+
+Every draw is mapped back through the transforms, so ρ ≥ 0 and ω_L stays in the band exactly;
+nothing is clipped and no scale correction is applied: where the gain is known the data fix
+ρ's scale, and where it is latent its uncertainty is part of the posterior.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+import torch.nn.functional as tnf
+from pyro.distributions import constraints
+from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide import AutoMultivariateNormal
+from pyro.infer.autoguide.initialization import init_to_value
+
+from nvbayes.errors import NvbayesError, ParameterError
+from nvbayes.model.generative import GenerativeSpectrumModel
+from nvbayes.model.problem import InverseProblem
+from .draws import PosteriorDraws
+from .laplace import HessianGaussian
+from .map import uniform_level
+from .nuts import run_nuts
+from .pixel_posterior import NUTS_MAX_SIDE, exact_hessian, spectral_larmor
+
+#: The methods that have a generative form.
+GENERATIVE_METHODS = ("laplace", "svi", "nuts")
+#: Likelihoods of the sampling methods: the generative one (default) and the noise-map one.
+LIKELIHOODS = ("generative", "noise-map")
+#: The gain's prior sd (log units) where it is latent; the modes of ``--gain``.
+GAIN_SD = 0.5
+GAIN_MODES = ("auto", "fixed", "latent")
+SVI_STEPS = 1500
+#: s / m, the softplus scale of ρ's coordinate over the prior mean.
+_SOFTPLUS_FRACTION = 0.2
+
+
+@dataclass(frozen=True)
+class Priors:
+    """The generative model's prior settings: ``rho_mean`` m (``None``: the energy-matched
+    uniform level of the data), ``gain_sd`` (``None``: gain fixed at 1) and whether ω_L is
+    latent at ``"all"`` pixels or only where the noise map shows ``"signal"`` (above 3 σ of
+    its own noise)."""
+
+    rho_mean: "float | None" = None
+    gain_sd: "float | None" = None
+    larmor: str = "all"
+
+    def __post_init__(self):
+        if self.rho_mean is not None and not self.rho_mean > 0:
+            raise ParameterError(f"--rho-mean {self.rho_mean}", "use a prior mean > 0")
+        if self.gain_sd is not None and not self.gain_sd > 0:
+            raise ParameterError(f"gain sd {self.gain_sd}", "use a gain prior sd > 0")
+        if self.larmor not in ("all", "signal"):
+            raise ParameterError(f"larmor support {self.larmor!r}", "use all or signal")
+
+
+class Coordinates:
+    """The map ``z ↔ (ρ, ω_L values, g)`` of the module docstring and the energy ``U(z)``."""
+
+    def __init__(self, model: GenerativeSpectrumModel):
+        self.model = model
+        self.n_rho = model.shape[0] * model.shape[1]
+        self.k = model.n_larmor
+        self.size = self.n_rho + self.k + (1 if model.gain_latent else 0)
+        self.softness = _SOFTPLUS_FRACTION * model.rho_mean
+        self.width = model.high - model.low
+
+    def unpack(self, z: torch.Tensor) -> tuple:
+        """``(ρ (..., ny, nx), ω values (..., k), g (...) or None, log|J| (...))``."""
+        s, m = self.softness, self.model
+        v = z[..., :self.n_rho]
+        h = z[..., self.n_rho:self.n_rho + self.k]
+        scaled = s * tnf.softplus(v / s)
+        log_jac = tnf.logsigmoid(v / s).sum(-1)
+        log_jac = log_jac + (np.log(self.width) + tnf.logsigmoid(h)
+                             + tnf.logsigmoid(-h)).sum(-1)
+        gain = None
+        if m.gain_latent:
+            log_g = z[..., -1]
+            gain = torch.exp(log_g)
+            scaled = scaled / gain[..., None]
+            log_jac = log_jac - (self.n_rho - 1) * log_g
+        rho = scaled.reshape(*z.shape[:-1], *m.shape)
+        return rho, m.low + self.width * torch.sigmoid(h), gain, log_jac
+
+    def pack(self, rho: torch.Tensor, larmor_values: torch.Tensor,
+             gain: "float | None" = None) -> torch.Tensor:
+        """The inverse of :meth:`unpack` (ρ floored at 1e-6 m, ω_L pulled 1e-6 w inside)."""
+        s = self.softness
+        g = 1.0 if gain is None else float(gain)
+        a = (rho.reshape(-1) * g).clamp(min=1e-6 * self.model.rho_mean)
+        v = a + s * torch.log(-torch.expm1(-a / s))          # softplus⁻¹(a/s)·s
+        y = ((larmor_values - self.model.low) / self.width).clamp(1e-6, 1 - 1e-6)
+        parts = [v, torch.log(y) - torch.log1p(-y)]
+        if self.model.gain_latent:
+            parts.append(torch.tensor([np.log(g)], dtype=v.dtype))
+        return torch.cat(parts)
+
+    def energy(self, z: torch.Tensor) -> torch.Tensor:
+        rho, larmor, gain, log_jac = self.unpack(z)
+        return -(self.model.log_joint(rho, larmor, gain) + log_jac)
+
+
+def signal_mask(problem: InverseProblem, sigma: torch.Tensor, threshold: float = 3.0
+                ) -> torch.Tensor:
+    """Pixels whose noise map ``N = Σ_ω S`` exceeds ``threshold`` times its noise
+    ``σ √n_freq``: where the spectrum can tell ω_L at all."""
+    observed = problem.observed(dtype=torch.float64)
+    return observed.sum(-3) > threshold * sigma * observed.shape[-3] ** 0.5
+
+
+def generative_model(problem: InverseProblem, operator: str, priors: Priors,
+                     sigma: "torch.Tensor | None" = None) -> GenerativeSpectrumModel:
+    """The generative model of ``problem`` (σ from the problem unless given)."""
+    sigma = problem.sigma() if sigma is None else sigma
+    mask = signal_mask(problem, sigma) if priors.larmor == "signal" else None
+    rho_mean = priors.rho_mean if priors.rho_mean is not None else uniform_level(problem,
+                                                                                 operator)
+    fill = spectral_larmor(problem)
+    return GenerativeSpectrumModel(problem.operator(operator), (problem.n, problem.n), sigma,
+                                   problem.band, rho_mean, priors.gain_sd, mask, fill,
+                                   problem.observed(dtype=torch.float64))
+
+
+@dataclass
+class GenerativeDraws:
+    """Draws ``(chain, draw, ...)`` of ρ, ω_L (maps), g (``None`` when fixed), with the
+    fit's statistics."""
+
+    rho: np.ndarray
+    larmor: np.ndarray
+    gain: "np.ndarray | None"
+    stats: dict
+    diverging: "np.ndarray | None" = None
+
+
+def find_mode(coords: Coordinates, start: torch.Tensor, rounds: int = 20) -> torch.Tensor:
+    """ẑ, the minimum of U, by L-BFGS (strong Wolfe) until a round changes U by < 1e-9."""
+    z = start.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([z], lr=1.0, max_iter=500, tolerance_grad=1e-9,
+                                  tolerance_change=1e-12, history_size=50,
+                                  line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        value = coords.energy(z)
+        value.backward()
+        return value
+
+    last = float("inf")
+    for _ in range(rounds):
+        value = float(optimizer.step(closure).detach())
+        if not np.isfinite(value):
+            raise NvbayesError("the posterior mode search diverged (non-finite energy)",
+                               "check the measurement for NaN or extreme values")
+        if abs(last - value) < 1e-9 * max(1.0, abs(value)):
+            break
+        last = value
+    return z.detach()
+
+
+def whitening(coords: Coordinates, mode: torch.Tensor) -> tuple[torch.Tensor, HessianGaussian]:
+    """``T = V diag(λ^(-1/2))`` from the exact Hessian of U at the mode, and its Gaussian."""
+    gaussian = HessianGaussian.of(exact_hessian(coords.energy, mode))
+    floor = gaussian.eigenvalues[gaussian.eigenvalues > 0].min()
+    curvature = torch.where(gaussian.eigenvalues > 0, gaussian.eigenvalues, floor)
+    return gaussian.modes * curvature.rsqrt(), gaussian
+
+
+def sample_generative(model: GenerativeSpectrumModel, method: str, seed: int = 0,
+                      draws: int = 200, chains: int = 2, warmup: int = 300,
+                      start_larmor: "torch.Tensor | None" = None,
+                      svi_steps: int = SVI_STEPS) -> GenerativeDraws:
+    """Draw from the posterior of ``model`` (its ``observed`` set) by ``method``."""
+    if method not in GENERATIVE_METHODS:
+        raise ParameterError(f"unknown method {method!r}",
+                             f"use one of {', '.join(GENERATIVE_METHODS)}")
+    t0 = time.perf_counter()
+    coords = Coordinates(model)
+    larmor0 = (model.larmor_fill.reshape(-1)[model.larmor_index] if start_larmor is None
+               else start_larmor)
+    rho0 = torch.full(model.shape, model.rho_mean, dtype=torch.float64)
+    mode = find_mode(coords, coords.pack(rho0, larmor0, 1.0 if model.gain_latent else None))
+    transform, gaussian = whitening(coords, mode)
+    stats = {"likelihood": "generative", "condition_number": gaussian.condition_number,
+             "nonpositive_eigenvalues": gaussian.nonpositive, "rho_mean": model.rho_mean,
+             "latent_larmor_pixels": model.n_larmor,
+             "gain_sd": model.gain_sd if model.gain_latent else 0.0,
+             "mode_time_s": time.perf_counter() - t0}
+
+    def to_z(u: torch.Tensor) -> torch.Tensor:
+        return mode + u @ transform.T
+
+    generator = torch.Generator().manual_seed(seed)
+    diverging = None
+    if method == "laplace":
+        u = torch.randn(1, draws, coords.size, generator=generator, dtype=torch.float64)
+    elif method == "svi":
+        u, stats["final_elbo"] = _svi(coords, to_z, seed, draws, svi_steps)
+    else:
+        result = run_nuts(None, potential_fn=lambda p: coords.energy(to_z(p["u"])),
+                          chains=chains, warmup=warmup, draws=draws, seed=seed,
+                          full_mass=False,
+                          initial_values=lambda g: {"u": 0.1 * torch.randn(
+                              coords.size, generator=g, dtype=torch.float64)})
+        u = torch.as_tensor(result.samples["u"])
+        diverging = result.diverging
+        stats |= {"chains": chains, "warmup": warmup,
+                  "divergences": int(result.diverging.sum()),
+                  "mean_step_size": float(np.mean(result.step_size))}
+    with torch.no_grad():
+        rho, larmor, gain, _ = coords.unpack(to_z(u))
+        larmor_map = model.larmor_map(larmor)
+    stats["wall_time_s"] = time.perf_counter() - t0
+    return GenerativeDraws(rho=rho.numpy(), larmor=larmor_map.numpy(),
+                           gain=None if gain is None else gain.numpy(), stats=stats,
+                           diverging=diverging)
+
+
+def _svi(coords: Coordinates, to_z, seed: int, draws: int, steps: int):
+    """A full-rank Gaussian guide over the whitened u, fitted by SVI; ``(1, draws, d)``."""
+    size = coords.size
+
+    def model():
+        u = pyro.sample("u", dist.ImproperUniform(constraints.real, (), (size,)))
+        pyro.factor("energy", -coords.energy(to_z(u)))
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    zero = torch.zeros(size, dtype=torch.float64)
+    guide = AutoMultivariateNormal(model, init_loc_fn=init_to_value(values={"u": zero}),
+                                   init_scale=1.0)
+    optim = pyro.optim.ClippedAdam({"lr": 0.01, "lrd": 0.1 ** (1 / steps)})
+    svi = SVI(model, guide, optim, Trace_ELBO(num_particles=1))
+    loss = float("nan")
+    for _ in range(steps):
+        loss = svi.step()
+    if not np.isfinite(loss):
+        raise NvbayesError("SVI diverged (non-finite ELBO)", "use --method laplace or nuts")
+    with torch.no_grad():
+        u = guide.get_posterior().sample((draws,))
+    return u.reshape(1, draws, size), -float(loss)
+
+
+def fit_generative(problem: InverseProblem, method: str, operator: str = "F2", seed: int = 0,
+                   draws: int = 200, chains: int = 2, warmup: int = 300,
+                   priors: Priors = Priors()) -> PosteriorDraws:
+    """One measurement's posterior under the generative likelihood, as the fit workflow's
+    :class:`~nvbayes.inference.draws.PosteriorDraws` (``draw_stats`` holds the gain where it
+    is latent, and NUTS's divergences)."""
+    if method == "nuts" and problem.n > NUTS_MAX_SIDE:
+        raise ParameterError(f"NUTS samples the free grid up to {NUTS_MAX_SIDE}x"
+                             f"{NUTS_MAX_SIDE} pixels, this measurement is {problem.n}x"
+                             f"{problem.n}", "use --method svi or laplace, or a smaller grid")
+    start = time.perf_counter()
+    model = generative_model(problem, operator, priors)
+    result = sample_generative(model, method, seed=seed, draws=draws, chains=chains,
+                               warmup=warmup)
+    rho = torch.as_tensor(result.rho)
+    gain = 1.0 if result.gain is None else torch.as_tensor(result.gain)
+    with torch.no_grad():
+        flat_rho = rho.reshape(-1, *rho.shape[-2:])
+        flat_larmor = torch.as_tensor(result.larmor).reshape(flat_rho.shape)
+        noise = torch.stack([model.operator(r, w).sum(-3)
+                             for r, w in zip(flat_rho, flat_larmor)]).reshape(rho.shape)
+        noise = (torch.as_tensor(gain)[..., None, None] * noise).numpy()
+    draw_stats = {}
+    if result.gain is not None:
+        draw_stats["gain"] = result.gain
+    if result.diverging is not None:
+        draw_stats["diverging"] = result.diverging
+    stats = result.stats | {"noise_sigma": float(torch.as_tensor(model.sigma).mean())}
+    return PosteriorDraws(rho=result.rho, larmor=result.larmor, noise_map=noise,
+                          draw_stats=draw_stats, stats=stats, history={},
+                          wall_time_s=time.perf_counter() - start)
+
+
+__all__ = ["Coordinates", "GAIN_MODES", "GAIN_SD", "GENERATIVE_METHODS", "GenerativeDraws",
+           "LIKELIHOODS", "Priors", "find_mode", "fit_generative", "generative_model",
+           "sample_generative", "signal_mask", "whitening"]
