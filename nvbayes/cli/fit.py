@@ -9,7 +9,8 @@ import pandas as pd
 
 from nvbayes.data.io import n_samples, read_measurement, write_folder
 from nvbayes.errors import NvbayesError
-from nvbayes.inference.methods import METHODS
+from nvbayes.inference.generative import GAIN_MODES
+from nvbayes.inference.methods import DEFAULT_LIKELIHOOD, LIKELIHOODS, METHODS
 from nvbayes.results.run import CONFIG
 from nvbayes.results.store import replaceable_folder
 from nvbayes.workflows.fit import FIGURE, HESSIAN_FIGURE, fit, fit_samples, save_run
@@ -52,6 +53,17 @@ def add_arguments(p) -> None:
                                              "per chain for nuts)")
     p.add_argument("--chains", type=int, help=f"chains ({_defaults('chains')})")
     p.add_argument("--warmup", type=int, help=f"warm-up per chain ({_defaults('warmup')})")
+    p.add_argument("--likelihood", default=DEFAULT_LIKELIHOOD, choices=LIKELIHOODS,
+                   help="svi/laplace/nuts: generative (every readout value with its Gaussian "
+                        "noise; the Larmor field latent) or noise-map (the max-normalized "
+                        f"noise map and total power, Larmor plugged in) ({DEFAULT_LIKELIHOOD})")
+    p.add_argument("--gain", default="auto", choices=GAIN_MODES,
+                   help="generative fits: the gain between model and spectrum, fixed at 1 or "
+                        "latent; auto: fixed where the file's spectrum_scale is absolute "
+                        "(auto)")
+    p.add_argument("--rho-mean", type=float,
+                   help="generative fits: prior mean of rho per pixel (default: the data's "
+                        "energy-matched uniform level)")
     operator_argument(p)
     p.add_argument("--sample", type=int, help="sample index in a data set")
     p.add_argument("--samples", help="samples of a data set to fit, e.g. 0-7 or 1,4,9 "
@@ -77,7 +89,7 @@ def run(args) -> None:
     one = fit(data, model=args.model, method=args.method, operator=args.operator,
               sample=args.sample, seed=args.seed, device=args.device,
               precision=args.precision, draws=args.draws, chains=args.chains,
-              warmup=args.warmup, protocol=args.protocol)
+              warmup=args.warmup, protocol=args.protocol, **_posterior_options(args))
     one.config["run"]["measurement"] = str(args.data)
     for message in one.messages:
         warn(message)
@@ -95,6 +107,10 @@ def run(args) -> None:
               f"({one.config['run']['wall_time_s']:.1f} s)")
 
 
+def _posterior_options(args) -> dict:
+    return {"likelihood": args.likelihood, "gain": args.gain, "rho_mean": args.rho_mean}
+
+
 def _default_out(args, suffix: str) -> Path:
     return args.out or RUNS / (f"{args.data.stem}{suffix}-{Path(args.model).stem}-"
                                f"{args.method}-{args.operator}-seed{args.seed}")
@@ -107,7 +123,8 @@ def _fit_many(args, data) -> None:
     runs = fit_samples(data, model=args.model, method=args.method, operator=args.operator,
                        samples=samples, seed=args.seed, device=args.device, batch=args.batch,
                        precision=args.precision, draws=args.draws, chains=args.chains,
-                       warmup=args.warmup, protocol=args.protocol)
+                       warmup=args.warmup, protocol=args.protocol,
+                       **_posterior_options(args))
     rows = []
     for one in runs:
         one.config["run"]["measurement"] = str(args.data)

@@ -190,7 +190,9 @@ def plot_posterior(run) -> Figure:
         ty, tx = np.nonzero(truth["rho_true"].values > 0)
         for ax in axes.flat[1:5]:
             ax.scatter(x[tx], x[ty], s=90, facecolors="none", edgecolors="r", lw=0.8)
-    fig.suptitle(_title(run) + " | densities scale-corrected per draw")
+    corrected = run.idata.posterior.attrs.get("scale_corrected", 1)
+    fig.suptitle(_title(run) + (" | densities scale-corrected per draw" if corrected
+                                else " | generative likelihood, no scale correction"))
     return fig
 
 

@@ -44,6 +44,7 @@ from pyro.infer.autoguide.initialization import init_to_value
 from nvbayes.errors import NvbayesError, ParameterError
 from nvbayes.model.generative import GenerativeSpectrumModel
 from nvbayes.model.problem import InverseProblem
+
 from .draws import PosteriorDraws
 from .laplace import HessianGaussian
 from .map import uniform_level
@@ -158,15 +159,22 @@ class GenerativeDraws:
     rho: np.ndarray
     larmor: np.ndarray
     gain: "np.ndarray | None"
+    lp: np.ndarray                   # log p(ρ, ω_L, g, S_obs) of each draw
     stats: dict
     diverging: "np.ndarray | None" = None
 
 
-def find_mode(coords: Coordinates, start: torch.Tensor, rounds: int = 20) -> torch.Tensor:
-    """ẑ, the minimum of U, by L-BFGS (strong Wolfe) until a round changes U by < 1e-9."""
+def find_mode(coords: Coordinates, start: torch.Tensor, lbfgs_steps: int = 300,
+              newton_steps: int = 50) -> torch.Tensor:
+    """ẑ, the minimum of U: L-BFGS (strong Wolfe) from ``start``, then damped Newton steps
+    with the exact Hessian (eigenvalues floored at 1e-8 of the largest, step halved until U
+    falls) until the Newton decrement ``½ gᵀ H⁻¹ g`` is below 1e-10.
+
+    U is ill-conditioned (κ ~ 10⁵: the power kernel smooths ρ), which L-BFGS crosses slowly;
+    near the mode Newton's quadratic convergence finishes in a few steps."""
     z = start.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([z], lr=1.0, max_iter=500, tolerance_grad=1e-9,
-                                  tolerance_change=1e-12, history_size=50,
+    optimizer = torch.optim.LBFGS([z], lr=1.0, max_iter=lbfgs_steps, tolerance_grad=1e-10,
+                                  tolerance_change=1e-14, history_size=50,
                                   line_search_fn="strong_wolfe")
 
     def closure():
@@ -175,16 +183,32 @@ def find_mode(coords: Coordinates, start: torch.Tensor, rounds: int = 20) -> tor
         value.backward()
         return value
 
-    last = float("inf")
-    for _ in range(rounds):
-        value = float(optimizer.step(closure).detach())
+    optimizer.step(closure)
+    z = z.detach()
+    value = float(coords.energy(z))
+    for _ in range(newton_steps):
         if not np.isfinite(value):
-            raise NvbayesError("the posterior mode search diverged (non-finite energy)",
-                               "check the measurement for NaN or extreme values")
-        if abs(last - value) < 1e-9 * max(1.0, abs(value)):
             break
-        last = value
-    return z.detach()
+        x = z.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(coords.energy(x), x)
+        eigenvalues, modes = torch.linalg.eigh(exact_hessian(coords.energy, z))
+        curvature = eigenvalues.clamp(min=1e-8 * float(eigenvalues.abs().max()))
+        step = -modes @ ((modes.T @ grad) / curvature)
+        if 0.5 * float(-(grad @ step)) < 1e-10:
+            break
+        for _ in range(30):
+            trial = z + step
+            trial_value = float(coords.energy(trial))
+            if trial_value <= value:
+                z, value = trial, trial_value
+                break
+            step = 0.5 * step
+        else:
+            break
+    if not np.isfinite(value):
+        raise NvbayesError("the posterior mode search diverged (non-finite energy)",
+                           "check the measurement for NaN or extreme values")
+    return z
 
 
 def whitening(coords: Coordinates, mode: torch.Tensor) -> tuple[torch.Tensor, HessianGaussian]:
@@ -239,9 +263,14 @@ def sample_generative(model: GenerativeSpectrumModel, method: str, seed: int = 0
     with torch.no_grad():
         rho, larmor, gain, _ = coords.unpack(to_z(u))
         larmor_map = model.larmor_map(larmor)
+        flat = [t.reshape(-1, *t.shape[2:]) for t in (rho, larmor)]
+        gains = gain.reshape(-1) if gain is not None else [None] * flat[0].shape[0]
+        lp = torch.stack([model.log_joint(r, w, g) for r, w, g in
+                          zip(*flat, gains, strict=True)])
     stats["wall_time_s"] = time.perf_counter() - t0
     return GenerativeDraws(rho=rho.numpy(), larmor=larmor_map.numpy(),
-                           gain=None if gain is None else gain.numpy(), stats=stats,
+                           gain=None if gain is None else gain.numpy(),
+                           lp=lp.reshape(rho.shape[:2]).numpy(), stats=stats,
                            diverging=diverging)
 
 
@@ -290,9 +319,9 @@ def fit_generative(problem: InverseProblem, method: str, operator: str = "F2", s
         flat_rho = rho.reshape(-1, *rho.shape[-2:])
         flat_larmor = torch.as_tensor(result.larmor).reshape(flat_rho.shape)
         noise = torch.stack([model.operator(r, w).sum(-3)
-                             for r, w in zip(flat_rho, flat_larmor)]).reshape(rho.shape)
+                             for r, w in zip(flat_rho, flat_larmor, strict=True)]).reshape(rho.shape)
         noise = (torch.as_tensor(gain)[..., None, None] * noise).numpy()
-    draw_stats = {}
+    draw_stats = {"lp": result.lp}
     if result.gain is not None:
         draw_stats["gain"] = result.gain
     if result.diverging is not None:

@@ -7,10 +7,15 @@ calibration all read :data:`METHODS`; :func:`infer` fits one problem by name.
 method   result                                                        draws  chains warmup
 ======== ============================================================ ======= ====== ======
 map      the specification's solver: one point estimate                 —      —      —
-svi      the neural field as variational guide (neural fields only)     200    —      —
-laplace  the MAP, then the exact pixel Hessian's Gaussian               200    —      —
+svi      a full-rank Gaussian guide (noise-map: the neural field)       200    —      —
+laplace  the mode and its exact Hessian's Gaussian                      200    —      —
 nuts     NUTS on the free pixel grid (≤ 16 × 16, CPU, fp32)             300    2      1000
 ======== ============================================================ ======= ====== ======
+
+The sampling methods take ``likelihood``: ``generative`` (the default;
+:mod:`nvbayes.inference.generative`: every readout value observed with its Gaussian noise, ω_L
+and, where the units are arbitrary, the gain latent) or ``noise-map`` (the max-normalized
+noise map and the total power, ω_L plugged in: :mod:`.pixel_posterior` and :mod:`.svi`).
 
 >>> from nvbayes.inference.methods import METHODS
 >>> METHODS["nuts"].draws, METHODS["nuts"].chains
@@ -26,11 +31,13 @@ import torch
 
 from nvbayes.errors import ParameterError
 
+from .generative import GAIN_MODES, GAIN_SD, LIKELIHOODS, Priors, fit_generative
 from .map import batchable, check_precision, fit_map
 from .pixel_posterior import fit_laplace, fit_nuts
 from .svi import fit_svi
 
 DEVICES = ("cpu", "cuda")
+DEFAULT_LIKELIHOOD = "generative"
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,16 @@ class InferenceMethod:
     fp32_only: bool = False
     cpu_only: bool = False
 
-    def check(self, spec, device: str, precision: str) -> None:
+    def check(self, spec, device: str, precision: str,
+              likelihood: str = DEFAULT_LIKELIHOOD) -> None:
         """One-line errors for a model, device or precision this method cannot take."""
+        if self.draws is not None and check_likelihood(likelihood) == "generative":
+            if device != "cpu":
+                raise ParameterError(f"the generative {self.name} runs on the CPU",
+                                     "drop --device, or use --likelihood noise-map")
+            if precision != "fp32":
+                raise ParameterError("--precision bf16 applies to map fits", "drop --precision")
+            return
         if self.neural_field_only and not batchable(spec):
             raise ParameterError(f"{self.name} uses the neural field as its guide; {spec.name} "
                                  f"is a {spec.field.kind} model",
@@ -82,6 +97,13 @@ METHODS = {m.name: m for m in (
 )}
 
 
+def check_likelihood(name: str) -> str:
+    if name not in LIKELIHOODS:
+        raise ParameterError(f"unknown likelihood {name!r}",
+                             f"use --likelihood {' or '.join(LIKELIHOODS)}")
+    return name
+
+
 def check_method(name: str) -> InferenceMethod:
     if name not in METHODS:
         raise ParameterError(f"unknown method {name!r}", f"use one of {', '.join(METHODS)}")
@@ -98,12 +120,30 @@ def check_device(device: str) -> str:
     return name
 
 
+def resolve_gain(problem, gain: str = "auto") -> "float | None":
+    """The gain's prior sd for ``--gain``: ``fixed`` → ``None`` (g = 1), ``latent`` →
+    :data:`~nvbayes.inference.generative.GAIN_SD`; ``auto`` → fixed where the spectrum's
+    scale is absolute (``problem.absolute``), latent where it is arbitrary."""
+    if gain not in GAIN_MODES:
+        raise ParameterError(f"unknown gain mode {gain!r}", f"use --gain {'|'.join(GAIN_MODES)}")
+    if gain == "auto":
+        gain = "fixed" if problem.absolute else "latent"
+    return None if gain == "fixed" else GAIN_SD
+
+
 def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: str = "cpu",
           show: "bool | None" = None, precision: str = "fp32", draws: "int | None" = None,
-          chains: "int | None" = None, warmup: "int | None" = None):
+          chains: "int | None" = None, warmup: "int | None" = None,
+          likelihood: str = DEFAULT_LIKELIHOOD, gain: str = "auto",
+          rho_mean: "float | None" = None):
     """Fit one :class:`~nvbayes.model.problem.InverseProblem` by ``method``: a ``MapResult``
     (``map``) or ``PosteriorDraws`` (``svi``, ``laplace``, ``nuts``).  Counts left ``None``
-    take the method's defaults."""
+    take the method's defaults.  ``likelihood``, ``gain`` and ``rho_mean`` (the prior mean of
+    ρ; default the data's energy-matched uniform level) set the sampling methods' model.
+
+    Where the gain is latent the spectrum is first divided by its unit scale
+    (:meth:`~nvbayes.model.problem.InverseProblem.unit_scale`), so that the gain's prior,
+    centred at 1, and the result do not depend on the unit the spectrum is written in."""
     entry = check_method(method)
     draws = entry.draws if draws is None else int(draws)
     chains = entry.chains if chains is None else int(chains)
@@ -113,10 +153,23 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
     if entry.chains is not None and (chains < 1 or warmup < 1):
         raise ParameterError(f"chains {chains} and warmup {warmup}",
                              "pass --chains and --warmup of 1 or more")
+    if entry.draws is not None and check_likelihood(likelihood) == "generative":
+        gain_sd = resolve_gain(problem, gain)
+        scale = 1.0
+        if gain_sd is not None:
+            scale = float(problem.unit_scale())
+            problem = problem.rescaled(scale)
+        result = fit_generative(problem, method, operator, seed=seed, draws=draws,
+                                chains=chains, warmup=warmup,
+                                priors=Priors(rho_mean=rho_mean, gain_sd=gain_sd,
+                                              larmor="signal"))
+        result.stats["spectrum_divided_by"] = scale
+        return result
     given = {"seed": seed, "device": device, "show": show,
              "precision": check_precision(precision), "draws": draws, "chains": chains,
              "warmup": warmup}
     return entry.fit(problem, spec, operator, **{k: given[k] for k in entry.options})
 
 
-__all__ = ["DEVICES", "InferenceMethod", "METHODS", "check_device", "check_method", "infer"]
+__all__ = ["DEFAULT_LIKELIHOOD", "DEVICES", "InferenceMethod", "LIKELIHOODS", "METHODS",
+           "check_device", "check_method", "infer", "resolve_gain"]

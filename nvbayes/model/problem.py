@@ -14,6 +14,9 @@ from nvbayes.physics.geometry import coarsen
 from nvbayes.physics.noise_map import noise_map, sensor_noise_sigma
 from nvbayes.physics.operators import check_inversion_operator, make_operator
 
+#: Values of a measurement's ``spectrum_scale`` attribute.
+SPECTRUM_SCALES = ("absolute", "arbitrary")
+
 
 @dataclass(frozen=True)
 class InverseProblem:
@@ -26,6 +29,12 @@ class InverseProblem:
 
     ``noise_sigma``, when known (the measurement's ``noise_sigma`` variable), is the sensor
     noise σ of one readout in spectrum units: a number, or ``(B,)`` for a stack.
+
+    ``absolute``: whether the spectrum is in the operator's units (its scale means something,
+    so a generative fit may fix the gain at 1) or in arbitrary units.  A measurement says so in
+    its ``spectrum_scale`` attribute (``absolute`` or ``arbitrary``); without one, a file that
+    records its ``noise_sigma`` (as ``nvbayes simulate`` writes) is absolute and any other is
+    arbitrary.
     """
 
     spectrum: np.ndarray
@@ -36,6 +45,7 @@ class InverseProblem:
     band: tuple[float, float]
     units: str = "normalized"
     noise_sigma: "np.ndarray | float | None" = None
+    absolute: bool = True
 
     @classmethod
     def from_measurement(cls, ds: xr.Dataset) -> "InverseProblem":
@@ -44,12 +54,17 @@ class InverseProblem:
         band = np.asarray(ds.attrs["larmor_band_ghz"], dtype=float).reshape(-1)
         sigma = (np.asarray(ds["noise_sigma"].values, dtype=np.float64)
                  if "noise_sigma" in ds.data_vars else None)
+        scale = str(ds.attrs.get("spectrum_scale", "absolute" if sigma is not None
+                                 else "arbitrary"))
+        if scale not in SPECTRUM_SCALES:
+            raise MeasurementError(f"unknown spectrum_scale {scale!r}",
+                                   f"set it to {' or '.join(SPECTRUM_SCALES)}")
         return cls(spectrum=np.asarray(ds["spectrum"].values, dtype=np.float64),
                    freqs=np.asarray(ds["freq"].values, dtype=np.float64),
                    spacing=float(x[1] - x[0]), standoff=float(ds.attrs["standoff_nm"]),
                    linewidth=float(ds.attrs["linewidth_ghz"]),
                    band=(float(band[0]), float(band[1])), units=str(ds.attrs["units"]),
-                   noise_sigma=sigma)
+                   noise_sigma=sigma, absolute=scale == "absolute")
 
     @property
     def n(self) -> int:

@@ -54,6 +54,11 @@ SCALE_NOTE = ("rho is scaled by the energy-ratio correction (sample_stats.scale_
               "likelihood does not determine the scale")
 
 
+GENERATIVE_SCALE_NOTE = ("rho as sampled under the generative likelihood: in the "
+                         "spectrum's units where the gain is fixed, with the gain "
+                         "(posterior.gain) latent otherwise; no energy-ratio correction")
+
+
 def versions() -> dict:
     return {"nvbayes": __version__, "torch": torch.__version__, "pyro": pyro.__version__,
             "arviz": az.__version__, "xarray": xr.__version__,
@@ -155,12 +160,19 @@ class Run:
                 "long_name": "Larmor frequency", "units": "GHz",
                 "off_support": _off_support_note(config)}),
         }, attrs={"inference": config["run"]["method"], "operator": operator,
-                  "model": config["model"]["name"], "scale_corrected": 1,
-                  "scale_note": SCALE_NOTE})
+                  "model": config["model"]["name"],
+                  "scale_corrected": int("scale_correction" in draw_stats),
+                  "scale_note": SCALE_NOTE if "scale_correction" in draw_stats
+                  else GENERATIVE_SCALE_NOTE})
+        if "gain" in draw_stats:
+            posterior["gain"] = xr.DataArray(np.asarray(draw_stats["gain"]),
+                                             dims=("chain", "draw"), coords=chain_draw,
+                                             attrs={"long_name": "gain between the model's "
+                                                    "spectrum and the measured one"})
         predictive = xr.Dataset({k: v.assign_coords(chain_draw) for k, v in predictive.items()})
         sample_stats = xr.Dataset(
             {k: xr.DataArray(np.asarray(v), dims=("chain", "draw"), coords=chain_draw)
-             for k, v in draw_stats.items()},
+             for k, v in draw_stats.items() if k != "gain"},
             attrs={k: _attr(v) for k, v in fit_stats.items()})
         observed = xr.Dataset({"spectrum": measurement["spectrum"].reset_coords(drop=True)},
                               attrs=dict(measurement.attrs))

@@ -21,7 +21,7 @@ from nvbayes.errors import ParameterError
 from nvbayes.figures.imaging import plot_hessian_spectrum, plot_run
 from nvbayes.inference.draws import PosteriorDraws
 from nvbayes.inference.map import check_precision, fit_batch
-from nvbayes.inference.methods import check_device, check_method, infer
+from nvbayes.inference.methods import DEFAULT_LIKELIHOOD, check_device, check_method, infer
 from nvbayes.metrics import evaluate_run
 from nvbayes.model.problem import InverseProblem, check_inversion_operator
 from nvbayes.results.run import Run, hessian_dataset, run_config
@@ -31,7 +31,7 @@ FIGURE, HESSIAN_FIGURE = "reconstruction.png", "hessian_spectrum.png"
 
 
 def _prepare(measurement, model: str, method: str, operator: str, device: str,
-             precision: str, protocol: "str | None"):
+             precision: str, protocol: "str | None", likelihood: str = DEFAULT_LIKELIHOOD):
     if isinstance(measurement, (str, os.PathLike)):
         source = str(measurement)
         data = read_measurement(Path(measurement))
@@ -40,7 +40,7 @@ def _prepare(measurement, model: str, method: str, operator: str, device: str,
         data = validate_measurement(measurement)
     spec = load_spec(model, protocol)
     device, precision = check_device(device), check_precision(precision)
-    check_method(method).check(spec, device, precision)
+    check_method(method).check(spec, device, precision, likelihood)
     return data, source, spec, check_inversion_operator(operator), device, precision
 
 
@@ -60,6 +60,7 @@ def _run(one: xr.Dataset, result, spec, *, method, operator, seed, device, preci
                         sample=sample, precision=precision,
                         batch_size=int(result.stats.get("batch_size", 1)))
     if isinstance(result, PosteriorDraws):
+        config["run"]["likelihood"] = str(result.stats.get("likelihood", "noise-map"))
         run = Run.from_draws(one, result, config)
         if result.extra:
             run.tables["hessian"] = hessian_dataset(result, one)
@@ -74,7 +75,9 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
         method: str = "map", operator: str = "F2", sample: "int | None" = None, seed: int = 0,
         device: str = "cpu", show_progress: "bool | None" = None,
         precision: str = "fp32", draws: "int | None" = None, chains: "int | None" = None,
-        warmup: "int | None" = None, protocol: "str | None" = None) -> Run:
+        warmup: "int | None" = None, protocol: "str | None" = None,
+        likelihood: str = DEFAULT_LIKELIHOOD, gain: str = "auto",
+        rho_mean: "float | None" = None) -> Run:
     """Fit one measurement and return the run (metrics included when the truth is known).
 
     Parameters
@@ -94,14 +97,21 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     chains, warmup : NUTS chains and warm-up iterations per chain (default: the method's).
     protocol : ``paper`` or ``robust`` (default: the model file's, else robust;
         :mod:`nvbayes.data.spec`).
+    likelihood : the sampling methods' likelihood, ``generative`` (default) or
+        ``noise-map`` (:mod:`nvbayes.inference.methods`).
+    gain : ``auto``, ``fixed`` or ``latent``: the generative model's gain
+        (:func:`nvbayes.inference.methods.resolve_gain`).
+    rho_mean : the generative prior's mean of ρ per pixel (default: the energy-matched
+        uniform level of the data).
     """
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision,
-                                                               protocol)
+                                                               protocol, likelihood)
     one = select_sample(data, sample)
     result = infer(InverseProblem.from_measurement(one), spec, method=method,
                     operator=operator, seed=seed, device=device, show=show_progress,
-                    precision=precision, draws=draws, chains=chains, warmup=warmup)
+                    precision=precision, draws=draws, chains=chains, warmup=warmup,
+                    likelihood=likelihood, gain=gain, rho_mean=rho_mean)
     return _run(one, result, spec, method=method, operator=operator, seed=seed, device=device,
                 precision=precision, source=source, sample=sample)
 
@@ -112,14 +122,15 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
                 batch: int = 8, show_progress: "bool | None" = None,
                 precision: str = "fp32", draws: "int | None" = None,
                 chains: "int | None" = None, warmup: "int | None" = None,
-                protocol: "str | None" = None) -> list[Run]:
+                protocol: "str | None" = None, likelihood: str = DEFAULT_LIKELIHOOD,
+                gain: str = "auto", rho_mean: "float | None" = None) -> list[Run]:
     """Fit several samples of a data set (default: all), ``batch`` at a time in one
     optimization loop (neural-field MAP fits; baselines and the sampling methods one after
     the other), and return one run per sample, each the run :func:`fit` gives for that sample
-    alone."""
+    alone.  ``likelihood``, ``gain`` and ``rho_mean`` as in :func:`fit`."""
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision,
-                                                               protocol)
+                                                               protocol, likelihood)
     count = n_samples(data)
     samples = list(range(count)) if samples is None else [int(i) for i in samples]
     if not samples:
@@ -132,7 +143,8 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
         return [_run(select_sample(data, i), infer(
             InverseProblem.from_measurement(select_sample(data, i)), spec, method=method,
             operator=operator, seed=seed, device=device, show=show_progress,
-            precision=precision, draws=draws, chains=chains, warmup=warmup), spec,
+            precision=precision, draws=draws, chains=chains, warmup=warmup,
+            likelihood=likelihood, gain=gain, rho_mean=rho_mean), spec,
             method=method, operator=operator, seed=seed, device=device, precision=precision,
             source=source, sample=i) for i in samples]
     runs = []

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 import xarray as xr
 from scipy import stats
 
