@@ -318,8 +318,8 @@ def fit_generative(problem: InverseProblem, method: str, operator: str = "F2", s
     with torch.no_grad():
         flat_rho = rho.reshape(-1, *rho.shape[-2:])
         flat_larmor = torch.as_tensor(result.larmor).reshape(flat_rho.shape)
-        noise = torch.stack([model.operator(r, w).sum(-3)
-                             for r, w in zip(flat_rho, flat_larmor, strict=True)]).reshape(rho.shape)
+        noise = torch.stack([model.operator(r, w).sum(-3) for r, w in
+                             zip(flat_rho, flat_larmor, strict=True)]).reshape(rho.shape)
         noise = (torch.as_tensor(gain)[..., None, None] * noise).numpy()
     draw_stats = {"lp": result.lp}
     if result.gain is not None:
