@@ -13,7 +13,14 @@ from nvbayes.inference.generative import GAIN_MODES
 from nvbayes.inference.methods import DEFAULT_LIKELIHOOD, LIKELIHOODS, METHODS
 from nvbayes.results.run import CONFIG
 from nvbayes.results.store import replaceable_folder
-from nvbayes.workflows.fit import FIGURE, HESSIAN_FIGURE, fit, fit_samples, save_run
+from nvbayes.workflows.fit import (
+    CATALOGUE_FIGURE,
+    FIGURE,
+    HESSIAN_FIGURE,
+    fit,
+    fit_samples,
+    save_run,
+)
 
 from .common import (
     RUNS,
@@ -64,6 +71,9 @@ def add_arguments(p) -> None:
     p.add_argument("--rho-mean", type=float,
                    help="generative fits: prior mean of rho per pixel (default: the data's "
                         "energy-matched uniform level)")
+    p.add_argument("--sources", type=int,
+                   help="catalogue: the number of sources K to start from (default: the peaks "
+                        "of its MAP); K - 1, K and K + 1 are compared by PSIS-LOO")
     operator_argument(p)
     p.add_argument("--sample", type=int, help="sample index in a data set")
     p.add_argument("--samples", help="samples of a data set to fit, e.g. 0-7 or 1,4,9 "
@@ -96,6 +106,11 @@ def run(args) -> None:
     folder = save_run(one, out)
     print(f"run: {folder}")
     print(f"figure: {folder / FIGURE}")
+    if "catalogue" in one.tables:
+        c = one.tables["catalogue"]
+        print(f"catalogue: {c.attrs['sources']} sources (PSIS-LOO over "
+              f"{', '.join(map(str, c['candidate'].values))}), {c.attrs['divergences']} "
+              f"divergences ({folder / 'catalogue.csv'}, {folder / CATALOGUE_FIGURE})")
     if one.hessian is not None:
         h = one.hessian.attrs
         print(f"hessian: condition number {h['condition_number']:.4g}, eigenvalues fall as "
@@ -108,7 +123,8 @@ def run(args) -> None:
 
 
 def _posterior_options(args) -> dict:
-    return {"likelihood": args.likelihood, "gain": args.gain, "rho_mean": args.rho_mean}
+    return {"likelihood": args.likelihood, "gain": args.gain, "rho_mean": args.rho_mean,
+            "sources": args.sources}
 
 
 def _default_out(args, suffix: str) -> Path:

@@ -6,6 +6,7 @@ import matplotlib
 import numpy as np
 import torch
 import xarray as xr
+from matplotlib.patches import Ellipse
 from scipy import stats
 
 from nvbayes.errors import ParameterError
@@ -291,3 +292,45 @@ def plot_rank_histograms(sbc) -> Figure:
                 ax.set_ylabel(f"{method}\n(n = {done})", fontsize=8)
     fig.suptitle("SBC rank histograms (grey: 99 % band of a uniform histogram)", fontsize=9)
     return fig
+
+
+def plot_catalogue(run, ax=None):
+    """The catalogue on the observed log noise map: each source's posterior mean position, its
+    90 % position ellipse (from the covariance of the x, y draws; magnified by the factor in
+    the title where the ellipses are smaller than a pixel) and, when known, the true sources.
+    Returns the axes (a new figure's when ``ax`` is None)."""
+    catalogue = run.tables["catalogue"]
+    observed = run.observed
+    x, y = observed["x"].values, observed["y"].values
+    spacing = float(x[1] - x[0])
+    if ax is None:
+        ax = subplots(figsize=(6.4, 5.6), layout="constrained")[1]
+    image = ax.imshow(_log_map(observed.values.sum(0)), origin="lower", cmap="magma",
+                      extent=(x[0] - spacing / 2, x[-1] + spacing / 2, y[0] - spacing / 2,
+                              y[-1] + spacing / 2), vmin=-4, vmax=0)
+    ax.figure.colorbar(image, ax=ax, label="observed log10 N / max N")
+    radius = np.sqrt(stats.chi2.ppf(float(catalogue.attrs["interval_level"]), 2))
+    shapes = []
+    for k in range(catalogue.sizes["source"]):
+        px = catalogue["x_nm"].isel(source=k).values.reshape(-1)
+        py = catalogue["y_nm"].isel(source=k).values.reshape(-1)
+        values, vectors = np.linalg.eigh(np.cov(px, py))
+        shapes.append((px.mean(), py.mean(), np.sqrt(np.clip(values, 0, None)), vectors))
+    largest = max(s[2][-1] for s in shapes) * radius
+    magnify = max(1.0, float(np.round(0.5 * spacing / max(largest, 1e-12))))
+    for mx, my, sd, vectors in shapes:
+        angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
+        ax.add_patch(Ellipse((mx, my), 2 * radius * sd[-1] * magnify,
+                             2 * radius * sd[0] * magnify, angle=angle, fill=False,
+                             color="c", lw=1.2))
+        ax.plot(mx, my, "c+", ms=6)
+    truth = run.truth
+    if truth is not None and "rho_true" in truth:
+        ty, tx = np.nonzero(truth["rho_true"].values > 0)
+        ax.plot(x[tx], y[ty], "wx", ms=5, label="true source")
+        ax.legend(fontsize=7, loc="upper right")
+    ax.set(xlabel="x (nm)", ylabel="y (nm)",
+           title=f"catalogue: {catalogue.sizes['source']} sources, "
+                 f"{float(catalogue.attrs['interval_level']):.0%} position ellipses"
+                 + (f" x{magnify:g}" if magnify > 1 else ""))
+    return ax

@@ -45,6 +45,8 @@ class PosteriorDraws:
     wall_time_s: float
     messages: list = field(default_factory=list)
     extra: dict = field(default_factory=dict)     # method-specific arrays (Laplace spectrum)
+    tables: dict = field(default_factory=dict)    # stem → xr.Dataset, saved as stem.nc
+    frames: dict = field(default_factory=dict)    # stem → DataFrame, saved as stem.csv
 
 
 def gauge_fixed(problem: InverseProblem, operator: str, rho: torch.Tensor,

@@ -130,6 +130,17 @@ class Coordinates:
         return -(self.model.log_joint(rho, larmor, gain) + log_jac)
 
 
+def resolve_gain(problem, gain: str = "auto") -> "float | None":
+    """The gain's prior sd for ``--gain``: ``fixed`` → ``None`` (g = 1), ``latent`` →
+    :data:`~nvbayes.inference.generative.GAIN_SD`; ``auto`` → fixed where the spectrum's
+    scale is absolute (``problem.absolute``), latent where it is arbitrary."""
+    if gain not in GAIN_MODES:
+        raise ParameterError(f"unknown gain mode {gain!r}", f"use --gain {'|'.join(GAIN_MODES)}")
+    if gain == "auto":
+        gain = "fixed" if problem.absolute else "latent"
+    return None if gain == "fixed" else GAIN_SD
+
+
 def signal_mask(problem: InverseProblem, sigma: torch.Tensor, threshold: float = 3.0
                 ) -> torch.Tensor:
     """Pixels whose noise map ``N = Σ_ω S`` exceeds ``threshold`` times its noise
@@ -219,40 +230,36 @@ def whitening(coords: Coordinates, mode: torch.Tensor) -> tuple[torch.Tensor, He
     return gaussian.modes * curvature.rsqrt(), gaussian
 
 
-def sample_generative(model: GenerativeSpectrumModel, method: str, seed: int = 0,
-                      draws: int = 200, chains: int = 2, warmup: int = 300,
-                      start_larmor: "torch.Tensor | None" = None,
-                      svi_steps: int = SVI_STEPS) -> GenerativeDraws:
-    """Draw from the posterior of ``model`` (its ``observed`` set) by ``method``."""
+def whitened_draws(coords, start: torch.Tensor, method: str, seed: int = 0,
+                   draws: int = 200, chains: int = 2, warmup: int = 300,
+                   svi_steps: int = SVI_STEPS, max_tree_depth: int = 10
+                   ) -> tuple[torch.Tensor, dict, "np.ndarray | None"]:
+    """The engine of every posterior here: the mode of ``coords.energy`` from ``start``, its
+    whitening, then ``method``'s draws of z, ``(chain, draw, size)``; with the fit's
+    statistics and NUTS's divergence flags (``None`` for the others)."""
     if method not in GENERATIVE_METHODS:
         raise ParameterError(f"unknown method {method!r}",
                              f"use one of {', '.join(GENERATIVE_METHODS)}")
     t0 = time.perf_counter()
-    coords = Coordinates(model)
-    larmor0 = (model.larmor_fill.reshape(-1)[model.larmor_index] if start_larmor is None
-               else start_larmor)
-    rho0 = torch.full(model.shape, model.rho_mean, dtype=torch.float64)
-    mode = find_mode(coords, coords.pack(rho0, larmor0, 1.0 if model.gain_latent else None))
+    mode = find_mode(coords, start)
     transform, gaussian = whitening(coords, mode)
-    stats = {"likelihood": "generative", "condition_number": gaussian.condition_number,
-             "nonpositive_eigenvalues": gaussian.nonpositive, "rho_mean": model.rho_mean,
-             "latent_larmor_pixels": model.n_larmor,
-             "gain_sd": model.gain_sd if model.gain_latent else 0.0,
+    stats = {"condition_number": gaussian.condition_number,
+             "nonpositive_eigenvalues": gaussian.nonpositive,
              "mode_time_s": time.perf_counter() - t0}
 
     def to_z(u: torch.Tensor) -> torch.Tensor:
         return mode + u @ transform.T
 
-    generator = torch.Generator().manual_seed(seed)
     diverging = None
     if method == "laplace":
+        generator = torch.Generator().manual_seed(seed)
         u = torch.randn(1, draws, coords.size, generator=generator, dtype=torch.float64)
     elif method == "svi":
         u, stats["final_elbo"] = _svi(coords, to_z, seed, draws, svi_steps)
     else:
         result = run_nuts(None, potential_fn=lambda p: coords.energy(to_z(p["u"])),
                           chains=chains, warmup=warmup, draws=draws, seed=seed,
-                          full_mass=False,
+                          full_mass=False, max_tree_depth=max_tree_depth,
                           initial_values=lambda g: {"u": 0.1 * torch.randn(
                               coords.size, generator=g, dtype=torch.float64)})
         u = torch.as_tensor(result.samples["u"])
@@ -261,7 +268,27 @@ def sample_generative(model: GenerativeSpectrumModel, method: str, seed: int = 0
                   "divergences": int(result.diverging.sum()),
                   "mean_step_size": float(np.mean(result.step_size))}
     with torch.no_grad():
-        rho, larmor, gain, _ = coords.unpack(to_z(u))
+        return to_z(u), stats, diverging
+
+
+def sample_generative(model: GenerativeSpectrumModel, method: str, seed: int = 0,
+                      draws: int = 200, chains: int = 2, warmup: int = 300,
+                      start_larmor: "torch.Tensor | None" = None,
+                      svi_steps: int = SVI_STEPS) -> GenerativeDraws:
+    """Draw from the posterior of ``model`` (its ``observed`` set) by ``method``."""
+    t0 = time.perf_counter()
+    coords = Coordinates(model)
+    larmor0 = (model.larmor_fill.reshape(-1)[model.larmor_index] if start_larmor is None
+               else start_larmor)
+    rho0 = torch.full(model.shape, model.rho_mean, dtype=torch.float64)
+    start = coords.pack(rho0, larmor0, 1.0 if model.gain_latent else None)
+    z, stats, diverging = whitened_draws(coords, start, method, seed, draws, chains, warmup,
+                                         svi_steps)
+    stats |= {"likelihood": "generative", "rho_mean": model.rho_mean,
+              "latent_larmor_pixels": model.n_larmor,
+              "gain_sd": model.gain_sd if model.gain_latent else 0.0}
+    with torch.no_grad():
+        rho, larmor, gain, _ = coords.unpack(z)
         larmor_map = model.larmor_map(larmor)
         flat = [t.reshape(-1, *t.shape[2:]) for t in (rho, larmor)]
         gains = gain.reshape(-1) if gain is not None else [None] * flat[0].shape[0]
@@ -334,4 +361,4 @@ def fit_generative(problem: InverseProblem, method: str, operator: str = "F2", s
 
 __all__ = ["Coordinates", "GAIN_MODES", "GAIN_SD", "GENERATIVE_METHODS", "GenerativeDraws",
            "LIKELIHOODS", "Priors", "find_mode", "fit_generative", "generative_model",
-           "sample_generative", "signal_mask", "whitening"]
+           "resolve_gain", "sample_generative", "signal_mask", "whitened_draws", "whitening"]

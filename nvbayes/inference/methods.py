@@ -10,6 +10,7 @@ map      the specification's solver: one point estimate                 —     
 svi      a full-rank Gaussian guide (noise-map: the neural field)       200    —      —
 laplace  the mode and its exact Hessian's Gaussian                      200    —      —
 nuts     NUTS on the free pixel grid (≤ 16 × 16, CPU, fp32)             300    2      1000
+catalogue K point sources by NUTS, K by PSIS-LOO (CPU, fp32)           200    2      200
 ======== ============================================================ ======= ====== ======
 
 The sampling methods take ``likelihood``: ``generative`` (the default;
@@ -31,7 +32,8 @@ import torch
 
 from nvbayes.errors import ParameterError
 
-from .generative import GAIN_MODES, GAIN_SD, LIKELIHOODS, Priors, fit_generative
+from .catalogue import fit_catalogue_draws
+from .generative import GENERATIVE_METHODS, LIKELIHOODS, Priors, fit_generative, resolve_gain
 from .map import batchable, check_precision, fit_map
 from .pixel_posterior import fit_laplace, fit_nuts
 from .svi import fit_svi
@@ -65,7 +67,8 @@ class InferenceMethod:
     def check(self, spec, device: str, precision: str,
               likelihood: str = DEFAULT_LIKELIHOOD) -> None:
         """One-line errors for a model, device or precision this method cannot take."""
-        if self.draws is not None and check_likelihood(likelihood) == "generative":
+        if self.name in GENERATIVE_METHODS + ("catalogue",) and \
+                check_likelihood(likelihood) == "generative":
             if device != "cpu":
                 raise ParameterError(f"the generative {self.name} runs on the CPU",
                                      "drop --device, or use --likelihood noise-map")
@@ -94,6 +97,9 @@ METHODS = {m.name: m for m in (
     InferenceMethod("nuts", "NUTS on the free pixel grid (up to 16 x 16)", fit_nuts,
                     ("seed", "chains", "warmup", "draws"), draws=300, chains=2, warmup=1000,
                     fp32_only=True, cpu_only=True),
+    InferenceMethod("catalogue", "K point sources (F3 physics) by NUTS, K chosen by PSIS-LOO",
+                    fit_catalogue_draws, ("seed", "chains", "warmup", "draws"), draws=200,
+                    chains=2, warmup=200, fp32_only=True, cpu_only=True),
 )}
 
 
@@ -120,26 +126,16 @@ def check_device(device: str) -> str:
     return name
 
 
-def resolve_gain(problem, gain: str = "auto") -> "float | None":
-    """The gain's prior sd for ``--gain``: ``fixed`` → ``None`` (g = 1), ``latent`` →
-    :data:`~nvbayes.inference.generative.GAIN_SD`; ``auto`` → fixed where the spectrum's
-    scale is absolute (``problem.absolute``), latent where it is arbitrary."""
-    if gain not in GAIN_MODES:
-        raise ParameterError(f"unknown gain mode {gain!r}", f"use --gain {'|'.join(GAIN_MODES)}")
-    if gain == "auto":
-        gain = "fixed" if problem.absolute else "latent"
-    return None if gain == "fixed" else GAIN_SD
-
-
 def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: str = "cpu",
           show: "bool | None" = None, precision: str = "fp32", draws: "int | None" = None,
           chains: "int | None" = None, warmup: "int | None" = None,
           likelihood: str = DEFAULT_LIKELIHOOD, gain: str = "auto",
-          rho_mean: "float | None" = None):
+          rho_mean: "float | None" = None, sources: "int | None" = None):
     """Fit one :class:`~nvbayes.model.problem.InverseProblem` by ``method``: a ``MapResult``
     (``map``) or ``PosteriorDraws`` (``svi``, ``laplace``, ``nuts``).  Counts left ``None``
     take the method's defaults.  ``likelihood``, ``gain`` and ``rho_mean`` (the prior mean of
-    ρ; default the data's energy-matched uniform level) set the sampling methods' model.
+    ρ; default the data's energy-matched uniform level) set the sampling methods' model;
+    ``sources`` the catalogue's starting K (default: the peaks counted).
 
     Where the gain is latent the spectrum is first divided by its unit scale
     (:meth:`~nvbayes.model.problem.InverseProblem.unit_scale`), so that the gain's prior,
@@ -153,7 +149,10 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
     if entry.chains is not None and (chains < 1 or warmup < 1):
         raise ParameterError(f"chains {chains} and warmup {warmup}",
                              "pass --chains and --warmup of 1 or more")
-    if entry.draws is not None and check_likelihood(likelihood) == "generative":
+    if method == "catalogue":
+        return fit_catalogue_draws(problem, seed=seed, draws=draws, chains=chains,
+                                   warmup=warmup, gain=gain, sources=sources)
+    if method in GENERATIVE_METHODS and check_likelihood(likelihood) == "generative":
         gain_sd = resolve_gain(problem, gain)
         scale = 1.0
         if gain_sd is not None:
@@ -172,4 +171,4 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
 
 
 __all__ = ["DEFAULT_LIKELIHOOD", "DEVICES", "InferenceMethod", "LIKELIHOODS", "METHODS",
-           "check_device", "check_method", "infer", "resolve_gain"]
+           "check_device", "check_likelihood", "check_method", "infer"]

@@ -103,6 +103,7 @@ class Run:
     path: "Path | None" = None
     tables: dict = field(default_factory=dict)
     summary: "pd.DataFrame | None" = None
+    frames: dict = field(default_factory=dict)        # stem → DataFrame, saved as stem.csv
 
     @property
     def method(self) -> str:
@@ -258,6 +259,8 @@ class Run:
                     table.to_netcdf(tmp / name, engine="netcdf4")
             if self.summary is not None:
                 self.summary.to_csv(tmp / SUMMARY)
+            for stem, frame in self.frames.items():
+                frame.to_csv(tmp / f"{stem}.csv", index=False)
             for name, figure in (figures or {}).items():
                 figure.savefig(tmp / name, dpi=FIGURE_DPI)
 
@@ -279,10 +282,12 @@ class Run:
                     tables[path.stem] = handle.load()
         summary = (pd.read_csv(folder / SUMMARY, index_col=0)
                    if (folder / SUMMARY).is_file() else None)
+        frames = {path.stem: pd.read_csv(path) for path in sorted(folder.glob("*.csv"))
+                  if path.name != SUMMARY}
         config = tomllib.loads((folder / CONFIG).read_text())
         return cls(idata=idata, config=config, history=tables.pop("history", None),
                    metrics=tables.pop("metrics", None), path=folder, tables=tables,
-                   summary=summary)
+                   summary=summary, frames=frames)
 
 
 def run_config(spec_dict: dict, *, method: str, operator: str, seed: int, device: str,

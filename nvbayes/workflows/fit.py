@@ -18,7 +18,7 @@ import xarray as xr
 from nvbayes.data.io import n_samples, read_measurement, select_sample, validate_measurement
 from nvbayes.data.spec import load_spec
 from nvbayes.errors import ParameterError
-from nvbayes.figures.imaging import plot_hessian_spectrum, plot_run
+from nvbayes.figures.imaging import plot_catalogue, plot_hessian_spectrum, plot_run
 from nvbayes.inference.draws import PosteriorDraws
 from nvbayes.inference.map import check_precision, fit_batch
 from nvbayes.inference.methods import DEFAULT_LIKELIHOOD, check_device, check_method, infer
@@ -28,6 +28,7 @@ from nvbayes.results.run import Run, hessian_dataset, run_config
 
 #: The figure of every run, and the Laplace fit's Hessian spectrum.
 FIGURE, HESSIAN_FIGURE = "reconstruction.png", "hessian_spectrum.png"
+CATALOGUE_FIGURE = "catalogue.png"
 
 
 def _prepare(measurement, model: str, method: str, operator: str, device: str,
@@ -50,6 +51,8 @@ def save_run(run: Run, folder: "str | os.PathLike") -> Path:
     figures = {FIGURE: plot_run(run)}
     if run.hessian is not None:
         figures[HESSIAN_FIGURE] = plot_hessian_spectrum(run.hessian)
+    if "catalogue" in run.tables:
+        figures[CATALOGUE_FIGURE] = plot_catalogue(run).figure
     return run.save(folder, figures)
 
 
@@ -62,6 +65,8 @@ def _run(one: xr.Dataset, result, spec, *, method, operator, seed, device, preci
     if isinstance(result, PosteriorDraws):
         config["run"]["likelihood"] = str(result.stats.get("likelihood", "noise-map"))
         run = Run.from_draws(one, result, config)
+        run.tables |= result.tables
+        run.frames |= result.frames
         if result.extra:
             run.tables["hessian"] = hessian_dataset(result, one)
     else:
@@ -77,7 +82,7 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
         precision: str = "fp32", draws: "int | None" = None, chains: "int | None" = None,
         warmup: "int | None" = None, protocol: "str | None" = None,
         likelihood: str = DEFAULT_LIKELIHOOD, gain: str = "auto",
-        rho_mean: "float | None" = None) -> Run:
+        rho_mean: "float | None" = None, sources: "int | None" = None) -> Run:
     """Fit one measurement and return the run (metrics included when the truth is known).
 
     Parameters
@@ -103,6 +108,7 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
         (:func:`nvbayes.inference.methods.resolve_gain`).
     rho_mean : the generative prior's mean of ρ per pixel (default: the energy-matched
         uniform level of the data).
+    sources : the catalogue's K to start from (default: the peaks of its MAP, counted).
     """
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision,
@@ -111,7 +117,7 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     result = infer(InverseProblem.from_measurement(one), spec, method=method,
                     operator=operator, seed=seed, device=device, show=show_progress,
                     precision=precision, draws=draws, chains=chains, warmup=warmup,
-                    likelihood=likelihood, gain=gain, rho_mean=rho_mean)
+                    likelihood=likelihood, gain=gain, rho_mean=rho_mean, sources=sources)
     return _run(one, result, spec, method=method, operator=operator, seed=seed, device=device,
                 precision=precision, source=source, sample=sample)
 
@@ -123,11 +129,12 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
                 precision: str = "fp32", draws: "int | None" = None,
                 chains: "int | None" = None, warmup: "int | None" = None,
                 protocol: "str | None" = None, likelihood: str = DEFAULT_LIKELIHOOD,
-                gain: str = "auto", rho_mean: "float | None" = None) -> list[Run]:
+                gain: str = "auto", rho_mean: "float | None" = None,
+                sources: "int | None" = None) -> list[Run]:
     """Fit several samples of a data set (default: all), ``batch`` at a time in one
     optimization loop (neural-field MAP fits; baselines and the sampling methods one after
     the other), and return one run per sample, each the run :func:`fit` gives for that sample
-    alone.  ``likelihood``, ``gain`` and ``rho_mean`` as in :func:`fit`."""
+    alone.  ``likelihood``, ``gain``, ``rho_mean`` and ``sources`` as in :func:`fit`."""
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision,
                                                                protocol, likelihood)
@@ -144,7 +151,7 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
             InverseProblem.from_measurement(select_sample(data, i)), spec, method=method,
             operator=operator, seed=seed, device=device, show=show_progress,
             precision=precision, draws=draws, chains=chains, warmup=warmup,
-            likelihood=likelihood, gain=gain, rho_mean=rho_mean), spec,
+            likelihood=likelihood, gain=gain, rho_mean=rho_mean, sources=sources), spec,
             method=method, operator=operator, seed=seed, device=device, precision=precision,
             source=source, sample=i) for i in samples]
     runs = []
