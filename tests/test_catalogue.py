@@ -111,6 +111,10 @@ def test_choose_sources_takes_the_smallest_k_within_the_rule():
     assert choose_sources(table) == 6
     table.loc["K=6", "elpd_diff"] = 10.0
     assert choose_sources(table) == 7
+    # a missing source: a huge difference whose dse is as large (few pixels carry it)
+    table = pd.DataFrame({"elpd_diff": [0.0, 28296.0], "dse": [0.0, 27590.0]},
+                         index=["K=3", "K=2"])
+    assert choose_sources(table) == 3
 
 
 def _scene(tmp_path, truth=True):

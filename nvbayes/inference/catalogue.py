@@ -17,9 +17,12 @@ chosen by PSIS-LOO.
    peak; K₀ + 1 adds a source where the K₀ fit leaves the largest noise-map residual.
 3. **PSIS-LOO** over pixels (each pixel's Σ_ω log-likelihood is one point) by
    :func:`arviz.compare`; the catalogue is the smallest K whose expected log predictive
-   density is within :data:`LOO_SE_RULE` standard errors of the difference (``dse``) of the
-   best one (a source the data do not ask for hardly changes the elpd, and its position then
-   wanders over the window).
+   density is within both :data:`LOO_SE_RULE` standard errors of the difference (``dse``)
+   and :data:`LOO_NATS` of the best one.  A source the data do not ask for changes the elpd by
+   a nat or two and its position then wanders over the window; a missing source costs
+   thousands of nats, but concentrated on a few pixels, so that its ``dse`` (√n times the
+   spread of the pointwise differences) is as large as the difference itself: hence both
+   bounds.
 """
 
 from __future__ import annotations
@@ -50,8 +53,9 @@ with warnings.catch_warnings():
 #: A peak is a source when its 3 × 3 mass exceeds this many amplitude noise sds.
 DETECTION_SNR = 5.0
 NOISE_PEAK_FACTOR = 10.0
-#: K is the smallest candidate with elpd_diff ≤ this many dse of the best.
+#: K is the smallest candidate with elpd_diff ≤ this many dse of the best, and ≤ LOO_NATS.
 LOO_SE_RULE = 2.0
+LOO_NATS = 4.0
 #: NUTS's tree depth for the catalogue (a superfluous source has flat directions).
 MAX_TREE_DEPTH = 8
 #: Most sources a catalogue starts with.
@@ -285,9 +289,12 @@ def fit_catalogue(problem: InverseProblem, sigma: float, gain_sd: "float | None"
                            time.perf_counter() - start_time, messages)
 
 
-def choose_sources(comparison: pd.DataFrame, rule: float = LOO_SE_RULE) -> int:
-    """The smallest K (index ``"K=k"``) whose ``elpd_diff`` is within ``rule × dse``."""
-    close = comparison[comparison["elpd_diff"] <= rule * comparison["dse"].fillna(0.0)]
+def choose_sources(comparison: pd.DataFrame, rule: float = LOO_SE_RULE,
+                   nats: float = LOO_NATS) -> int:
+    """The smallest K (index ``"K=k"``) whose ``elpd_diff`` is within ``rule × dse`` and
+    within ``nats`` of the best."""
+    bound = np.minimum(rule * comparison["dse"].fillna(0.0), nats)
+    close = comparison[comparison["elpd_diff"] <= bound]
     return min(int(str(name).split("=")[1]) for name in close.index)
 
 
