@@ -21,17 +21,23 @@ from nvbayes.workflows.benchmark import (
     DEFAULT_METHODS,
     PRESETS,
     BenchmarkPlan,
-    InProcess,
     load_data,
     resolve_methods,
     run_benchmark,
 )
 from nvbayes.workflows.benchmark.ablation import TABLE3_METRICS
-from nvbayes.workflows.benchmark.executors import DaskExecutor
 from nvbayes.workflows.benchmark.plan import interleaved_order, parse_operators, parse_seeds
 from nvbayes.workflows.benchmark.runner import with_sample_axis
 
-from .common import RUNS, device_arguments, protocol_argument, readout_argument, simulator_argument
+from .common import (
+    RUNS,
+    device_arguments,
+    executor_arguments,
+    make_executor,
+    protocol_argument,
+    readout_argument,
+    simulator_argument,
+)
 
 DESCRIPTION = ("The paper's benchmark protocol (Tables 1 and 2): fit every sample of a data set "
                "with each model under each inversion operator and seed; write results.nc, "
@@ -75,17 +81,11 @@ def run_arguments(p) -> None:
     p.add_argument("--preset", default="fast", choices=sorted(PRESETS),
                    help="NeTMY preset: fast = models/netmy-fast.toml (default), paper = "
                         "models/netmy.toml")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads per fit, on every executor (1)")
+    executor_arguments(p)
     p.add_argument("--batch", type=int, default=1,
                    help="samples per optimization loop for neural-field models; the results "
                         "are those of single fits (1)")
     device_arguments(p)
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int,
-                       help="start a local Dask cluster of N worker processes (needs the "
-                            "[dask] extra)")
-    where.add_argument("--scheduler", help="run on an existing Dask cluster, tcp://HOST:PORT")
     p.add_argument("--out", type=Path, help="benchmark folder (default runs/<command>-...)")
     p.add_argument("--report-only", action="store_true",
                    help="fit nothing: write results.nc, summary.md and figures from the "
@@ -118,8 +118,7 @@ def execute(args, methods: dict, kind: str, title: str, **extra) -> None:
     """Run the benchmark machinery on ``methods`` and print where the results are."""
     operators, seeds = parse_operators(args.operators), parse_seeds(args.seeds)
     device, precision = check_device(args.device), check_precision(args.precision)
-    executor = (InProcess(args.threads) if args.workers is None and args.scheduler is None
-                else DaskExecutor(args.threads, scheduler=args.scheduler, workers=args.workers))
+    executor = make_executor(args)
     data, description = _data(args)
     data = with_sample_axis(data)
     order = (interleaved_order(data["scene_class"].values.tolist())

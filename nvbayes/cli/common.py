@@ -12,6 +12,7 @@ from nvbayes.inference.map import PRECISIONS
 from nvbayes.inference.methods import DEVICES
 from nvbayes.physics.lorentzian import READOUTS
 from nvbayes.physics.operators import INVERSION_OPERATORS, OPERATORS
+from nvbayes.workflows.benchmark.executors import DaskExecutor, InProcess
 
 #: Where outputs go without --out.
 RUNS = Path("runs")
@@ -48,6 +49,24 @@ def device_arguments(p: argparse.ArgumentParser) -> None:
                    help="cpu or cuda (cpu)")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="fp32, or bf16: the neural field's MLP in mixed precision (fp32)")
+
+
+def executor_arguments(p: argparse.ArgumentParser) -> None:
+    """``--threads``, and where the fits run: ``--workers N`` or ``--scheduler ADDRESS``."""
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads per fit, on every executor (1)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int,
+                       help="start a local Dask cluster of N worker processes (needs the "
+                            "[dask] extra)")
+    where.add_argument("--scheduler", help="run on an existing Dask cluster, tcp://HOST:PORT")
+
+
+def make_executor(args):
+    """The executor :func:`executor_arguments` asked for (not yet entered)."""
+    if args.workers is None and args.scheduler is None:
+        return InProcess(args.threads)
+    return DaskExecutor(args.threads, scheduler=args.scheduler, workers=args.workers)
 
 
 def parse_samples(text: str, flag: str = "--samples") -> list[int]:
@@ -90,5 +109,6 @@ def warn(message: str) -> None:
     print(f"nvbayes: warning: {message}", file=sys.stderr)
 
 
-__all__ = ["RUNS", "check_seed", "device_arguments", "operator_argument", "parse_samples",
+__all__ = ["RUNS", "check_seed", "device_arguments", "executor_arguments", "make_executor",
+           "operator_argument", "parse_samples",
            "protocol_argument", "readout_argument", "simulator_argument", "warn"]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nvbayes.workflows.benchmark.executors import DaskExecutor, InProcess
 from nvbayes.workflows.sbc import DATASET, FIGURE, TABLE, SbcPlan, run_sbc
 
-from .common import RUNS
+from .common import RUNS, executor_arguments, make_executor
 
 DESCRIPTION = ("Simulation-based calibration (Talts et al. 2018): draw the density, Larmor "
                "field and gain from the generative model's prior, simulate a spectrum, fit it "
@@ -42,10 +41,7 @@ def add_arguments(p) -> None:
                    help=f"rank histogram bins; draws + 1 must be a multiple ({DEFAULTS.bins})")
     p.add_argument("--data-seed", type=int, default=DEFAULTS.seed,
                    help=f"seed of the first replication ({DEFAULTS.seed})")
-    p.add_argument("--workers", type=int,
-                   help="run replications on a local Dask cluster of N worker processes")
-    p.add_argument("--scheduler", help="or on the Dask cluster at tcp://HOST:PORT")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per fit (1)")
+    executor_arguments(p)
     p.add_argument("--out", help="output folder (default runs/sbc-...)")
 
 
@@ -55,8 +51,7 @@ def run(args) -> None:
                    sigma=args.sigma, rho_mean=args.rho_mean, gain_sd=args.gain_sd,
                    draws=args.draws, thin=args.thin, warmup=args.warmup, bins=args.bins,
                    seed=args.data_seed)
-    executor = (InProcess(args.threads) if args.workers is None and args.scheduler is None
-                else DaskExecutor(args.threads, scheduler=args.scheduler, workers=args.workers))
+    executor = make_executor(args)
     out = args.out or RUNS / (f"sbc-{'-'.join(plan.methods)}-{plan.grid}px-"
                               f"{plan.replications}")
     out = Path(out)

@@ -122,9 +122,27 @@ class DaskExecutor:
 
     def map(self, fn, items: list) -> Iterator[tuple]:
         """``(item, fn(item), None)`` for each item in completion order, or ``(item, None,
-        error)`` where the task failed (a lost worker fails only its item).  At most two
-        tasks per worker slot are in flight; each worker runs torch with ``threads``
-        threads."""
+        error)`` where the task failed (a lost worker fails only its item).  Each worker runs
+        torch with ``threads`` threads."""
+        return self._stream(items, lambda item: self.client.submit(
+            _threaded, fn, item, self.threads, pure=False))
+
+    def run(self, groups: list[list[Cell]], data: xr.Dataset, plan) -> Iterator[CellRecord]:
+        shared = self.client.scatter(data, broadcast=True)
+
+        def submit(cells):
+            return self.client.submit(fit_group, cells, shared, plan.methods[cells[0].method],
+                                      self.threads, plan.device, plan.precision,
+                                      key=f"nvbayes-{cells[0].key}-x{len(cells)}", pure=False)
+
+        for cells, records, error in self._stream(groups, submit):
+            yield from (records if error is None
+                        else [failed_record(c, error) for c in cells])
+
+    def _stream(self, items: list, submit_one) -> Iterator[tuple]:
+        """``(item, result, error)`` in completion order for the futures ``submit_one(item)``
+        returns, with at most two tasks per worker slot in flight, so the scheduler never
+        holds the whole sweep."""
         as_completed = _dask()[1].as_completed
         window = 2 * max(1, sum(self.client.nthreads().values()))
         pending = iter(items)
@@ -135,7 +153,7 @@ class DaskExecutor:
             item = next(pending, None)
             if item is None:
                 return False
-            future = self.client.submit(_threaded, fn, item, self.threads, pure=False)
+            future = submit_one(item)
             futures[future] = item
             queue.add(future)
             return True
@@ -149,39 +167,6 @@ class DaskExecutor:
                 yield item, future.result(), None
             except Exception as exc:   # noqa: BLE001 - a failed task fails its item only
                 yield item, None, f"{type(exc).__name__}: {exc} (on the cluster)"
-            submit()
-
-    def run(self, groups: list[list[Cell]], data: xr.Dataset, plan) -> Iterator[CellRecord]:
-        as_completed = _dask()[1].as_completed
-        shared = self.client.scatter(data, broadcast=True)
-        window = 2 * max(1, sum(self.client.nthreads().values()))
-        pending = iter(groups)
-        futures: dict = {}
-
-        def submit() -> bool:
-            cells = next(pending, None)
-            if cells is None:
-                return False
-            future = self.client.submit(fit_group, cells, shared, plan.methods[cells[0].method],
-                                        self.threads, plan.device, plan.precision,
-                                        key=f"nvbayes-{cells[0].key}-x{len(cells)}",
-                                        pure=False)
-            futures[future] = cells
-            queue.add(future)
-            return True
-
-        queue = as_completed()
-        for _ in range(window):
-            if not submit():
-                break
-        for future in queue:
-            cells = futures.pop(future)
-            try:
-                records = future.result()
-            except Exception as exc:   # noqa: BLE001 - a lost worker fails its cells only
-                records = [failed_record(c, f"{type(exc).__name__}: {exc} (on the cluster)")
-                           for c in cells]
-            yield from records
             submit()
 
 
