@@ -252,3 +252,16 @@ def test_spectrum_scale_is_read_and_validated():
 def test_priors_are_validated():
     with pytest.raises(ValueError, match="rho-mean"):
         Priors(rho_mean=-1.0)
+
+
+def test_a_constant_sigma_map_gives_the_scalar_result():
+    """A per-pixel σ map in the file (dims y, x) is the likelihood's σ: a constant map gives
+    the posterior of the scalar σ."""
+    data = _measurement()
+    scalar = fit(data, model="netmy-fast", method="laplace", draws=20)
+    mapped = data.copy()
+    sigma = float(data["noise_sigma"])
+    mapped["noise_sigma"] = (("y", "x"), np.full((data.sizes["y"], data.sizes["x"]), sigma))
+    other = fit(mapped, model="netmy-fast", method="laplace", draws=20)
+    np.testing.assert_allclose(scalar.idata.posterior["rho"].values,
+                               other.idata.posterior["rho"].values, rtol=1e-9, atol=1e-12)

@@ -7,14 +7,16 @@ A measurement is an :class:`xarray.Dataset`:
 ``rho_true``              ``([sample,] y, x)`` true source weight per pixel (optional)
 ``larmor_true``           ``([sample,] y, x)`` true Larmor field, GHz (optional)
 ``noise_sigma``           ``([sample])`` σ of the sensor noise of one readout, in spectrum
-                          units (optional; estimated from the spectrum where absent)
+                          units, or ``(y, x)`` a σ per pixel for a single measurement
+                          (optional; estimated from the spectrum where absent)
 coords ``freq``           readout frequencies, GHz, strictly increasing
 coords ``y``, ``x``       pixel positions, nm, evenly spaced with one common spacing
 coords ``scene_class``,   per sample (a scalar coordinate for a single measurement)
 ``seed``
 attrs                     ``schema``, ``standoff_nm``, ``linewidth_ghz``,
                           ``larmor_band_ghz``, ``operator``, ``noise``, ``units``,
-                          ``nvbayes_version``
+                          ``nvbayes_version``; optional ``spectrum_scale``
+                          (``absolute`` or ``arbitrary``, :class:`InverseProblem`)
 ========================  =============================================================
 
 Files are written to a temporary name beside the target and renamed into place, so an

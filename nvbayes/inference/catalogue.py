@@ -247,15 +247,16 @@ def _residual_peak(model: PointSourceModel, fit: CatalogueFit, larmor: torch.Ten
     return ix * spacing, iy * spacing, amplitude / gain, float(larmor[iy, ix])
 
 
-def fit_catalogue(problem: InverseProblem, sigma: float, gain_sd: "float | None" = None,
+def fit_catalogue(problem: InverseProblem, sigma, gain_sd: "float | None" = None,
                   sources: "int | None" = None, seed: int = 0, draws: int = 200,
                   chains: int = 2, warmup: int = 200) -> CatalogueResult:
-    """The catalogue of one measurement (module docstring)."""
+    """The catalogue of one measurement (module docstring); ``sigma`` a number or a
+    per-pixel map ``(n, n)``."""
     if sources is not None and sources < 1:
         raise ParameterError(f"--sources {sources}", "use 1 or more sources, or leave it out "
                                                      "to count the peaks")
     start_time = time.perf_counter()
-    starts = detect_peaks(problem, sigma)
+    starts = detect_peaks(problem, float(torch.as_tensor(sigma).median()))
     messages = []
     if not starts:
         raise NvbayesError("no source stands out of the noise in this measurement",
@@ -383,14 +384,15 @@ def fit_catalogue_draws(problem: InverseProblem, spec=None, operator: str = "F2"
     if gain_sd is not None:
         scale = float(problem.unit_scale())
         problem = problem.rescaled(scale)
-    sigma = float(problem.sigma())
+    sigma = problem.sigma()
     result = fit_catalogue(problem, sigma, gain_sd, sources, seed, draws, chains, warmup)
     rho, larmor, noise = rasterized(result.model, result.chosen)
     fit = result.chosen
     draw_stats = {"diverging": fit.stats["diverging"]}
     if fit.gain is not None:
         draw_stats["gain"] = fit.gain
-    stats = {"likelihood": "catalogue", "sources": fit.sources, "noise_sigma": sigma,
+    stats = {"likelihood": "catalogue", "sources": fit.sources,
+             "noise_sigma": float(sigma.mean()),
              "spectrum_divided_by": scale,
              "divergences": int(fit.stats["diverging"].sum()),
              "candidates": ", ".join(str(k) for k in sorted(result.candidates))}
