@@ -143,9 +143,10 @@ def test_default_hooks_do_nothing_and_the_free_density_projects():
 def test_the_fit_command_offers_exactly_the_registered_methods():
     fit = build_parser("fit")._subparsers._group_actions[0].choices["fit"]
     method = next(a for a in fit._actions if a.dest == "method")
-    assert tuple(method.choices) == tuple(METHODS) == ("map", "svi", "laplace", "nuts")
+    assert tuple(method.choices) == tuple(METHODS) == ("map", "svi", "laplace", "nuts",
+                                                       "catalogue")
     assert METHODS["map"].draws is None
-    assert all(METHODS[m].draws >= 2 for m in ("svi", "laplace", "nuts"))
+    assert all(METHODS[m].draws >= 2 for m in ("svi", "laplace", "nuts", "catalogue"))
 
 
 def test_infer_takes_the_registry_defaults(monkeypatch):
@@ -157,7 +158,7 @@ def test_infer_takes_the_registry_defaults(monkeypatch):
 
     monkeypatch.setitem(METHODS, "nuts", METHODS["nuts"].__class__(
         **{**METHODS["nuts"].__dict__, "fit": fake}))
-    assert infer(None, None, method="nuts", operator="F2") == "result"
+    assert infer(None, None, method="nuts", operator="F2", likelihood="noise-map") == "result"
     assert (seen["draws"], seen["chains"], seen["warmup"]) == (300, 2, 1000)
     with pytest.raises(ParameterError, match="draws must be >= 2"):
         infer(None, None, method="nuts", operator="F2", draws=1)

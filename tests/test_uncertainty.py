@@ -292,7 +292,8 @@ def tiny_toml(tmp_path_factory):
 def test_svi_run_opens_in_arviz_and_round_trips(two_sources, tiny_toml, tmp_path, capsys):
     data = write_netcdf(two_sources, tmp_path / "m.nc")
     code, out, err = run_cli(["fit", data, "--method", "svi", "--model", tiny_toml,
-                              "--draws", 50, "--out", tmp_path / "run"], capsys)
+                              "--likelihood", "noise-map", "--draws", 50,
+                              "--out", tmp_path / "run"], capsys)
     assert code == 0, err
     idata = az.from_netcdf(str(tmp_path / "run" / "posterior.nc"))
     assert dict(idata.posterior["rho"].sizes) == {"chain": 1, "draw": 50, "y": 16, "x": 16}
@@ -311,7 +312,8 @@ def test_svi_run_opens_in_arviz_and_round_trips(two_sources, tiny_toml, tmp_path
 def test_laplace_run_writes_the_hessian_spectrum(two_sources, tiny_toml, tmp_path, capsys):
     data = write_netcdf(two_sources, tmp_path / "m.nc")
     code, out, err = run_cli(["fit", data, "--method", "laplace", "--model", tiny_toml,
-                              "--draws", 40, "--out", tmp_path / "run"], capsys)
+                              "--likelihood", "noise-map", "--draws", 40,
+                              "--out", tmp_path / "run"], capsys)
     assert code == 0, err
     assert "condition number" in out
     run = Run.load(tmp_path / "run")
@@ -409,7 +411,9 @@ def test_calibrate_bad_input_is_one_line(extra, message, tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--method", "nuts"], "up to 16x16"),
-    (["--method", "svi", "--model", "tikhonov"], "neural field"),
+    (["--method", "svi", "--model", "tikhonov", "--likelihood", "noise-map"], "neural field"),
+    (["--method", "laplace", "--likelihood", "exact"], "invalid choice"),
+    (["--method", "laplace", "--gain", "maybe"], "invalid choice"),
     (["--method", "svi", "--draws", 1], "draws"),
     (["--method", "nuts", "--precision", "bf16"], "precision"),
 ])
