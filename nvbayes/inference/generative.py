@@ -175,6 +175,11 @@ class GenerativeDraws:
     diverging: "np.ndarray | None" = None
 
 
+#: Above this many coordinates the mode is polished by more L-BFGS rounds, not Newton steps
+#: (each Newton step is a Hessian and its eigen-decomposition).
+NEWTON_MAX = 1500
+
+
 def find_mode(coords: Coordinates, start: torch.Tensor, lbfgs_steps: int = 300,
               newton_steps: int = 50) -> torch.Tensor:
     """ẑ, the minimum of U: L-BFGS (strong Wolfe) from ``start``, then damped Newton steps
@@ -182,7 +187,11 @@ def find_mode(coords: Coordinates, start: torch.Tensor, lbfgs_steps: int = 300,
     falls) until the Newton decrement ``½ gᵀ H⁻¹ g`` is below 1e-10.
 
     U is ill-conditioned (κ ~ 10⁵: the power kernel smooths ρ), which L-BFGS crosses slowly;
-    near the mode Newton's quadratic convergence finishes in a few steps."""
+    near the mode Newton's quadratic convergence finishes in a few steps.  Above
+    :data:`NEWTON_MAX` coordinates, L-BFGS rounds run until one changes U by < 1e-10 of it."""
+    large = coords.size > NEWTON_MAX
+    if large:
+        lbfgs_steps, newton_steps = 20 * lbfgs_steps, 0
     z = start.detach().clone().requires_grad_(True)
     optimizer = torch.optim.LBFGS([z], lr=1.0, max_iter=lbfgs_steps, tolerance_grad=1e-10,
                                   tolerance_change=1e-14, history_size=50,
@@ -194,7 +203,11 @@ def find_mode(coords: Coordinates, start: torch.Tensor, lbfgs_steps: int = 300,
         value.backward()
         return value
 
-    optimizer.step(closure)
+    value = float(optimizer.step(closure).detach())
+    for _ in range(20 if large else 0):
+        previous, value = value, float(optimizer.step(closure).detach())
+        if not np.isfinite(value) or abs(previous - value) <= 1e-10 * abs(value):
+            break
     z = z.detach()
     value = float(coords.energy(z))
     for _ in range(newton_steps):
