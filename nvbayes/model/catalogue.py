@@ -67,7 +67,9 @@ class PointSourceModel:
         if not amplitude_mean > 0:
             raise ValueError(f"amplitude_mean must be > 0, got {amplitude_mean}")
         t = dict(dtype=torch.float64)
-        self.freqs = torch.from_numpy(np.array(freqs, dtype=np.float64)).reshape(-1)
+        freqs = (freqs.detach() if isinstance(freqs, torch.Tensor)
+                 else torch.from_numpy(np.array(freqs, dtype=np.float64)))
+        self.freqs = freqs.to(torch.float64).reshape(-1)
         self.linewidth = float(linewidth)
         self.spacing, self.standoff = float(spacing), float(standoff)
         self.shape = tuple(int(s) for s in shape)
