@@ -379,11 +379,7 @@ def fit_catalogue_draws(problem: InverseProblem, spec=None, operator: str = "F2"
     and ``frames["catalogue"]`` (:func:`source_table`).  ``spec`` and ``operator`` are not
     used: the catalogue is its own model, with F3's physics.  Where the gain is latent the
     spectrum is divided by its unit scale first, as for the generative pixel fits."""
-    gain_sd = resolve_gain(problem, gain)
-    scale = 1.0
-    if gain_sd is not None:
-        scale = float(problem.unit_scale())
-        problem = problem.rescaled(scale)
+    problem, gain_sd, scale = resolve_gain(problem, gain)
     sigma = problem.sigma()
     result = fit_catalogue(problem, sigma, gain_sd, sources, seed, draws, chains, warmup)
     rho, larmor, noise = rasterized(result.model, result.chosen)

@@ -130,15 +130,20 @@ class Coordinates:
         return -(self.model.log_joint(rho, larmor, gain) + log_jac)
 
 
-def resolve_gain(problem, gain: str = "auto") -> "float | None":
-    """The gain's prior sd for ``--gain``: ``fixed`` → ``None`` (g = 1), ``latent`` →
-    :data:`~nvbayes.inference.generative.GAIN_SD`; ``auto`` → fixed where the spectrum's
-    scale is absolute (``problem.absolute``), latent where it is arbitrary."""
+def resolve_gain(problem, gain: str = "auto") -> tuple:
+    """``(problem, gain_sd, scale)`` for ``--gain``: ``fixed`` → ``gain_sd = None`` (g = 1),
+    ``latent`` → :data:`GAIN_SD`; ``auto`` → fixed where the spectrum's scale is absolute
+    (``problem.absolute``), latent where it is arbitrary.  With the gain latent the problem
+    comes back divided by its unit scale (``scale``; else 1), so that the gain's prior,
+    centred at 1, and the result do not depend on the unit the spectrum is written in."""
     if gain not in GAIN_MODES:
         raise ParameterError(f"unknown gain mode {gain!r}", f"use --gain {'|'.join(GAIN_MODES)}")
     if gain == "auto":
         gain = "fixed" if problem.absolute else "latent"
-    return None if gain == "fixed" else GAIN_SD
+    if gain == "fixed":
+        return problem, None, 1.0
+    scale = float(problem.unit_scale())
+    return problem.rescaled(scale), GAIN_SD, scale
 
 
 def signal_mask(problem: InverseProblem, sigma: torch.Tensor, threshold: float = 3.0

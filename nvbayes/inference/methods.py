@@ -153,11 +153,7 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
         return fit_catalogue_draws(problem, seed=seed, draws=draws, chains=chains,
                                    warmup=warmup, gain=gain, sources=sources)
     if method in GENERATIVE_METHODS and check_likelihood(likelihood) == "generative":
-        gain_sd = resolve_gain(problem, gain)
-        scale = 1.0
-        if gain_sd is not None:
-            scale = float(problem.unit_scale())
-            problem = problem.rescaled(scale)
+        problem, gain_sd, scale = resolve_gain(problem, gain)
         result = fit_generative(problem, method, operator, seed=seed, draws=draws,
                                 chains=chains, warmup=warmup,
                                 priors=Priors(rho_mean=rho_mean, gain_sd=gain_sd,

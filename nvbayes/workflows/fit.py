@@ -105,7 +105,7 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     likelihood : the sampling methods' likelihood, ``generative`` (default) or
         ``noise-map`` (:mod:`nvbayes.inference.methods`).
     gain : ``auto``, ``fixed`` or ``latent``: the generative model's gain
-        (:func:`nvbayes.inference.methods.resolve_gain`).
+        (:func:`nvbayes.inference.generative.resolve_gain`).
     rho_mean : the generative prior's mean of ρ per pixel (default: the energy-matched
         uniform level of the data).
     sources : the catalogue's K to start from (default: the peaks of its MAP, counted).
