@@ -17,7 +17,8 @@ from pyro import poutine
 from nvbayes.cli import main
 from nvbayes.data.io import write_netcdf
 from nvbayes.data.scenes import SimulationSettings, simulate
-from nvbayes.inference.catalogue import CatalogueCoordinates, choose_sources
+from nvbayes.inference.catalogue import (Candidate, CatalogueCoordinates, choose_sources,
+                                         sample_candidates)
 from nvbayes.model.catalogue import PointSourceModel
 from nvbayes.physics.geometry import Grid
 from nvbayes.physics.lorentzian import readout_frequencies
@@ -67,13 +68,17 @@ def test_continuous_positions_move_the_spectrum_smoothly():
     assert torch.allclose(left[..., ix - span: ix + span], mirrored, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("gain_sd", [None, 0.5])
-def test_log_joint_equals_the_pyro_trace(gain_sd):
+@pytest.mark.parametrize("gain_sd, sigma_map", [(None, False), (0.5, False), (None, True)])
+def test_log_joint_equals_the_pyro_trace(gain_sd, sigma_map):
+    """The Gram-matrix log-likelihood (overlapping patches, a number or a per-pixel σ) equals
+    the pointwise sum, and the log joint equals Pyro's trace."""
     x, y, a, w = _sources()
     clean = _model().mean(x, y, a, w)
     noisy = clean + 0.01 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0),
                                        dtype=torch.float64)
-    model = _model(gain_sd=gain_sd, observed=noisy)
+    sigma = 0.01 * (1.0 + torch.rand(N, N, generator=torch.Generator().manual_seed(1),
+                                     dtype=torch.float64)) if sigma_map else 0.01
+    model = _model(gain_sd=gain_sd, observed=noisy, sigma=sigma)
     values = {"x": x, "y": y, "amplitude": a, "larmor": w}
     gain = None
     if gain_sd:
@@ -103,6 +108,25 @@ def test_catalogue_coordinates_round_trip_and_jacobian(gain_sd):
 
     jac = torch.autograd.functional.jacobian(params, z)
     assert float(back[-1]) == pytest.approx(float(torch.linalg.slogdet(jac)[1]), abs=1e-9)
+
+
+def test_chains_do_not_depend_on_the_number_of_processes():
+    """Every (K, chain) is seeded on its own, so two processes give the one-process draws
+    exactly."""
+    x, y, a, w = _sources()
+    clean = _model().mean(x, y, a, w)
+    noisy = clean + 0.01 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(2),
+                                       dtype=torch.float64)
+    model = _model(observed=noisy)
+    starts = list(zip(*(v.tolist() for v in (x, y, a, w)), strict=True))
+    candidates = {k: Candidate.from_starts(model, starts[:k]) for k in (2, 3)}
+    one = sample_candidates(candidates, seed=4, draws=15, chains=2, warmup=15, jobs=1)
+    two = sample_candidates(candidates, seed=4, draws=15, chains=2, warmup=15, jobs=2)
+    for k in candidates:
+        assert one[k].params["x_nm"].shape == (2, 15, k)
+        for name in one[k].params:
+            np.testing.assert_array_equal(one[k].params[name], two[k].params[name])
+        np.testing.assert_array_equal(one[k].log_likelihood, two[k].log_likelihood)
 
 
 def test_choose_sources_takes_the_smallest_k_within_the_rule():
@@ -187,6 +211,10 @@ def test_catalogue_bad_inputs_are_one_line_and_no_folder(tmp_path, capsys):
                  "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert "--sources" in err and err.count("\n") == 0 and not out.exists()
+    assert main(["fit", str(path), "--method", "catalogue", "--jobs", "0",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--jobs" in err and err.count("\n") == 0 and not out.exists()
     broken = data.copy(deep=True)
     broken["spectrum"][0, 3, 3] = np.nan
     nan_path = tmp_path / "nan.nc"

@@ -75,6 +75,9 @@ def add_arguments(p) -> None:
                    help="catalogue: the number of sources K to start from (default: the peaks "
                         "of its MAP); K - 1, K and K + 1 are compared by PSIS-LOO")
     operator_argument(p)
+    p.add_argument("--jobs", type=int,
+                   help="catalogue: processes for its NUTS chains (default: the CPU cores; "
+                        "the draws do not depend on it)")
     p.add_argument("--sample", type=int, help="sample index in a data set")
     p.add_argument("--samples", help="samples of a data set to fit, e.g. 0-7 or 1,4,9 "
                                      "(default: all)")
@@ -124,7 +127,7 @@ def run(args) -> None:
 
 def _posterior_options(args) -> dict:
     return {"likelihood": args.likelihood, "gain": args.gain, "rho_mean": args.rho_mean,
-            "sources": args.sources}
+            "sources": args.sources, "jobs": args.jobs}
 
 
 def _default_out(args, suffix: str) -> Path:

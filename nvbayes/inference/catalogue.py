@@ -12,23 +12,34 @@ chosen by PSIS-LOO.
    ``sources`` when given).
 2. **Each K of K₀ − 1, K₀, K₀ + 1**: the :class:`~nvbayes.model.catalogue.PointSourceModel`
    in unconstrained coordinates (logit position in the window, log of ``b = a g``, logit ω in
-   the band, log g), its mode and whitening, and NUTS on the whitened potential
-   (:func:`~nvbayes.inference.generative.whitened_draws`).  K₀ − 1 starts without the faintest
-   peak; K₀ + 1 adds a source where the K₀ fit leaves the largest noise-map residual.
+   the band, log g), its mode and whitening (:class:`~nvbayes.inference.generative.Whitened`)
+   and NUTS on the whitened potential (:func:`~nvbayes.inference.generative.whitened_nuts`).
+   K₀ − 1 starts without the faintest peak; K₀ + 1 adds a source where the K₀ mode leaves
+   the largest noise-map residual.  The candidates' chains are independent and run on the
+   CPU cores at once (:func:`sample_candidates`); the draws do not depend on how many.
 3. **PSIS-LOO** over pixels (each pixel's Σ_ω log-likelihood is one point) by
-   :func:`arviz.compare`; the catalogue is the smallest K whose expected log predictive
-   density is within both :data:`LOO_SE_RULE` standard errors of the difference (``dse``)
-   and :data:`LOO_NATS` of the best one.  A source the data do not ask for changes the elpd by
-   a nat or two and its position then wanders over the window; a missing source costs
+   :func:`arviz.loo` and :func:`arviz.compare`; the catalogue is the smallest K whose
+   expected log predictive density is within both :data:`LOO_SE_RULE` standard errors of the
+   difference (``dse``) and :data:`LOO_NATS` of the best one.  A missing source costs
    thousands of nats, but concentrated on a few pixels, so that its ``dse`` (√n times the
-   spread of the pointwise differences) is as large as the difference itself: hence both
-   bounds.
+   spread of the pointwise differences) is as large as the difference itself: hence the
+   bound in nats.  That bound is the detection threshold of step 1 in nats: a source of
+   amplitude SNR s raises the log-likelihood by s²/2 and LOO charges its four parameters
+   about one nat each, so ``LOO_NATS = DETECTION_SNR² / 2 − 4``.  (A bound of 4 nats let an
+   extra source win on 3 of 16 F3 scenes with the model exactly right: free to sit anywhere
+   in the window, the K + 1 source finds the noise's largest excursion, a look-elsewhere
+   gain of a few nats over thousands of places.)  Pixels outside every source's patch have
+   the same log-likelihood in every draw; their Pareto k is undefined and is not counted
+   in the warning.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,7 +53,9 @@ from nvbayes.model.catalogue import PointSourceModel
 from nvbayes.model.problem import InverseProblem
 
 from .draws import PosteriorDraws
-from .generative import resolve_gain, whitened_draws
+from nvbayes.progress import progress_bar
+
+from .generative import Whitened, resolve_gain, whitened_nuts
 from .map import uniform_level
 from .pixel_posterior import spectral_larmor
 
@@ -55,7 +68,9 @@ DETECTION_SNR = 5.0
 NOISE_PEAK_FACTOR = 10.0
 #: K is the smallest candidate with elpd_diff ≤ this many dse of the best, and ≤ LOO_NATS.
 LOO_SE_RULE = 2.0
-LOO_NATS = 4.0
+LOO_NATS = DETECTION_SNR ** 2 / 2 - 4
+#: The Pareto k above which PSIS-LOO's estimate of a point is unreliable.
+PARETO_K_MAX = 0.7
 #: NUTS's tree depth for the catalogue (a superfluous source has flat directions).
 MAX_TREE_DEPTH = 8
 #: Most sources a catalogue starts with.
@@ -192,10 +207,6 @@ class CatalogueFit:
         return az.from_dict(posterior=posterior,
                             log_likelihood={"spectrum": self.log_likelihood})
 
-    def mean_start(self) -> list[tuple[float, float, float, float]]:
-        means = [self.params[p].mean((0, 1)) for p in PARAMETERS]
-        return [tuple(float(m[k]) for m in means) for k in range(self.sources)]
-
 
 @dataclass
 class CatalogueResult:
@@ -209,36 +220,127 @@ class CatalogueResult:
     messages: list = field(default_factory=list)
 
 
-def fit_sources(model: PointSourceModel, starts: list, seed: int, draws: int, chains: int,
-                warmup: int) -> CatalogueFit:
-    """NUTS on the whitened potential of ``model`` (K = ``len(starts)``) from ``starts``."""
-    model = model.with_sources(len(starts))
-    coords = CatalogueCoordinates(model)
-    x, y, a, w = (torch.tensor(v, dtype=torch.float64) for v in zip(*starts, strict=True))
-    start = coords.pack(x, y, a, w, 1.0 if model.gain_latent else None)
-    z, stats, diverging = whitened_draws(coords, start, "nuts", seed, draws, chains, warmup,
-                                         max_tree_depth=MAX_TREE_DEPTH)
+@dataclass
+class Candidate:
+    """One K ready to sample: its coordinates and the whitening at its mode."""
+
+    coords: CatalogueCoordinates
+    whitened: Whitened
+
+    @classmethod
+    def from_starts(cls, model: PointSourceModel, starts: list) -> "Candidate":
+        """K = ``len(starts)`` sources of ``model`` from ``starts`` ``(x, y, a, ω)``."""
+        coords = CatalogueCoordinates(model.with_sources(len(starts)))
+        x, y, a, w = (torch.tensor(v, dtype=torch.float64) for v in zip(*starts, strict=True))
+        start = coords.pack(x, y, a, w, 1.0 if coords.model.gain_latent else None)
+        return cls(coords, Whitened.find(coords, start))
+
+    def mode_starts(self) -> list[tuple[float, float, float, float]]:
+        """The mode's sources as starts ``(x, y, a, ω)``."""
+        with torch.no_grad():
+            x, y, a, w, _, _ = self.coords.unpack(self.whitened.mode)
+        return list(zip(*(v.tolist() for v in (x, y, a, w)), strict=True))
+
+    def mode_gain(self) -> float:
+        with torch.no_grad():
+            gain = self.coords.unpack(self.whitened.mode)[4]
+        return 1.0 if gain is None else float(gain)
+
+
+def _chain(task: tuple) -> tuple:
+    """One NUTS chain of one candidate: ``(u (draw, d), diverging (draw,), step size)``."""
+    candidate, seed, chain, draws, warmup, show = task
+    result = whitened_nuts(candidate.coords, candidate.whitened, seed, 1, warmup, draws,
+                           MAX_TREE_DEPTH, first_chain=chain, show=show)
+    return result.samples["u"][0], result.diverging[0], float(result.step_size[0])
+
+
+def _single_thread() -> None:
+    torch.set_num_threads(1)
+
+
+def default_jobs() -> int:
+    """The CPU cores this process may use (1 inside a daemonic process, which cannot start
+    others: a Dask worker's, for one)."""
+    if multiprocessing.current_process().daemon:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
+def sample_candidates(candidates: dict, seed: int, draws: int, chains: int, warmup: int,
+                      jobs: "int | None" = None) -> dict:
+    """NUTS draws of every candidate, ``{K: CatalogueFit}``.  The ``chains × len(candidates)``
+    chains are independent (chain c of every K is seeded by ``seed · 1000 + c``), so they run
+    on ``jobs`` processes (default :func:`default_jobs`), largest K first, and the draws do
+    not depend on ``jobs``."""
+    jobs = default_jobs() if jobs is None else int(jobs)
+    order = [(k, c) for k in sorted(candidates, reverse=True) for c in range(chains)]
+    parallel = jobs > 1 and len(order) > 1 and default_jobs() > 1
+    tasks = [(candidates[k], seed, c, draws, warmup, None if not parallel else False)
+             for k, c in order]
+    if parallel:
+        bar = progress_bar(len(tasks), desc="catalogue chains", unit="chain")
+        # fork where there is one (no re-import of the caller's script; each child runs
+        # torch on one thread, as a DataLoader worker does), else spawn
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=context,
+                                 initializer=_single_thread) as pool:
+            results = []
+            for result in pool.map(_chain, tasks):
+                results.append(result)
+                if bar is not None:
+                    bar.update()
+        if bar is not None:
+            bar.close()
+    else:
+        results = [_chain(task) for task in tasks]
+    fits = {}
+    for k in candidates:
+        mine = [r for (kk, _), r in zip(order, results, strict=True) if kk == k]
+        u = torch.as_tensor(np.stack([r[0] for r in mine]))
+        stats = dict(candidates[k].whitened.stats) | {
+            "chains": chains, "warmup": warmup,
+            "mean_step_size": float(np.mean([r[2] for r in mine]))}
+        fits[k] = _fit_of(candidates[k].coords, candidates[k].whitened.to_z(u), stats,
+                          np.stack([r[1] for r in mine]))
+    return fits
+
+
+def _fit_of(coords: CatalogueCoordinates, z: torch.Tensor, stats: dict,
+            diverging: np.ndarray) -> CatalogueFit:
+    """The draws z ``(chain, draw, d)`` as a :class:`CatalogueFit`, with every draw's
+    pointwise log-likelihood."""
+    model = coords.model
     with torch.no_grad():
         x, y, a, w, gain, _ = coords.unpack(z)
-        g = gain if gain is not None else 1.0
-        loglik = torch.stack([model.pointwise_log_likelihood(*v, gi).reshape(-1) for *v, gi in
-                              zip(x.reshape(-1, x.shape[-1]), y.reshape(-1, x.shape[-1]),
-                                  a.reshape(-1, x.shape[-1]), w.reshape(-1, x.shape[-1]),
-                                  (g.reshape(-1) if gain is not None
-                                   else [1.0] * x.shape[0] * x.shape[1]), strict=True)])
-    stats["diverging"] = diverging
+        flat = [v.reshape(-1, v.shape[-1]) for v in (x, y, a, w)]
+        gains = gain.reshape(-1).tolist() if gain is not None else [1.0] * len(flat[0])
+        loglik = torch.stack([model.pointwise_log_likelihood(*v, g).reshape(-1)
+                              for *v, g in zip(*flat, gains, strict=True)])
+    stats = stats | {"diverging": diverging, "divergences": int(diverging.sum())}
     params = dict(zip(PARAMETERS, (v.numpy() for v in (x, y, a, w)), strict=True))
-    return CatalogueFit(len(starts), params, None if gain is None else gain.numpy(),
+    return CatalogueFit(model.sources, params, None if gain is None else gain.numpy(),
                         loglik.reshape(*x.shape[:2], -1).numpy(), stats)
 
 
-def _residual_peak(model: PointSourceModel, fit: CatalogueFit, larmor: torch.Tensor,
+def fit_sources(model: PointSourceModel, starts: list, seed: int, draws: int, chains: int,
+                warmup: int, jobs: "int | None" = 1) -> CatalogueFit:
+    """NUTS on the whitened potential of ``model`` (K = ``len(starts)``) from ``starts``."""
+    candidate = Candidate.from_starts(model, starts)
+    return sample_candidates({len(starts): candidate}, seed, draws, chains, warmup,
+                             jobs)[len(starts)]
+
+
+def _residual_peak(model: PointSourceModel, starts: list, gain: float, larmor: torch.Tensor,
                    spacing: float) -> tuple[float, float, float, float]:
-    """A new source's start where the fit's mean leaves the largest noise-map residual."""
-    means = [torch.as_tensor(fit.params[p].mean((0, 1))) for p in PARAMETERS]
-    gain = 1.0 if fit.gain is None else float(fit.gain.mean())
+    """A new source's start where the sources ``starts`` leave the largest noise-map
+    residual."""
+    x, y, a, w = (torch.tensor(v, dtype=torch.float64) for v in zip(*starts, strict=True))
     with torch.no_grad():
-        residual = (model.observed - model.with_sources(fit.sources).mean(*means, gain)).sum(-3)
+        residual = (model.observed - model.with_sources(len(starts)).mean(x, y, a, w, gain)
+                    ).sum(-3)
     iy, ix = np.unravel_index(int(residual.argmax()), residual.shape)
     unit = model.with_sources(1).mean(torch.tensor([ix * spacing]), torch.tensor([iy * spacing]),
                                       torch.ones(1, dtype=torch.float64),
@@ -249,12 +351,16 @@ def _residual_peak(model: PointSourceModel, fit: CatalogueFit, larmor: torch.Ten
 
 def fit_catalogue(problem: InverseProblem, sigma, gain_sd: "float | None" = None,
                   sources: "int | None" = None, seed: int = 0, draws: int = 200,
-                  chains: int = 2, warmup: int = 200) -> CatalogueResult:
+                  chains: int = 2, warmup: int = 200, jobs: "int | None" = None
+                  ) -> CatalogueResult:
     """The catalogue of one measurement (module docstring); ``sigma`` a number or a
-    per-pixel map ``(n, n)``."""
+    per-pixel map ``(n, n)``; ``jobs`` processes for the NUTS chains (default: the cores)."""
     if sources is not None and sources < 1:
         raise ParameterError(f"--sources {sources}", "use 1 or more sources, or leave it out "
                                                      "to count the peaks")
+    if jobs is not None and jobs < 1:
+        raise ParameterError(f"--jobs {jobs}", "use 1 or more processes, or leave it out to "
+                                               "use the CPU cores")
     start_time = time.perf_counter()
     starts = detect_peaks(problem, float(torch.as_tensor(sigma).median()))
     messages = []
@@ -272,22 +378,36 @@ def fit_catalogue(problem: InverseProblem, sigma, gain_sd: "float | None" = None
                              len(starts), amplitude_mean, gain_sd,
                              problem.observed(dtype=torch.float64), units=problem.units)
     larmor = spectral_larmor(problem)
-    fits = {len(starts): fit_sources(model, starts, seed, draws, chains, warmup)}
-    if len(starts) > 1:
-        fits[len(starts) - 1] = fit_sources(model, starts[:-1], seed, draws, chains, warmup)
-    base = fits[len(starts)]
-    extra = _residual_peak(model, base, larmor, problem.spacing)
-    fits[len(starts) + 1] = fit_sources(model, base.mean_start() + [extra], seed, draws,
-                                        chains, warmup)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        comparison = az.compare({f"K={k}": f.idata() for k, f in sorted(fits.items())},
-                                ic="loo")
+    k = len(starts)
+    candidates = {k: Candidate.from_starts(model, starts)}
+    if k > 1:
+        candidates[k - 1] = Candidate.from_starts(model, starts[:-1])
+    base = candidates[k]
+    extra = _residual_peak(model, base.mode_starts(), base.mode_gain(), larmor,
+                           problem.spacing)
+    candidates[k + 1] = Candidate.from_starts(model, base.mode_starts() + [extra])
+    fits = sample_candidates(candidates, seed, draws, chains, warmup, jobs)
+    comparison, unreliable = compare_candidates(fits)
     best = choose_sources(comparison)
-    if comparison.get("warning") is not None and bool(comparison["warning"].any()):
-        messages.append("PSIS-LOO: some Pareto k above 0.7; the comparison is approximate")
+    if unreliable:
+        messages.append(f"PSIS-LOO: Pareto k above {PARETO_K_MAX} on {unreliable} pixels where "
+                        f"the fit varies; the comparison there is approximate")
     return CatalogueResult(fits[best], fits, comparison, model.with_sources(best),
                            time.perf_counter() - start_time, messages)
+
+
+def compare_candidates(fits: dict) -> tuple[pd.DataFrame, int]:
+    """:func:`arviz.compare` of the candidates' PSIS-LOO (index ``"K=k"``), and the number of
+    pixels, over all candidates, with Pareto k above :data:`PARETO_K_MAX` among those whose
+    log-likelihood varies over the draws."""
+    loo, unreliable = {}, 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for k, f in sorted(fits.items()):
+            loo[f"K={k}"] = az.loo(f.idata(), pointwise=True)
+            varies = np.ptp(f.log_likelihood.reshape(-1, f.log_likelihood.shape[-1]), 0) > 0
+            unreliable += int((loo[f"K={k}"].pareto_k.values[varies] > PARETO_K_MAX).sum())
+        return az.compare(loo, ic="loo"), unreliable
 
 
 def choose_sources(comparison: pd.DataFrame, rule: float = LOO_SE_RULE,
@@ -358,22 +478,24 @@ def rasterized(model: PointSourceModel, fit: CatalogueFit) -> tuple[np.ndarray, 
             kernel = model.kernel(x[c], y[c]) * a[c][..., None, None]       # (draw, K, ny, nx)
             larmor.append(torch.gather(w[c][..., None, None].expand_as(kernel), 1,
                                        kernel.argmax(1, keepdim=True))[:, 0])
-            one = model.with_sources(x.shape[-1])
-            noise.append(torch.stack([g * one.mean(*v).sum(-3) for *v, g in zip(
-                x[c], y[c], a[c], w[c], gain[c], strict=True)]))
+            # Σ_ω S = g Σ_k a_k c P(r − s_k) Σ_ω L(ω; ω_k), on the whole grid
+            lines = model.lorentzian_weights(torch.ones_like(w[c]), w[c]).sum(-1)
+            noise.append(gain[c][:, None, None] * torch.einsum("dk,dkyx->dyx", lines, kernel))
     return (rho.reshape(*x.shape[:2], ny, nx).numpy(), torch.stack(larmor).numpy(),
             torch.stack(noise).numpy())
 
 
-__all__ = ["CatalogueCoordinates", "CatalogueFit", "CatalogueResult", "DETECTION_SNR",
-           "PARAMETERS", "catalogue_dataset", "choose_sources", "detect_peaks", "fit_catalogue",
-           "fit_catalogue_draws", "fit_sources",
-           "nnls_density", "rasterized", "source_table"]
+__all__ = ["Candidate", "CatalogueCoordinates", "CatalogueFit", "CatalogueResult",
+           "DETECTION_SNR", "LOO_NATS", "PARAMETERS", "catalogue_dataset", "choose_sources",
+           "compare_candidates", "default_jobs", "detect_peaks", "fit_catalogue",
+           "fit_catalogue_draws", "fit_sources", "nnls_density", "rasterized",
+           "sample_candidates", "source_table"]
 
 
 def fit_catalogue_draws(problem: InverseProblem, spec=None, operator: str = "F2",
                         seed: int = 0, draws: int = 200, chains: int = 2, warmup: int = 200,
-                        gain: str = "auto", sources: "int | None" = None) -> PosteriorDraws:
+                        gain: str = "auto", sources: "int | None" = None,
+                        jobs: "int | None" = None) -> PosteriorDraws:
     """The catalogue as the fit workflow's :class:`~nvbayes.inference.draws.PosteriorDraws`:
     the rasterized maps of every draw, and ``tables["catalogue"]`` (:func:`catalogue_dataset`)
     and ``frames["catalogue"]`` (:func:`source_table`).  ``spec`` and ``operator`` are not
@@ -381,7 +503,7 @@ def fit_catalogue_draws(problem: InverseProblem, spec=None, operator: str = "F2"
     spectrum is divided by its unit scale first, as for the generative pixel fits."""
     problem, gain_sd, scale = resolve_gain(problem, gain)
     sigma = problem.sigma()
-    result = fit_catalogue(problem, sigma, gain_sd, sources, seed, draws, chains, warmup)
+    result = fit_catalogue(problem, sigma, gain_sd, sources, seed, draws, chains, warmup, jobs)
     rho, larmor, noise = rasterized(result.model, result.chosen)
     fit = result.chosen
     draw_stats = {"diverging": fit.stats["diverging"]}

@@ -14,7 +14,7 @@ carrying it the gain's ridge ``g ρ = const`` is a straight line along λ).  The
 1. the mode ẑ of U by L-BFGS, from ρ at the prior mean and ω_L at each pixel's profile
    estimate (:func:`~nvbayes.inference.pixel_posterior.spectral_larmor`);
 2. the exact Hessian H of U at ẑ, ``H = V diag(λ) Vᵀ``, and the whitening
-   ``z = ẑ + T u``, ``T = V diag(λ^(-1/2))`` (eigenvalues ≤ 0 floored at the smallest
+   ``z = ẑ + T u``, ``T = V diag(λ^(-1/2)) Vᵀ`` (eigenvalues ≤ 0 floored at the smallest
    positive one), under which the Laplace posterior is ``u ~ N(0, I)``;
 3. ``laplace``: u drawn from N(0, I); ``svi``: Pyro SVI of a full-rank Gaussian guide over u
    (:class:`pyro.infer.autoguide.AutoMultivariateNormal`, started at N(0, I)), which corrects
@@ -241,11 +241,51 @@ def find_mode(coords: Coordinates, start: torch.Tensor, lbfgs_steps: int = 300,
 
 
 def whitening(coords: Coordinates, mode: torch.Tensor) -> tuple[torch.Tensor, HessianGaussian]:
-    """``T = V diag(λ^(-1/2))`` from the exact Hessian of U at the mode, and its Gaussian."""
+    """``T = V diag(λ^(-1/2)) Vᵀ``, the symmetric inverse square root of the exact Hessian of U
+    at the mode, and its Gaussian.  (Any ``V diag(λ^(-1/2)) Q`` with Q orthogonal whitens;
+    the symmetric one is unique, so the same u gives the same z however the eigensolver
+    picks the vectors of (nearly) equal eigenvalues.)"""
     gaussian = HessianGaussian.of(exact_hessian(coords.energy, mode))
     floor = gaussian.eigenvalues[gaussian.eigenvalues > 0].min()
     curvature = torch.where(gaussian.eigenvalues > 0, gaussian.eigenvalues, floor)
-    return gaussian.modes * curvature.rsqrt(), gaussian
+    return (gaussian.modes * curvature.rsqrt()) @ gaussian.modes.T, gaussian
+
+
+@dataclass
+class Whitened:
+    """The mode ẑ of U and its whitening ``z = ẑ + T u`` (``mode`` ``(d,)``, ``transform``
+    ``(d, d)``), with the statistics of finding them."""
+
+    mode: torch.Tensor
+    transform: torch.Tensor
+    stats: dict
+
+    @classmethod
+    def find(cls, coords, start: torch.Tensor) -> "Whitened":
+        """ẑ by :func:`find_mode` from ``start``, and T by :func:`whitening`."""
+        t0 = time.perf_counter()
+        mode = find_mode(coords, start)
+        transform, gaussian = whitening(coords, mode)
+        return cls(mode, transform, {"condition_number": gaussian.condition_number,
+                                     "nonpositive_eigenvalues": gaussian.nonpositive,
+                                     "mode_time_s": time.perf_counter() - t0})
+
+    def to_z(self, u: torch.Tensor) -> torch.Tensor:
+        """``ẑ + T u`` for u ``(..., d)``."""
+        return self.mode + u @ self.transform.T
+
+
+def whitened_nuts(coords, whitened: Whitened, seed: int = 0, chains: int = 2,
+                  warmup: int = 300, draws: int = 200, max_tree_depth: int = 10,
+                  first_chain: int = 0, show: "bool | None" = None):
+    """Pyro NUTS on ``U(ẑ + T u)`` (diagonal mass matrix), from u ~ N(0, 0.1² I) per chain:
+    the :class:`~nvbayes.inference.nuts.McmcResult` of u (``first_chain`` and ``show`` as in
+    :func:`~nvbayes.inference.nuts.run_nuts`)."""
+    return run_nuts(None, potential_fn=lambda p: coords.energy(whitened.to_z(p["u"])),
+                    chains=chains, warmup=warmup, draws=draws, seed=seed, full_mass=False,
+                    max_tree_depth=max_tree_depth, first_chain=first_chain, show=show,
+                    initial_values=lambda g: {"u": 0.1 * torch.randn(
+                        coords.size, generator=g, dtype=torch.float64)})
 
 
 def whitened_draws(coords, start: torch.Tensor, method: str, seed: int = 0,
@@ -258,35 +298,23 @@ def whitened_draws(coords, start: torch.Tensor, method: str, seed: int = 0,
     if method not in GENERATIVE_METHODS:
         raise ParameterError(f"unknown method {method!r}",
                              f"use one of {', '.join(GENERATIVE_METHODS)}")
-    t0 = time.perf_counter()
-    mode = find_mode(coords, start)
-    transform, gaussian = whitening(coords, mode)
-    stats = {"condition_number": gaussian.condition_number,
-             "nonpositive_eigenvalues": gaussian.nonpositive,
-             "mode_time_s": time.perf_counter() - t0}
-
-    def to_z(u: torch.Tensor) -> torch.Tensor:
-        return mode + u @ transform.T
-
+    whitened = Whitened.find(coords, start)
+    stats = dict(whitened.stats)
     diverging = None
     if method == "laplace":
         generator = torch.Generator().manual_seed(seed)
         u = torch.randn(1, draws, coords.size, generator=generator, dtype=torch.float64)
     elif method == "svi":
-        u, stats["final_elbo"] = _svi(coords, to_z, seed, draws, svi_steps)
+        u, stats["final_elbo"] = _svi(coords, whitened.to_z, seed, draws, svi_steps)
     else:
-        result = run_nuts(None, potential_fn=lambda p: coords.energy(to_z(p["u"])),
-                          chains=chains, warmup=warmup, draws=draws, seed=seed,
-                          full_mass=False, max_tree_depth=max_tree_depth,
-                          initial_values=lambda g: {"u": 0.1 * torch.randn(
-                              coords.size, generator=g, dtype=torch.float64)})
+        result = whitened_nuts(coords, whitened, seed, chains, warmup, draws, max_tree_depth)
         u = torch.as_tensor(result.samples["u"])
         diverging = result.diverging
         stats |= {"chains": chains, "warmup": warmup,
                   "divergences": int(result.diverging.sum()),
                   "mean_step_size": float(np.mean(result.step_size))}
     with torch.no_grad():
-        return to_z(u), stats, diverging
+        return whitened.to_z(u), stats, diverging
 
 
 def sample_generative(model: GenerativeSpectrumModel, method: str, seed: int = 0,
@@ -379,4 +407,5 @@ def fit_generative(problem: InverseProblem, method: str, operator: str = "F2", s
 
 __all__ = ["Coordinates", "GAIN_MODES", "GAIN_SD", "GENERATIVE_METHODS", "GenerativeDraws",
            "LIKELIHOODS", "Priors", "find_mode", "fit_generative", "generative_model",
-           "resolve_gain", "sample_generative", "signal_mask", "whitened_draws", "whitening"]
+           "Whitened", "resolve_gain", "sample_generative", "signal_mask", "whitened_draws",
+           "whitened_nuts", "whitening"]

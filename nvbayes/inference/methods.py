@@ -130,12 +130,14 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
           show: "bool | None" = None, precision: str = "fp32", draws: "int | None" = None,
           chains: "int | None" = None, warmup: "int | None" = None,
           likelihood: str = DEFAULT_LIKELIHOOD, gain: str = "auto",
-          rho_mean: "float | None" = None, sources: "int | None" = None):
+          rho_mean: "float | None" = None, sources: "int | None" = None,
+          jobs: "int | None" = None):
     """Fit one :class:`~nvbayes.model.problem.InverseProblem` by ``method``: a ``MapResult``
     (``map``) or ``PosteriorDraws`` (``svi``, ``laplace``, ``nuts``).  Counts left ``None``
     take the method's defaults.  ``likelihood``, ``gain`` and ``rho_mean`` (the prior mean of
     ρ; default the data's energy-matched uniform level) set the sampling methods' model;
-    ``sources`` the catalogue's starting K (default: the peaks counted).
+    ``sources`` the catalogue's starting K (default: the peaks counted) and ``jobs`` the
+    processes for its chains (default: the CPU cores).
 
     Where the gain is latent the spectrum is first divided by its unit scale
     (:meth:`~nvbayes.model.problem.InverseProblem.unit_scale`), so that the gain's prior,
@@ -151,7 +153,7 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
                              "pass --chains and --warmup of 1 or more")
     if method == "catalogue":
         return fit_catalogue_draws(problem, seed=seed, draws=draws, chains=chains,
-                                   warmup=warmup, gain=gain, sources=sources)
+                                   warmup=warmup, gain=gain, sources=sources, jobs=jobs)
     if method in GENERATIVE_METHODS and check_likelihood(likelihood) == "generative":
         problem, gain_sd, scale = resolve_gain(problem, gain)
         result = fit_generative(problem, method, operator, seed=seed, draws=draws,

@@ -34,7 +34,8 @@ class McmcResult:
 def run_nuts(model, *args, chains: int = 4, warmup: int = 500, draws: int = 500,
              seed: int = 0, target_accept: float = 0.8, max_tree_depth: int = 10,
              full_mass: bool = True, initial_values=None, max_plate_nesting=None,
-             transforms=None, potential_fn=None, **kwargs) -> McmcResult:
+             transforms=None, potential_fn=None, first_chain: int = 0,
+             show: "bool | None" = None, **kwargs) -> McmcResult:
     """Sample ``model(*args, **kwargs)`` with NUTS; ``chains`` chains of ``draws`` draws.
 
     ``max_plate_nesting`` spares Pyro a trial run of the model (needed when a site cannot be
@@ -43,10 +44,15 @@ def run_nuts(model, *args, chains: int = 4, warmup: int = 500, draws: int = 500,
 
     With ``model=None`` and ``potential_fn`` (``{name: tensor} → U``, the negative log
     density in unconstrained coordinates) NUTS samples that potential instead, from
-    ``initial_values(generator)``, which is then required."""
+    ``initial_values(generator)``, which is then required.
+
+    Chain ``c`` is seeded by ``seed · 1000 + c``; ``first_chain`` numbers the chains from
+    there, so chains run one at a time (``chains=1, first_chain=c``), in any process, are
+    the chains of one call.  ``show`` overrides :func:`~nvbayes.progress.show_progress` for
+    Pyro's progress bar."""
     per_chain, diverging, step_size, times = [], [], [], []
     start = time.perf_counter()
-    for chain in range(chains):
+    for chain in range(first_chain, first_chain + chains):
         pyro.clear_param_store()
         pyro.set_rng_seed(seed * 1000 + chain)
         init, first = {}, None
@@ -64,7 +70,7 @@ def run_nuts(model, *args, chains: int = 4, warmup: int = 500, draws: int = 500,
                           max_plate_nesting=max_plate_nesting, transforms=transforms, **init)
         mcmc = MCMC(kernel, num_samples=draws, warmup_steps=warmup, num_chains=1,
                     initial_params=first if potential_fn is not None else None,
-                    disable_progbar=not show_progress())
+                    disable_progbar=not (show_progress() if show is None else show))
         t0 = time.perf_counter()
         mcmc.run(*args, **kwargs)
         times.append(time.perf_counter() - t0)

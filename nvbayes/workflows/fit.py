@@ -82,7 +82,8 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
         precision: str = "fp32", draws: "int | None" = None, chains: "int | None" = None,
         warmup: "int | None" = None, protocol: "str | None" = None,
         likelihood: str = DEFAULT_LIKELIHOOD, gain: str = "auto",
-        rho_mean: "float | None" = None, sources: "int | None" = None) -> Run:
+        rho_mean: "float | None" = None, sources: "int | None" = None,
+        jobs: "int | None" = None) -> Run:
     """Fit one measurement and return the run (metrics included when the truth is known).
 
     Parameters
@@ -109,6 +110,8 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     rho_mean : the generative prior's mean of ρ per pixel (default: the energy-matched
         uniform level of the data).
     sources : the catalogue's K to start from (default: the peaks of its MAP, counted).
+    jobs : processes for the catalogue's NUTS chains (default: the CPU cores; the draws do
+        not depend on it).
     """
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision,
@@ -117,7 +120,8 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     result = infer(InverseProblem.from_measurement(one), spec, method=method,
                     operator=operator, seed=seed, device=device, show=show_progress,
                     precision=precision, draws=draws, chains=chains, warmup=warmup,
-                    likelihood=likelihood, gain=gain, rho_mean=rho_mean, sources=sources)
+                    likelihood=likelihood, gain=gain, rho_mean=rho_mean, sources=sources,
+                   jobs=jobs)
     return _run(one, result, spec, method=method, operator=operator, seed=seed, device=device,
                 precision=precision, source=source, sample=sample)
 
@@ -130,11 +134,12 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
                 chains: "int | None" = None, warmup: "int | None" = None,
                 protocol: "str | None" = None, likelihood: str = DEFAULT_LIKELIHOOD,
                 gain: str = "auto", rho_mean: "float | None" = None,
-                sources: "int | None" = None) -> list[Run]:
+                sources: "int | None" = None, jobs: "int | None" = None) -> list[Run]:
     """Fit several samples of a data set (default: all), ``batch`` at a time in one
     optimization loop (neural-field MAP fits; baselines and the sampling methods one after
     the other), and return one run per sample, each the run :func:`fit` gives for that sample
-    alone.  ``likelihood``, ``gain``, ``rho_mean`` and ``sources`` as in :func:`fit`."""
+    alone.  ``likelihood``, ``gain``, ``rho_mean``, ``sources`` and ``jobs`` as in
+    :func:`fit`."""
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision,
                                                                protocol, likelihood)
@@ -151,7 +156,8 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
             InverseProblem.from_measurement(select_sample(data, i)), spec, method=method,
             operator=operator, seed=seed, device=device, show=show_progress,
             precision=precision, draws=draws, chains=chains, warmup=warmup,
-            likelihood=likelihood, gain=gain, rho_mean=rho_mean, sources=sources), spec,
+            likelihood=likelihood, gain=gain, rho_mean=rho_mean, sources=sources,
+            jobs=jobs), spec,
             method=method, operator=operator, seed=seed, device=device, precision=precision,
             source=source, sample=i) for i in samples]
     runs = []
