@@ -1,21 +1,22 @@
 """The source catalogue fit (``nvbayes fit --method catalogue``): K point sources by NUTS, K
 chosen by PSIS-LOO.
 
-1. **Peaks of a MAP fit.**  The non-negative least-squares MAP of the noise map under F2 with
-   ω_L at each pixel's spectral estimate, ``N_obs(r) ≈ c(r) (P ∗ ρ)(r)``, ``c(r) = Σ_ω L(ω;
-   ω̂(r))`` (FISTA, ρ ≥ 0), and its local maxima (3 × 3) whose 3 × 3 mass exceeds
-   :data:`DETECTION_SNR` times the amplitude noise of a lone source.  Each peak gives a start:
-   the 3 × 3 centroid (nm), the 3 × 3 mass, ω̂ at the peak.  (The NNLS deconvolution
-   amplifies the noise and a maximum over the window selects its largest excursions, so the
-   threshold is also at least :data:`NOISE_PEAK_FACTOR` times the median mass of the local
-   maxima, most of which are noise.)  K₀ = the number of peaks (or
-   ``sources`` when given).
+1. **Peaks of a MAP fit** (:func:`~nvbayes.inference.peaks.detect_peaks`): the local maxima
+   of the non-negative least-squares MAP of the noise map that stand
+   :data:`~nvbayes.inference.peaks.DETECTION_SNR` amplitude sds out of the noise.  Each peak
+   gives a start (3 × 3 centroid in nm, 3 × 3 mass, ω̂ at the peak); K₀ = the number of
+   peaks (or ``sources`` when given).
 2. **Each K of K₀ − 1, K₀, K₀ + 1**: the :class:`~nvbayes.model.catalogue.PointSourceModel`
    in unconstrained coordinates (logit position in the window, log of ``b = a g``, logit ω in
    the band, log g), its mode and whitening (:class:`~nvbayes.inference.generative.Whitened`)
    and NUTS on the whitened potential (:func:`~nvbayes.inference.generative.whitened_nuts`).
    K₀ − 1 starts without the faintest peak; K₀ + 1 adds a source where the K₀ mode leaves
-   the largest noise-map residual.  The candidates' chains are independent and run on the
+   the largest noise-map residual.  K₀ + 1 is sampled only if its mode's log-likelihood
+   exceeds K₀'s by :data:`LOO_NATS` or more: LOO charges a nested extra source its effective
+   parameters (≈ 4 nats), so below that gain it cannot pass the rule of step 3 — and such a
+   source, too faint to pin down, is a funnel (its position spreads over the window as its
+   amplitude falls to 0) on which NUTS's step size drops tenfold and its trees reach their
+   depth limit.  The candidates' chains are independent and run on the
    CPU cores at once (:func:`sample_candidates`); the draws do not depend on how many.
 3. **PSIS-LOO** over pixels (each pixel's Σ_ω log-likelihood is one point) by
    :func:`arviz.loo` and :func:`arviz.compare`; the catalogue is the smallest K whose
@@ -51,21 +52,18 @@ import xarray as xr
 from nvbayes.errors import NvbayesError, ParameterError
 from nvbayes.model.catalogue import PointSourceModel
 from nvbayes.model.problem import InverseProblem
-
-from .draws import PosteriorDraws
 from nvbayes.progress import progress_bar
 
+from .draws import PosteriorDraws
 from .generative import Whitened, resolve_gain, whitened_nuts
 from .map import uniform_level
+from .peaks import DETECTION_SNR, detect_peaks
 from .pixel_posterior import spectral_larmor
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-#: A peak is a source when its 3 × 3 mass exceeds this many amplitude noise sds.
-DETECTION_SNR = 5.0
-NOISE_PEAK_FACTOR = 10.0
 #: K is the smallest candidate with elpd_diff ≤ this many dse of the best, and ≤ LOO_NATS.
 LOO_SE_RULE = 2.0
 LOO_NATS = DETECTION_SNR ** 2 / 2 - 4
@@ -73,9 +71,6 @@ LOO_NATS = DETECTION_SNR ** 2 / 2 - 4
 PARETO_K_MAX = 0.7
 #: NUTS's tree depth for the catalogue (a superfluous source has flat directions).
 MAX_TREE_DEPTH = 8
-#: Most sources a catalogue starts with.
-MAX_SOURCES = 24
-FISTA_STEPS = 400
 PARAMETERS = ("x_nm", "y_nm", "amplitude", "larmor_ghz")
 
 
@@ -127,68 +122,6 @@ class CatalogueCoordinates:
         return -(self.model.log_joint(x, y, amplitude, larmor, gain) + log_jac)
 
 
-# ---- 1. peaks of a MAP fit -------------------------------------------------------------------
-
-def nnls_density(problem: InverseProblem, larmor: torch.Tensor,
-                 steps: int = FISTA_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
-    """The non-negative least-squares fit of the noise map, ``argmin_{ρ ≥ 0} ‖c (P ∗ ρ) −
-    N_obs‖²`` by FISTA; returns ρ̂ ``(n, n)`` and ``‖A e‖`` of a unit source at the centre."""
-    operator = problem.operator("F2")
-    observed = problem.observed(dtype=torch.float64).sum(-3)
-    weight = operator(torch.ones_like(larmor), larmor).sum(-3) / operator.source_power(
-        torch.ones_like(larmor))
-
-    def forward(rho):
-        return weight * operator.source_power(rho)
-
-    vector = torch.ones_like(larmor)
-    for _ in range(30):                              # power iteration for ‖A‖² (A = Aᵀ-ish)
-        vector = _adjoint(forward, forward(vector), larmor)
-        vector = vector / vector.norm()
-    lipschitz = float(_adjoint(forward, forward(vector), larmor).norm()) * 1.1
-    rho = previous = torch.zeros_like(larmor)
-    for step in range(steps):
-        point = rho + (step - 1) / (step + 2) * (rho - previous) if step else rho
-        gradient = _adjoint(forward, forward(point) - observed, larmor)
-        previous, rho = rho, (point - gradient / lipschitz).clamp(min=0.0)
-    unit = torch.zeros_like(larmor)
-    unit[problem.n // 2, problem.n // 2] = 1.0
-    return rho, forward(unit).norm()
-
-
-def _adjoint(forward, residual: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """``Aᵀ r`` by autograd of the linear map ``forward``."""
-    x = torch.zeros_like(like, requires_grad=True)
-    (grad,) = torch.autograd.grad(forward(x), x, grad_outputs=residual)
-    return grad
-
-
-def detect_peaks(problem: InverseProblem, sigma: float,
-                 snr: float = DETECTION_SNR) -> list[tuple[float, float, float, float]]:
-    """Starts ``(x_nm, y_nm, amplitude, larmor_ghz)`` of the peaks of the NNLS MAP, brightest
-    first (module docstring)."""
-    larmor = spectral_larmor(problem)
-    rho, unit_norm = nnls_density(problem, larmor)
-    noise = sigma * problem.freqs.size ** 0.5 / float(unit_norm)
-    padded = tnf.pad(rho[None, None], (1, 1, 1, 1))
-    local_max = tnf.max_pool2d(padded, 3, stride=1)[0, 0]
-    mass = tnf.avg_pool2d(padded, 3, stride=1)[0, 0] * 9
-    peaks = (rho >= local_max) & (rho > 0)
-    threshold = max(snr * noise, NOISE_PEAK_FACTOR * float(mass[peaks].median()))
-    candidates = torch.nonzero(peaks & (mass > threshold))
-    starts = []
-    coords = np.arange(problem.n) * problem.spacing
-    for iy, ix in candidates.tolist():
-        ys, xs = slice(max(iy - 1, 0), iy + 2), slice(max(ix - 1, 0), ix + 2)
-        patch = rho[ys, xs].numpy()
-        gx, gy = np.meshgrid(coords[xs], coords[ys])
-        total = patch.sum()
-        starts.append((float((patch * gx).sum() / total), float((patch * gy).sum() / total),
-                       float(total), float(larmor[iy, ix])))
-    starts.sort(key=lambda s: -s[2])
-    return starts[:MAX_SOURCES]
-
-
 # ---- 2.–3. NUTS per K and PSIS-LOO -----------------------------------------------------------
 
 @dataclass
@@ -210,7 +143,9 @@ class CatalogueFit:
 
 @dataclass
 class CatalogueResult:
-    """The chosen fit, every candidate's fit and the LOO comparison."""
+    """The chosen fit, every sampled candidate's fit, the LOO comparison, and the K + 1
+    candidate's log-likelihood gain at its mode where that gain screened it out (else
+    ``None``)."""
 
     chosen: CatalogueFit
     candidates: dict
@@ -218,6 +153,7 @@ class CatalogueResult:
     model: PointSourceModel
     wall_time_s: float
     messages: list = field(default_factory=list)
+    screened_gain: "float | None" = None
 
 
 @dataclass
@@ -245,6 +181,12 @@ class Candidate:
         with torch.no_grad():
             gain = self.coords.unpack(self.whitened.mode)[4]
         return 1.0 if gain is None else float(gain)
+
+    def mode_log_likelihood(self) -> float:
+        """The log-likelihood at the mode."""
+        with torch.no_grad():
+            x, y, a, w, _, _ = self.coords.unpack(self.whitened.mode)
+            return float(self.coords.model.log_likelihood(x, y, a, w, self.mode_gain()))
 
 
 def _chain(task: tuple) -> tuple:
@@ -385,7 +327,15 @@ def fit_catalogue(problem: InverseProblem, sigma, gain_sd: "float | None" = None
     base = candidates[k]
     extra = _residual_peak(model, base.mode_starts(), base.mode_gain(), larmor,
                            problem.spacing)
-    candidates[k + 1] = Candidate.from_starts(model, base.mode_starts() + [extra])
+    plus = Candidate.from_starts(model, base.mode_starts() + [extra])
+    gain = plus.mode_log_likelihood() - base.mode_log_likelihood()
+    screened = gain if gain < LOO_NATS else None
+    if screened is None:
+        candidates[k + 1] = plus
+    else:
+        messages.append(f"K={k + 1} not sampled: its extra source raises the log-likelihood at "
+                        f"the mode by {gain:.1f} nats, below the {LOO_NATS:g} that LOO would "
+                        f"ask of it")
     fits = sample_candidates(candidates, seed, draws, chains, warmup, jobs)
     comparison, unreliable = compare_candidates(fits)
     best = choose_sources(comparison)
@@ -393,7 +343,7 @@ def fit_catalogue(problem: InverseProblem, sigma, gain_sd: "float | None" = None
         messages.append(f"PSIS-LOO: Pareto k above {PARETO_K_MAX} on {unreliable} pixels where "
                         f"the fit varies; the comparison there is approximate")
     return CatalogueResult(fits[best], fits, comparison, model.with_sources(best),
-                           time.perf_counter() - start_time, messages)
+                           time.perf_counter() - start_time, messages, screened)
 
 
 def compare_candidates(fits: dict) -> tuple[pd.DataFrame, int]:
@@ -407,6 +357,11 @@ def compare_candidates(fits: dict) -> tuple[pd.DataFrame, int]:
             loo[f"K={k}"] = az.loo(f.idata(), pointwise=True)
             varies = np.ptp(f.log_likelihood.reshape(-1, f.log_likelihood.shape[-1]), 0) > 0
             unreliable += int((loo[f"K={k}"].pareto_k.values[varies] > PARETO_K_MAX).sum())
+        if len(loo) == 1:                        # K₀ = 1 with K₀ + 1 screened out
+            (name, one), = loo.items()
+            return pd.DataFrame({"rank": [0], "elpd_loo": [one.elpd_loo], "p_loo": [one.p_loo],
+                                 "elpd_diff": [0.0], "weight": [1.0], "se": [one.se],
+                                 "dse": [0.0]}, index=[name]), unreliable
         return az.compare(loo, ic="loo"), unreliable
 
 
@@ -454,6 +409,10 @@ def catalogue_dataset(result: CatalogueResult, level: float = 0.9) -> xr.Dataset
                 "description": "K point sources (continuous position, amplitude, Larmor "
                                "frequency) through the direct source-side sum, sampled by "
                                "NUTS; K chosen by PSIS-LOO over pixels (arviz.compare)"}
+    if result.screened_gain is not None:
+        # K + 1 was screened out by its log-likelihood gain at the mode (not sampled)
+        ds.attrs["screened_candidate"] = f"K={max(result.candidates) + 1}"
+        ds.attrs["screened_loglik_gain"] = float(result.screened_gain)
     return ds
 
 
@@ -486,9 +445,9 @@ def rasterized(model: PointSourceModel, fit: CatalogueFit) -> tuple[np.ndarray, 
 
 
 __all__ = ["Candidate", "CatalogueCoordinates", "CatalogueFit", "CatalogueResult",
-           "DETECTION_SNR", "LOO_NATS", "PARAMETERS", "catalogue_dataset", "choose_sources",
-           "compare_candidates", "default_jobs", "detect_peaks", "fit_catalogue",
-           "fit_catalogue_draws", "fit_sources", "nnls_density", "rasterized",
+           "LOO_NATS", "PARAMETERS", "catalogue_dataset", "choose_sources",
+           "compare_candidates", "default_jobs", "fit_catalogue",
+           "fit_catalogue_draws", "fit_sources", "rasterized",
            "sample_candidates", "source_table"]
 
 
