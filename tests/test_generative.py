@@ -24,7 +24,7 @@ from nvbayes.inference.generative import (
     sample_generative,
     whitening,
 )
-from nvbayes.model.generative import GenerativeSpectrumModel
+from nvbayes.model.generative import SPIKE_FRACTION, GenerativeSpectrumModel
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.geometry import Grid
 from nvbayes.physics.lorentzian import readout_frequencies
@@ -64,6 +64,31 @@ def test_log_joint_equals_a_hand_computation(gain_sd):
     trace = poutine.trace(poutine.condition(fitted, data=data)).get_trace()
     assert direct == pytest.approx(hand, rel=1e-12, abs=1e-9)
     assert float(trace.log_prob_sum()) == pytest.approx(hand, rel=1e-12, abs=1e-9)
+
+
+def test_sparse_prior_is_the_two_exponential_mixture():
+    """The sparse prior's log density equals the mixture written with scipy, the Pyro trace
+    agrees, its mean is m, and forward draws put a fraction π of pixels in the slab."""
+    op = make_operator("F2", readout_frequencies(n_freq=12), 0.5, spacing=20.0, standoff=20.0)
+    m, p = 0.3, 0.1
+    model = GenerativeSpectrumModel(op, (8, 8), 0.02, BAND, m, None, source_fraction=p)
+    spike = SPIKE_FRACTION * m
+    slab = (m - (1 - p) * spike) / p
+    assert (1 - p) * spike + p * slab == pytest.approx(m, rel=1e-12)
+    truth = model.simulate(2)
+    rho = truth["rho"].numpy()
+    hand = np.log((1 - p) * stats.expon(scale=spike).pdf(rho)
+                  + p * stats.expon(scale=slab).pdf(rho)).sum()
+    assert float(model.rho_log_prior(truth["rho"])) == pytest.approx(hand, rel=1e-12)
+    fitted = model.conditioned(truth["spectrum"])
+    data = {k: v for k, v in truth.items() if k != "spectrum"}
+    trace = poutine.trace(poutine.condition(fitted, data=data)).get_trace()
+    assert float(trace.log_prob_sum()) == pytest.approx(
+        float(fitted.log_joint(truth["rho"], truth["larmor"])), rel=1e-12)
+    draws = torch.cat([model.simulate(s)["rho"].reshape(-1) for s in range(40)])
+    # above 10 ε a spike draw is e⁻¹⁰-rare and a slab draw almost sure (e^(-10ε/μ) ≈ 0.997)
+    bright = float((draws > 10 * spike).double().mean())
+    assert abs(bright - p * math.exp(-10 * spike / slab)) < 4 * math.sqrt(p * (1 - p) / 2560)
 
 
 def test_simulation_is_seeded_and_follows_the_prior():

@@ -7,6 +7,7 @@ from pathlib import Path
 from nvbayes.data.scenes import NOISE
 from nvbayes.data.spec import load_spec
 from nvbayes.errors import NvbayesError
+from nvbayes.inference.generative import RHO_PRIORS
 from nvbayes.inference.methods import METHODS
 from nvbayes.workflows.calibrate import (
     DATASET,
@@ -53,6 +54,9 @@ def add_arguments(p) -> None:
     p.add_argument("--chains", type=int, help=f"NUTS chains ({METHODS['nuts'].chains})")
     p.add_argument("--warmup", type=int,
                    help=f"NUTS warm-up per chain ({METHODS['nuts'].warmup})")
+    p.add_argument("--rho-prior", default=DEFAULTS.rho_prior, choices=RHO_PRIORS,
+                   help=f"rho's generative prior ({DEFAULTS.rho_prior}; sparse: a few sources "
+                        "on a dark background)")
     p.add_argument("--out", type=Path, help="output folder (default runs/calibration-...)")
 
 
@@ -64,11 +68,12 @@ def run(args) -> None:
                            grid=args.grid, model=args.model, operator=args.operator,
                            noise=args.noise, seed=args.data_seed, level=args.level,
                            radius=args.radius, draws=args.draws, chains=args.chains,
-                           warmup=args.warmup)
+                           warmup=args.warmup, rho_prior=args.rho_prior)
     if plan.draws is not None and plan.draws < 2:
         raise NvbayesError(f"--draws {plan.draws}", "use 2 or more draws")
+    prior = "" if plan.rho_prior == "exponential" else f"-{plan.rho_prior}"
     out = args.out or RUNS / (f"calibration-{'-'.join(plan.methods)}-{plan.grid}px-"
-                              f"{plan.scenes}scenes")
+                              f"{plan.scenes}scenes{prior}")
     run_calibration(plan, out)
     print((out / TABLE).read_text().rstrip())
     print(f"files: {out / DATASET}, {out / TABLE}, {out / FIGURE}")

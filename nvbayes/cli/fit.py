@@ -9,7 +9,7 @@ import pandas as pd
 
 from nvbayes.data.io import n_samples, read_measurement, write_folder
 from nvbayes.errors import NvbayesError
-from nvbayes.inference.generative import GAIN_MODES
+from nvbayes.inference.generative import GAIN_MODES, RHO_PRIORS
 from nvbayes.inference.methods import DEFAULT_LIKELIHOOD, LIKELIHOODS, METHODS
 from nvbayes.results.run import CONFIG
 from nvbayes.results.store import replaceable_folder
@@ -75,6 +75,9 @@ def add_arguments(p) -> None:
                    help="catalogue: the number of sources K to start from (default: the peaks "
                         "of its MAP); K - 1, K and K + 1 are compared by PSIS-LOO")
     operator_argument(p)
+    p.add_argument("--rho-prior", default="exponential", choices=RHO_PRIORS,
+                   help="generative laplace/svi/nuts: rho's prior, exponential (default) or "
+                        "sparse (a few sources on a dark background)")
     p.add_argument("--jobs", type=int,
                    help="catalogue: processes for its NUTS chains (default: the CPU cores; "
                         "the draws do not depend on it)")
@@ -127,7 +130,7 @@ def run(args) -> None:
 
 def _posterior_options(args) -> dict:
     return {"likelihood": args.likelihood, "gain": args.gain, "rho_mean": args.rho_mean,
-            "sources": args.sources, "jobs": args.jobs}
+            "sources": args.sources, "jobs": args.jobs, "rho_prior": args.rho_prior}
 
 
 def _default_out(args, suffix: str) -> Path:

@@ -49,6 +49,7 @@ from .draws import PosteriorDraws
 from .laplace import HessianGaussian
 from .map import uniform_level
 from .nuts import run_nuts
+from .peaks import detect_peaks
 from .pixel_posterior import NUTS_MAX_SIDE, exact_hessian, spectral_larmor
 
 #: The methods that have a generative form.
@@ -58,6 +59,8 @@ LIKELIHOODS = ("generative", "noise-map")
 #: The gain's prior sd (log units) where it is latent; the modes of ``--gain``.
 GAIN_SD = 0.5
 GAIN_MODES = ("auto", "fixed", "latent")
+#: ρ's priors (:class:`~nvbayes.model.generative.GenerativeSpectrumModel`).
+RHO_PRIORS = ("exponential", "sparse")
 SVI_STEPS = 1500
 #: s / m, the softplus scale of ρ's coordinate over the prior mean.
 _SOFTPLUS_FRACTION = 0.2
@@ -66,15 +69,26 @@ _SOFTPLUS_FRACTION = 0.2
 @dataclass(frozen=True)
 class Priors:
     """The generative model's prior settings: ``rho_mean`` m (``None``: the energy-matched
-    uniform level of the data), ``gain_sd`` (``None``: gain fixed at 1) and whether ω_L is
+    uniform level of the data), ``gain_sd`` (``None``: gain fixed at 1), whether ω_L is
     latent at ``"all"`` pixels or only where the noise map shows ``"signal"`` (above 3 σ of
-    its own noise)."""
+    its own noise), and ρ's prior, ``"exponential"`` or ``"sparse"``
+    (:class:`~nvbayes.model.generative.GenerativeSpectrumModel`) with its ``source_fraction``
+    π (``None``: the peaks :func:`~nvbayes.inference.peaks.detect_peaks` counts, over the
+    pixels)."""
 
     rho_mean: "float | None" = None
     gain_sd: "float | None" = None
     larmor: str = "all"
+    rho_prior: str = "exponential"
+    source_fraction: "float | None" = None
 
     def __post_init__(self):
+        if self.rho_prior not in RHO_PRIORS:
+            raise ParameterError(f"unknown rho prior {self.rho_prior!r}",
+                                 f"use --rho-prior {' or '.join(RHO_PRIORS)}")
+        if self.source_fraction is not None and not 0 < self.source_fraction < 1:
+            raise ParameterError(f"source fraction {self.source_fraction}",
+                                 "use a fraction of the pixels in (0, 1)")
         if self.rho_mean is not None and not self.rho_mean > 0:
             raise ParameterError(f"--rho-mean {self.rho_mean}", "use a prior mean > 0")
         if self.gain_sd is not None and not self.gain_sd > 0:
@@ -162,9 +176,16 @@ def generative_model(problem: InverseProblem, operator: str, priors: Priors,
     rho_mean = priors.rho_mean if priors.rho_mean is not None else uniform_level(problem,
                                                                                  operator)
     fill = spectral_larmor(problem)
+    fraction = None
+    if priors.rho_prior == "sparse":
+        fraction = priors.source_fraction
+        if fraction is None:
+            peaks = len(detect_peaks(problem, float(torch.as_tensor(sigma).median())))
+            fraction = max(peaks, 1) / problem.n ** 2
     return GenerativeSpectrumModel(problem.operator(operator), (problem.n, problem.n), sigma,
                                    problem.band, rho_mean, priors.gain_sd, mask, fill,
-                                   problem.observed(dtype=torch.float64))
+                                   problem.observed(dtype=torch.float64),
+                                   source_fraction=fraction)
 
 
 @dataclass
@@ -332,7 +353,9 @@ def sample_generative(model: GenerativeSpectrumModel, method: str, seed: int = 0
                                          svi_steps)
     stats |= {"likelihood": "generative", "rho_mean": model.rho_mean,
               "latent_larmor_pixels": model.n_larmor,
-              "gain_sd": model.gain_sd if model.gain_latent else 0.0}
+              "gain_sd": model.gain_sd if model.gain_latent else 0.0,
+              "rho_prior": "sparse" if model.sparse else "exponential",
+              "source_fraction": model.source_fraction or 0.0}
     with torch.no_grad():
         rho, larmor, gain, _ = coords.unpack(z)
         larmor_map = model.larmor_map(larmor)
@@ -406,6 +429,6 @@ def fit_generative(problem: InverseProblem, method: str, operator: str = "F2", s
 
 
 __all__ = ["Coordinates", "GAIN_MODES", "GAIN_SD", "GENERATIVE_METHODS", "GenerativeDraws",
-           "LIKELIHOODS", "Priors", "find_mode", "fit_generative", "generative_model",
+           "LIKELIHOODS", "Priors", "RHO_PRIORS", "find_mode", "fit_generative", "generative_model",
            "Whitened", "resolve_gain", "sample_generative", "signal_mask", "whitened_draws",
            "whitened_nuts", "whitening"]

@@ -131,13 +131,14 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
           chains: "int | None" = None, warmup: "int | None" = None,
           likelihood: str = DEFAULT_LIKELIHOOD, gain: str = "auto",
           rho_mean: "float | None" = None, sources: "int | None" = None,
-          jobs: "int | None" = None):
+          jobs: "int | None" = None, rho_prior: str = "exponential"):
     """Fit one :class:`~nvbayes.model.problem.InverseProblem` by ``method``: a ``MapResult``
     (``map``) or ``PosteriorDraws`` (``svi``, ``laplace``, ``nuts``).  Counts left ``None``
     take the method's defaults.  ``likelihood``, ``gain`` and ``rho_mean`` (the prior mean of
     ρ; default the data's energy-matched uniform level) set the sampling methods' model;
     ``sources`` the catalogue's starting K (default: the peaks counted) and ``jobs`` the
-    processes for its chains (default: the CPU cores).
+    processes for its chains (default: the CPU cores); ``rho_prior`` ρ's generative prior,
+    ``exponential`` or ``sparse`` (:class:`~nvbayes.inference.generative.Priors`).
 
     Where the gain is latent the spectrum is first divided by its unit scale
     (:meth:`~nvbayes.model.problem.InverseProblem.unit_scale`), so that the gain's prior,
@@ -159,7 +160,7 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
         result = fit_generative(problem, method, operator, seed=seed, draws=draws,
                                 chains=chains, warmup=warmup,
                                 priors=Priors(rho_mean=rho_mean, gain_sd=gain_sd,
-                                              larmor="signal"))
+                                              larmor="signal", rho_prior=rho_prior))
         result.stats["spectrum_divided_by"] = scale
         return result
     given = {"seed": seed, "device": device, "show": show,

@@ -5,10 +5,18 @@ max-normalized noise map and the total power), this model observes every readout
 the noise the simulator puts on it (:func:`~nvbayes.data.scenes.add_sensor_noise`)::
 
     g        ~ LogNormal(0, s_g)                    the gain; or g = 1 where units are known
-    ρ(r)     ~ Exponential(mean m)                  every pixel, independently
+    ρ(r)     ~ Exponential(mean m)                  every pixel, independently, or (sparse)
+    ρ(r)     ~ (1 − π) Exponential(mean ε) + π Exponential(mean μ)
     ω_L(r)   ~ Uniform(ω_min, ω_max)                on the pixels of ``larmor_mask``
     ω_L(r)   = ``larmor_fill``(r)                   elsewhere (no signal to infer it from)
     S(ω, r)  ~ Normal(g · F(ρ, ω_L)(ω, r), σ(r))    every (ω, r) independently
+
+The sparse prior (``source_fraction`` π given) says what a scene of a few point sources on a
+dark background is: a fraction π of the pixels hold a source of mean amplitude μ, the rest
+lie within ε of zero, with ε = :data:`SPIKE_FRACTION` · m and μ = (m − (1 − π) ε) / π, so
+that the prior mean is m either way.  Under the exponential prior every background pixel
+may hold about m, and a source's window sums that freedom: its mass interval widens beyond
+what the data leave open when the background is in truth dark.
 
 Shapes: ρ and ω_L maps ``(ny, nx)``, the spectrum ``(n_freq, ny, nx)``, σ a number or a
 per-pixel map ``(ny, nx)``.  The site ``larmor`` holds the ``k`` masked pixels in row-major
@@ -30,6 +38,8 @@ from pyro import poutine
 
 #: ``0.5 log(2π)``.
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+#: The sparse prior's background mean ε as a fraction of the prior mean m.
+SPIKE_FRACTION = 0.01
 
 
 class GenerativeSpectrumModel:
@@ -46,14 +56,18 @@ class GenerativeSpectrumModel:
     larmor_mask : bool ``(ny, nx)``, the pixels whose ω_L is latent (default all).
     larmor_fill : ω_L on the other pixels, a number or ``(ny, nx)`` (default band centre).
     observed : the spectrum ``(n_freq, ny, nx)``; ``None`` simulates it.
+    source_fraction : π of the sparse prior, in (0, 1); ``None`` for the exponential prior.
     """
 
     def __init__(self, operator, shape: tuple[int, int], sigma, band: tuple[float, float],
                  rho_mean: float, gain_sd: "float | None" = None,
                  larmor_mask: "torch.Tensor | None" = None, larmor_fill=None,
-                 observed: "torch.Tensor | None" = None, dtype=torch.float64):
+                 observed: "torch.Tensor | None" = None, dtype=torch.float64,
+                 source_fraction: "float | None" = None):
         if not rho_mean > 0:
             raise ValueError(f"rho_mean must be > 0, got {rho_mean}")
+        if source_fraction is not None and not 0 < source_fraction < 1:
+            raise ValueError(f"source_fraction must be in (0, 1), got {source_fraction}")
         if gain_sd is not None and not gain_sd > 0:
             raise ValueError(f"gain_sd must be > 0 or None, got {gain_sd}")
         self.operator = operator
@@ -64,6 +78,7 @@ class GenerativeSpectrumModel:
             raise ValueError("sigma must be > 0 everywhere")
         self.low, self.high = float(band[0]), float(band[1])
         self.rho_mean = float(rho_mean)
+        self.source_fraction = None if source_fraction is None else float(source_fraction)
         self.gain_sd = None if gain_sd is None else float(gain_sd)
         mask = (torch.ones(self.shape, dtype=torch.bool) if larmor_mask is None
                 else torch.as_tensor(larmor_mask, dtype=torch.bool))
@@ -81,6 +96,38 @@ class GenerativeSpectrumModel:
     @property
     def gain_latent(self) -> bool:
         return self.gain_sd is not None
+
+    @property
+    def sparse(self) -> bool:
+        return self.source_fraction is not None
+
+    def mixture(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sparse prior's log weights ``(log(1 − π), log π)`` and means ``(ε, μ)``."""
+        p, m = self.source_fraction, self.rho_mean
+        spike = SPIKE_FRACTION * m
+        slab = (m - (1 - p) * spike) / p
+        t = dict(dtype=self.dtype)
+        return (torch.tensor([math.log1p(-p), math.log(p)], **t),
+                torch.tensor([spike, slab], **t))
+
+    def rho_prior(self) -> dist.Distribution:
+        """ρ's prior, event shape ``(ny, nx)``."""
+        t = dict(dtype=self.dtype)
+        if not self.sparse:
+            return dist.Exponential(torch.full(self.shape, 1.0 / self.rho_mean, **t)).to_event(2)
+        log_w, means = self.mixture()
+        weights = dist.Categorical(logits=log_w.expand(*self.shape, 2))
+        return dist.MixtureSameFamily(weights, dist.Exponential(
+            (1.0 / means).expand(*self.shape, 2))).to_event(2)
+
+    def rho_log_prior(self, rho: torch.Tensor) -> torch.Tensor:
+        """``log p(ρ)`` written out (ρ ≥ 0), summed over the map ``(..., ny, nx)``."""
+        if not self.sparse:
+            pixels = rho.shape[-1] * rho.shape[-2]
+            return -pixels * math.log(self.rho_mean) - rho.sum((-2, -1)) / self.rho_mean
+        log_w, means = self.mixture()
+        terms = log_w - torch.log(means) - rho[..., None] / means    # (..., ny, nx, 2)
+        return torch.logsumexp(terms, -1).sum((-2, -1))
 
     def larmor_map(self, values: torch.Tensor) -> torch.Tensor:
         """ω_L ``(..., ny, nx)`` from the latent values ``(..., k)`` and the fill."""
@@ -105,8 +152,7 @@ class GenerativeSpectrumModel:
         if self.gain_latent:
             gain = pyro.sample("gain", dist.LogNormal(torch.zeros((), **t),
                                                       torch.tensor(self.gain_sd, **t)))
-        rate = torch.full(self.shape, 1.0 / self.rho_mean, **t)
-        rho = pyro.sample("rho", dist.Exponential(rate).to_event(2))
+        rho = pyro.sample("rho", self.rho_prior())
         low = torch.full((self.n_larmor,), self.low, **t)
         larmor = pyro.sample("larmor", dist.Uniform(low, self.high).to_event(1))
         loc = self.mean(rho, larmor, gain)
@@ -119,9 +165,7 @@ class GenerativeSpectrumModel:
         """``log p(g, ρ, ω_L, S_obs)``, written out (ρ ≥ 0 and ω_L in the band assumed)."""
         observed = self.observed
         n_freq = observed.shape[-3]
-        log_rate = -math.log(self.rho_mean)
-        total = rho.numel() * log_rate - rho.sum() / self.rho_mean
-        total = total - self.n_larmor * math.log(self.high - self.low)
+        total = self.rho_log_prior(rho) - self.n_larmor * math.log(self.high - self.low)
         g = 1.0
         if self.gain_latent:
             g = gain
@@ -157,4 +201,4 @@ class GenerativeSpectrumModel:
         return other
 
 
-__all__ = ["GenerativeSpectrumModel"]
+__all__ = ["GenerativeSpectrumModel", "SPIKE_FRACTION"]

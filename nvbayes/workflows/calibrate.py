@@ -34,6 +34,7 @@ from nvbayes.data.validation import positive
 from nvbayes.errors import ParameterError
 from nvbayes.figures import save_figure
 from nvbayes.figures.imaging import plot_coverage
+from nvbayes.inference.generative import RHO_PRIORS
 from nvbayes.inference.methods import METHODS, infer
 from nvbayes.metrics import wilson
 from nvbayes.model.problem import InverseProblem
@@ -56,7 +57,7 @@ class CalibrationPlan:
     """What ``nvbayes calibrate`` runs: ``scenes`` scenes cycling ``classes`` (seeds
     ``seed``, ``seed + 1``, ...) on an ``grid``-pixel window, simulated by ``simulator``
     (F3, or the inversion operator itself for a matched-model control), each fitted by
-    ``methods``."""
+    ``methods`` (the generative ones with ρ's prior ``rho_prior``)."""
 
     methods: tuple = ("svi", "laplace")
     scenes: int = 32
@@ -72,9 +73,13 @@ class CalibrationPlan:
     draws: "int | None" = None       # None: each method's default (the method registry)
     chains: "int | None" = None
     warmup: "int | None" = None
+    rho_prior: str = "exponential"
 
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
+        if self.rho_prior not in RHO_PRIORS:
+            raise ParameterError(f"unknown rho prior {self.rho_prior!r}",
+                                 f"use --rho-prior {' or '.join(RHO_PRIORS)}")
         object.__setattr__(self, "classes", tuple(self.classes))
         unknown = [m for m in self.methods if m not in SAMPLING_METHODS]
         if unknown or not self.methods:
@@ -144,7 +149,7 @@ def _fit_cell(plan: CalibrationPlan, method: str, index: int) -> xr.Dataset:
     problem = InverseProblem.from_measurement(data)
     result = infer(problem, load_spec(plan.model), method=method, operator=plan.operator,
                     seed=0, device="cpu", show=False, precision="fp32", draws=plan.draws,
-                    chains=plan.chains, warmup=plan.warmup)
+                    chains=plan.chains, warmup=plan.warmup, rho_prior=plan.rho_prior)
     truth = data["rho_true"].values
     sources = np.argwhere(truth > 0)
     coords = data["x"].values

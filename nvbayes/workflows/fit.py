@@ -83,7 +83,7 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
         warmup: "int | None" = None, protocol: "str | None" = None,
         likelihood: str = DEFAULT_LIKELIHOOD, gain: str = "auto",
         rho_mean: "float | None" = None, sources: "int | None" = None,
-        jobs: "int | None" = None) -> Run:
+        jobs: "int | None" = None, rho_prior: str = "exponential") -> Run:
     """Fit one measurement and return the run (metrics included when the truth is known).
 
     Parameters
@@ -112,6 +112,8 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     sources : the catalogue's K to start from (default: the peaks of its MAP, counted).
     jobs : processes for the catalogue's NUTS chains (default: the CPU cores; the draws do
         not depend on it).
+    rho_prior : the generative prior of ρ, ``exponential`` (default) or ``sparse`` (a few
+        sources on a dark background; :class:`nvbayes.inference.generative.Priors`).
     """
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision,
@@ -121,7 +123,7 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
                     operator=operator, seed=seed, device=device, show=show_progress,
                     precision=precision, draws=draws, chains=chains, warmup=warmup,
                     likelihood=likelihood, gain=gain, rho_mean=rho_mean, sources=sources,
-                   jobs=jobs)
+                   jobs=jobs, rho_prior=rho_prior)
     return _run(one, result, spec, method=method, operator=operator, seed=seed, device=device,
                 precision=precision, source=source, sample=sample)
 
@@ -134,12 +136,13 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
                 chains: "int | None" = None, warmup: "int | None" = None,
                 protocol: "str | None" = None, likelihood: str = DEFAULT_LIKELIHOOD,
                 gain: str = "auto", rho_mean: "float | None" = None,
-                sources: "int | None" = None, jobs: "int | None" = None) -> list[Run]:
+                sources: "int | None" = None, jobs: "int | None" = None,
+                rho_prior: str = "exponential") -> list[Run]:
     """Fit several samples of a data set (default: all), ``batch`` at a time in one
     optimization loop (neural-field MAP fits; baselines and the sampling methods one after
     the other), and return one run per sample, each the run :func:`fit` gives for that sample
-    alone.  ``likelihood``, ``gain``, ``rho_mean``, ``sources`` and ``jobs`` as in
-    :func:`fit`."""
+    alone.  ``likelihood``, ``gain``, ``rho_mean``, ``sources``, ``jobs`` and ``rho_prior``
+    as in :func:`fit`."""
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision,
                                                                protocol, likelihood)
@@ -157,7 +160,7 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
             operator=operator, seed=seed, device=device, show=show_progress,
             precision=precision, draws=draws, chains=chains, warmup=warmup,
             likelihood=likelihood, gain=gain, rho_mean=rho_mean, sources=sources,
-            jobs=jobs), spec,
+            jobs=jobs, rho_prior=rho_prior), spec,
             method=method, operator=operator, seed=seed, device=device, precision=precision,
             source=source, sample=i) for i in samples]
     runs = []
