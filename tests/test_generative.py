@@ -257,6 +257,23 @@ def test_generative_laplace_fit_writes_the_gain_and_says_so():
     assert "gain" not in absolute.idata.posterior
 
 
+def test_sparse_prior_darkens_the_empty_pixels():
+    """``rho_prior="sparse"``: π is the peaks counted over the pixels, and the posterior mean
+    on the pixels the truth leaves empty falls below the exponential prior's (its spike holds
+    them within ε of zero)."""
+    data = _measurement()
+    empty = data["rho_true"].values == 0
+    runs = {prior: fit(data, model="netmy-fast", method="laplace", draws=40, rho_prior=prior)
+            for prior in ("exponential", "sparse")}
+    stats = runs["sparse"].idata.sample_stats.attrs
+    assert stats["rho_prior"] == "sparse"
+    assert stats["source_fraction"] == pytest.approx(
+        np.count_nonzero(data["rho_true"].values) / empty.size)
+    means = {k: float(r.idata.posterior["rho"].mean(("chain", "draw")).values[empty].mean())
+             for k, r in runs.items()}
+    assert means["sparse"] < 0.5 * means["exponential"]
+
+
 def test_generative_fit_does_not_depend_on_the_spectrum_unit():
     """With the gain latent, a spectrum written in units 1000× smaller gives the same
     posterior (the spectrum is divided by its unit scale first)."""

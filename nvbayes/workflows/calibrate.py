@@ -1,9 +1,10 @@
 """Calibration of credible intervals on seeded synthetic scenes (``nvbayes calibrate``).
 
-For every scene and method the posterior draws of ρ (gauge-fixed by the energy ratio,
-docs/architecture.md) give, for each true source s at pixel p_s, two functionals of ρ over
-the disc W_s of radius ``radius`` standoffs around p_s, above the local background b_s (the
-median of ρ on the ring one standoff wide outside the disc)::
+For every scene and method the posterior draws of ρ (under the generative likelihood, the
+default, as drawn: no scale correction; docs/architecture.md) give, for each true source s
+at pixel p_s, two functionals of ρ over the disc W_s of radius ``radius`` standoffs around
+p_s, above the local background b_s (the median of ρ on the ring one standoff wide outside
+the disc)::
 
     mass      m_s(ρ) = Σ_{r ∈ W_s} (ρ(r) − b_s)                          (the amplitude)
     position  c_s(ρ) = Σ_{r ∈ W_s} w(r) r / Σ w,   w = max(ρ − b_s, 0)     (x and y, nm)
@@ -244,7 +245,7 @@ def coverage_dataset(store: CellStore, plan: CalibrationPlan) -> xr.Dataset:
                 "scene": np.arange(plan.scenes)},
         attrs={"nominal_level": plan.level, "schema": "nvbayes.calibration/1",
                "description": "coverage of central credible intervals of per-source disc "
-                              "mass and centroid, densities gauge-fixed by the energy ratio"}
+                              "mass and centroid of the posterior density draws"}
         | {k: ", ".join(v) if isinstance(v, list) else v for k, v in plan.to_dict().items()})
 
 
@@ -258,7 +259,8 @@ def coverage_table(ds: xr.Dataset) -> str:
              f"simulated by {ds.attrs['simulator']}, model {ds.attrs['model']}, operator "
              f"{ds.attrs['operator']}, noise "
              f"{ds.attrs['noise']}; per source, the mass and centroid of the density within "
-             f"{ds.attrs['radius']} standoffs, densities gauge-fixed by the energy ratio.",
+             f"{ds.attrs['radius']} standoffs; ρ's prior "
+             f"{ds.attrs.get('rho_prior', 'exponential')}.",
              "",
              "| method | sources | x | y | mass | width x (nm) | width mass | s per fit |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
