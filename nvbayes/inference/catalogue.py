@@ -178,22 +178,20 @@ class Candidate:
         start = coords.pack(x, y, a, w, 1.0 if coords.model.gain_latent else None)
         return cls(coords, Whitened.find(coords, start))
 
+    def at_mode(self) -> tuple:
+        """``(x, y, a, ω, g)`` at the mode, sources ``(K,)`` (g = 1 where it is fixed)."""
+        with torch.no_grad():
+            x, y, a, w, gain, _ = self.coords.unpack(self.whitened.mode)
+        return x, y, a, w, 1.0 if gain is None else float(gain)
+
     def mode_starts(self) -> list[tuple[float, float, float, float]]:
         """The mode's sources as starts ``(x, y, a, ω)``."""
-        with torch.no_grad():
-            x, y, a, w, _, _ = self.coords.unpack(self.whitened.mode)
-        return list(zip(*(v.tolist() for v in (x, y, a, w)), strict=True))
-
-    def mode_gain(self) -> float:
-        with torch.no_grad():
-            gain = self.coords.unpack(self.whitened.mode)[4]
-        return 1.0 if gain is None else float(gain)
+        return list(zip(*(v.tolist() for v in self.at_mode()[:4]), strict=True))
 
     def mode_log_likelihood(self) -> float:
         """The log-likelihood at the mode."""
         with torch.no_grad():
-            x, y, a, w, _, _ = self.coords.unpack(self.whitened.mode)
-            return float(self.coords.model.log_likelihood(x, y, a, w, self.mode_gain()))
+            return float(self.coords.model.log_likelihood(*self.at_mode()))
 
 
 def _chain(task: tuple) -> tuple:
@@ -226,8 +224,8 @@ def sample_candidates(candidates: dict, seed: int, draws: int, chains: int, warm
     jobs = default_jobs() if jobs is None else int(jobs)
     order = [(k, c) for k in sorted(candidates, reverse=True) for c in range(chains)]
     parallel = jobs > 1 and len(order) > 1 and default_jobs() > 1
-    tasks = [(candidates[k], seed, c, draws, warmup, None if not parallel else False)
-             for k, c in order]
+    show = False if parallel else None                  # no Pyro bars from the children
+    tasks = [(candidates[k], seed, c, draws, warmup, show) for k, c in order]
     if parallel:
         bar = progress_bar(len(tasks), desc="catalogue chains", unit="chain")
         # fork where there is one (no re-import of the caller's script; each child runs
@@ -274,14 +272,6 @@ def _fit_of(coords: CatalogueCoordinates, z: torch.Tensor, stats: dict,
                         loglik.reshape(*x.shape[:2], -1).numpy(), stats)
 
 
-def fit_sources(model: PointSourceModel, starts: list, seed: int, draws: int, chains: int,
-                warmup: int, jobs: "int | None" = 1) -> CatalogueFit:
-    """NUTS on the whitened potential of ``model`` (K = ``len(starts)``) from ``starts``."""
-    candidate = Candidate.from_starts(model, starts)
-    return sample_candidates({len(starts): candidate}, seed, draws, chains, warmup,
-                             jobs)[len(starts)]
-
-
 def _residual_peak(model: PointSourceModel, starts: list, gain: float, larmor: torch.Tensor,
                    spacing: float) -> tuple[float, float, float, float]:
     """A new source's start where the sources ``starts`` leave the largest noise-map
@@ -311,7 +301,8 @@ def fit_catalogue(problem: InverseProblem, sigma, gain_sd: "float | None" = None
         raise ParameterError(f"--jobs {jobs}", "use 1 or more processes, or leave it out to "
                                                "use the CPU cores")
     start_time = time.perf_counter()
-    starts = detect_peaks(problem, float(torch.as_tensor(sigma).median()))
+    larmor = spectral_larmor(problem)
+    starts = detect_peaks(problem, float(torch.as_tensor(sigma).median()), larmor=larmor)
     messages = []
     if not starts:
         raise NvbayesError("no source stands out of the noise in this measurement",
@@ -326,13 +317,12 @@ def fit_catalogue(problem: InverseProblem, sigma, gain_sd: "float | None" = None
                              problem.standoff, (problem.n, problem.n), sigma, problem.band,
                              len(starts), amplitude_mean, gain_sd,
                              problem.observed(dtype=torch.float64), units=problem.units)
-    larmor = spectral_larmor(problem)
     k = len(starts)
     candidates = {k: Candidate.from_starts(model, starts)}
     if k > 1:
         candidates[k - 1] = Candidate.from_starts(model, starts[:-1])
     base = candidates[k]
-    extra = _residual_peak(model, base.mode_starts(), base.mode_gain(), larmor,
+    extra = _residual_peak(model, base.mode_starts(), base.at_mode()[4], larmor,
                            problem.spacing)
     plus = Candidate.from_starts(model, base.mode_starts() + [extra])
     gain = plus.mode_log_likelihood() - base.mode_log_likelihood()
@@ -454,7 +444,7 @@ def rasterized(model: PointSourceModel, fit: CatalogueFit) -> tuple[np.ndarray, 
 __all__ = ["Candidate", "CatalogueCoordinates", "CatalogueFit", "CatalogueResult",
            "LOO_NATS", "PARAMETERS", "SCREEN_NATS", "catalogue_dataset", "choose_sources",
            "compare_candidates", "default_jobs", "fit_catalogue",
-           "fit_catalogue_draws", "fit_sources", "rasterized",
+           "fit_catalogue_draws", "rasterized",
            "sample_candidates", "source_table"]
 
 

@@ -180,7 +180,8 @@ def generative_model(problem: InverseProblem, operator: str, priors: Priors,
     if priors.rho_prior == "sparse":
         fraction = priors.source_fraction
         if fraction is None:
-            peaks = len(detect_peaks(problem, float(torch.as_tensor(sigma).median())))
+            peaks = len(detect_peaks(problem, float(torch.as_tensor(sigma).median()),
+                                     larmor=fill))
             fraction = max(peaks, 1) / problem.n ** 2
     return GenerativeSpectrumModel(problem.operator(operator), (problem.n, problem.n), sigma,
                                    problem.band, rho_mean, priors.gain_sd, mask, fill,

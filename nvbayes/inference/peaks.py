@@ -66,11 +66,12 @@ def _adjoint(forward, residual: torch.Tensor, like: torch.Tensor) -> torch.Tenso
     return grad
 
 
-def detect_peaks(problem: InverseProblem, sigma: float,
-                 snr: float = DETECTION_SNR) -> list[tuple[float, float, float, float]]:
+def detect_peaks(problem: InverseProblem, sigma: float, snr: float = DETECTION_SNR,
+                 larmor: "torch.Tensor | None" = None
+                 ) -> list[tuple[float, float, float, float]]:
     """Starts ``(x_nm, y_nm, amplitude, larmor_ghz)`` of the peaks of the NNLS MAP, brightest
-    first (module docstring)."""
-    larmor = spectral_larmor(problem)
+    first (module docstring); ``larmor`` the spectral ω̂ map when the caller has it."""
+    larmor = spectral_larmor(problem) if larmor is None else larmor
     rho, unit_norm = nnls_density(problem, larmor)
     noise = sigma * problem.freqs.size ** 0.5 / float(unit_norm)
     padded = tnf.pad(rho[None, None], (1, 1, 1, 1))

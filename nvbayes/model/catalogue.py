@@ -29,10 +29,9 @@ weights ``w = 1/σ²``::
                          + g² Σ_kl (Σ_ω L_k L_l) (Σ_r w A_k A_l)      (K × K Gram matrices)
                          − 2 g Σ_k Σ_r A_k(r) Σ_ω L_k(ω) w S_obs(ω, r)
 
-in a handful of tensor operations (two small matrix products with the K sources' maps
-``A_k`` on the grid) (the gradient is what NUTS pays for, once per leapfrog
-step).  For the z-axis NV with all three channels the kernel is the closed form
-``P = (|R|² + 3 z0²) / |R|⁸``.
+in a handful of tensor operations: two small matrix products with the K sources' maps
+``A_k`` on the grid, whose gradient NUTS pays for once per leapfrog step.  For the z-axis
+NV with all three channels the kernel is the closed form ``P = (|R|² + 3 z0²) / |R|⁸``.
 """
 
 from __future__ import annotations

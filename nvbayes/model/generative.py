@@ -29,6 +29,7 @@ directly (no Pyro trace), for the samplers' inner loop; the tests hold the two e
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pyro
@@ -101,6 +102,7 @@ class GenerativeSpectrumModel:
     def sparse(self) -> bool:
         return self.source_fraction is not None
 
+    @functools.cached_property
     def mixture(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The sparse prior's log weights ``(log(1 − π), log π)`` and means ``(ε, μ)``."""
         p, m = self.source_fraction, self.rho_mean
@@ -115,7 +117,7 @@ class GenerativeSpectrumModel:
         t = dict(dtype=self.dtype)
         if not self.sparse:
             return dist.Exponential(torch.full(self.shape, 1.0 / self.rho_mean, **t)).to_event(2)
-        log_w, means = self.mixture()
+        log_w, means = self.mixture
         weights = dist.Categorical(logits=log_w.expand(*self.shape, 2))
         return dist.MixtureSameFamily(weights, dist.Exponential(
             (1.0 / means).expand(*self.shape, 2))).to_event(2)
@@ -125,7 +127,7 @@ class GenerativeSpectrumModel:
         if not self.sparse:
             pixels = rho.shape[-1] * rho.shape[-2]
             return -pixels * math.log(self.rho_mean) - rho.sum((-2, -1)) / self.rho_mean
-        log_w, means = self.mixture()
+        log_w, means = self.mixture
         terms = log_w - torch.log(means) - rho[..., None] / means    # (..., ny, nx, 2)
         return torch.logsumexp(terms, -1).sum((-2, -1))
 
