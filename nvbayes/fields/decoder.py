@@ -2,9 +2,10 @@
 
 A fixed random input ``z`` ``(c₀, s, s)`` with ``s = max(2, ⌈n / 2^L⌉)`` passes through ``L``
 stages; stage ``i`` is a 1×1 convolution to ``channels[i]`` channels and an upsampling
-(bilinear by default) to ``max(4, ⌈n / 2^(L−1−i)⌉)`` pixels, followed, except after the last
+(bilinear by default) to ``max(4, ⌈n / 2^(L−1−i)⌉)`` pixels per side, followed, except after the last
 stage, by a ReLU and a per-channel normalization (batch norm over the pixels of the one image,
-with learned scale and shift).  The floors matter only on grids smaller than 2^(L+1): there a
+with learned scale and shift).  On a rectangular ``ny × nx`` grid each side follows the rule
+with its own n.  The floors matter only on grids smaller than 2^(L+1): there a
 normalization over 1 or 4 pixels would zero or whiten its stage (on a 32² grid the first
 stage was constant and the fits jumped between losses of 0.2 and 8).
 
@@ -34,23 +35,26 @@ from torch import nn
 from nvbayes.physics.geometry import coarsen
 
 from .base import Density
+from .pixels import _factor, grid_shape
 
 
 class DeepDecoder(Density):
-    """``forward(coords (m, m, 2)) → ρ (m, m)``, generated at ``size`` and block-averaged."""
+    """``forward(coords (my, mx, 2)) → ρ (my, mx)``, generated at ``size`` ``(ny, nx)`` (or
+    ``n``) and block-averaged."""
 
-    def __init__(self, size: int, channels=(128, 128, 128, 128, 1), level: float = 1.0,
-                 upsample: str = "bilinear"):
+    def __init__(self, size: "int | tuple[int, int]", channels=(128, 128, 128, 128, 1),
+                 level: float = 1.0, upsample: str = "bilinear"):
         super().__init__()
         channels = tuple(int(c) for c in channels)
         stages = len(channels)
-        self.size = int(size)
+        self.size = grid_shape(size)
         self.level = float(level)
         self.upsample = upsample
-        self.sizes = [max(4, math.ceil(size / 2 ** (stages - 1 - i))) for i in range(stages)]
+        self.sizes = [tuple(max(4, math.ceil(n / 2 ** (stages - 1 - i))) for n in self.size)
+                      for i in range(stages)]
         self.sizes[-1] = self.size
-        first = max(2, math.ceil(size / 2 ** stages))
-        self.register_buffer("input", torch.randn(1, channels[0], first, first))
+        first = [max(2, math.ceil(n / 2 ** stages)) for n in self.size]
+        self.register_buffer("input", torch.randn(1, channels[0], *first))
         convs, norms = [], []
         fan_in = channels[0]
         for i, width in enumerate(channels):
@@ -65,20 +69,17 @@ class DeepDecoder(Density):
             self.convs[-1].bias.fill_(math.log(math.e - 1.0))
 
     def image(self) -> torch.Tensor:
-        """The generated density ``(size, size)``."""
+        """The generated density ``(ny, nx)``."""
         h = self.input
         for i, conv in enumerate(self.convs):
             h = conv(h)
             mode = {"mode": self.upsample}
             if self.upsample == "bilinear":
                 mode["align_corners"] = False
-            h = F.interpolate(h, size=(self.sizes[i],) * 2, **mode)
+            h = F.interpolate(h, size=self.sizes[i], **mode)
             if i < len(self.norms):
                 h = self.norms[i](torch.relu(h))
         return self.level * F.softplus(h[0, 0])
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        n = coords.shape[-2]
-        if self.size % n:
-            raise ValueError(f"a {self.size}-pixel decoder cannot be shown on {n} pixels")
-        return coarsen(self.image(), self.size // n)
+        return coarsen(self.image(), _factor(self.size, coords))

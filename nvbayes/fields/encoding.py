@@ -25,14 +25,24 @@ import torch
 from torch import nn
 
 
-def pixel_coordinates(n: int, dtype=torch.float32, device=None) -> torch.Tensor:
-    """Pixel centres of an ``n × n`` window in ``[−1, 1]²``, shape ``(n, n, 2)`` as ``(y, x)``.
+def pixel_coordinates(shape: "int | tuple[int, int]", dtype=torch.float32, device=None
+                      ) -> torch.Tensor:
+    """Pixel centres of an ``ny × nx`` window (``n`` for a square one), shape ``(ny, nx, 2)``
+    as ``(y, x)``.
 
-    Centres sit at ``(i + ½)·2/n − 1``: normalized by the half extent of the window, so the 32²
-    and 64² grids of the curriculum cover the same physical square.
+    The longer side spans ``[−1, 1]``: centres sit at ``(i + ½)·h − ny·h/2`` with
+    ``h = 2 / max(ny, nx)``, so a pixel is square in coordinates too (a rectangular window's
+    Fourier features have one physical frequency along both axes), and the 32² and 64² grids
+    of the curriculum cover the same physical square.
     """
-    axis = (torch.arange(n, dtype=torch.float64, device=device) + 0.5) * (2.0 / n) - 1.0
-    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    ny, nx = (shape, shape) if isinstance(shape, int) else (int(shape[0]), int(shape[1]))
+    step = 2.0 / max(ny, nx)
+
+    def axis(count: int) -> torch.Tensor:
+        return ((torch.arange(count, dtype=torch.float64, device=device) + 0.5) * step
+                - 0.5 * count * step)
+
+    yy, xx = torch.meshgrid(axis(ny), axis(nx), indexing="ij")
     return torch.stack([yy, xx], dim=-1).to(dtype)
 
 

@@ -4,7 +4,8 @@ The free-density baselines (Tikhonov, ADMM, L-BFGS) optimize ρ itself, one valu
 the parameterization Jacobian is the identity, so the raw density gradient is executed
 verbatim (section 5.3).  Every baseline pairs its density with :class:`LarmorMap`, and
 :class:`DensityField` joins the two behind the interface of
-:class:`~nvbayes.fields.NeuralField`: coordinates ``(n, n, 2)`` and β in, ``(ρ, ω_L)`` out.
+:class:`~nvbayes.fields.NeuralField`: coordinates ``(ny, nx, 2)`` and β in, ``(ρ, ω_L)`` out.
+A map's ``size`` is its grid ``(ny, nx)`` (or ``n`` for a square one).
 """
 
 from __future__ import annotations
@@ -18,14 +19,22 @@ from .base import Density, Field
 from .heads import larmor_head
 
 
-def _factor(size: int, n: int) -> int:
-    if size % n:
-        raise ValueError(f"a {size}-pixel map cannot be shown on a {n}-pixel grid")
-    return size // n
+def grid_shape(size: "int | tuple[int, int]") -> tuple[int, int]:
+    """``(ny, nx)`` of a size given as ``n`` (square) or ``(ny, nx)``."""
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _factor(shape: tuple, coords: torch.Tensor) -> int:
+    """The block size that takes a map of ``shape`` to the grid of ``coords``."""
+    ny, nx = shape[-2:]
+    my, mx = coords.shape[-3], coords.shape[-2]
+    if ny % my or nx % mx or ny // my != nx // mx:
+        raise ValueError(f"a {ny} x {nx} map cannot be shown on a {my} x {mx} grid")
+    return ny // my
 
 
 class PixelDensity(Density):
-    """``ρ = c · max(v, 0)`` for a free map ``v`` ``(size, size)`` started at 1: uniform at
+    """``ρ = c · max(v, 0)`` for a free map ``v`` ``(ny, nx)`` started at 1: uniform at
     ``level`` = c.
 
     The fixed unit ``c`` makes an optimizer's step a fraction of the starting density whatever
@@ -37,15 +46,14 @@ class PixelDensity(Density):
     the map is block-averaged.
     """
 
-    def __init__(self, size: int, level: float = 1.0):
+    def __init__(self, size: "int | tuple[int, int]", level: float = 1.0):
         super().__init__()
         self.level = float(level)
-        self.values = nn.Parameter(torch.ones(size, size))
+        self.values = nn.Parameter(torch.ones(grid_shape(size)))
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        n = coords.shape[-2]
         rho = self.level * self.values.clamp(min=0.0)
-        return coarsen(rho, _factor(self.values.shape[-1], n))
+        return coarsen(rho, _factor(self.values.shape, coords))
 
     @torch.no_grad()
     def project_(self) -> None:
@@ -53,20 +61,19 @@ class PixelDensity(Density):
 
 
 class LarmorMap(nn.Module):
-    """``ω_L = ω_min + (ω_max − ω_min) σ(h)`` for free per-pixel logits ``h`` ``(size, size)``.
+    """``ω_L = ω_min + (ω_max − ω_min) σ(h)`` for free per-pixel logits ``h`` ``(ny, nx)``.
 
     The logits start at 0, the band centre.  Under F1 and F2 ω_L is read at the readout pixel,
     so it is a field over the whole window, not only the support.
     """
 
-    def __init__(self, size: int, band: tuple[float, float]):
+    def __init__(self, size: "int | tuple[int, int]", band: tuple[float, float]):
         super().__init__()
         self.band = (float(band[0]), float(band[1]))
-        self.logits = nn.Parameter(torch.zeros(size, size))
+        self.logits = nn.Parameter(torch.zeros(grid_shape(size)))
 
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
-        n = coords.shape[-2]
-        return larmor_head(coarsen(self.logits, _factor(self.logits.shape[-1], n)), self.band)
+        return larmor_head(coarsen(self.logits, _factor(self.logits.shape, coords)), self.band)
 
 
 class DensityField(Field):

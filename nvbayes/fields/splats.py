@@ -116,7 +116,7 @@ class GaussianSplats(Density):
     def forward(self, coords: torch.Tensor) -> torch.Tensor:
         """Render on the pixel centres ``coords`` ``(n, n, 2)`` with the low-pass floor: each
         variance is widened by ``0.3`` pixel² and the amplitude lowered to keep the mass."""
-        pixel = 2.0 / coords.shape[-2]
+        pixel = 2.0 / max(coords.shape[-3], coords.shape[-2])
         variance = (2 * self.log_widths).exp() + LOW_PASS * pixel ** 2     # (K, 2)
         amplitude = self.amplitudes * ((2 * self.log_widths).exp() / variance).prod(-1).sqrt()
         offset = coords.unsqueeze(-2) - self.means                          # (n, n, K, 2)

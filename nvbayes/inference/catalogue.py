@@ -293,7 +293,7 @@ def fit_catalogue(problem: InverseProblem, sigma, gain_sd: "float | None" = None
                   chains: int = 2, warmup: int = 200, jobs: "int | None" = None
                   ) -> CatalogueResult:
     """The catalogue of one measurement (module docstring); ``sigma`` a number or a
-    per-pixel map ``(n, n)``; ``jobs`` processes for the NUTS chains (default: the cores)."""
+    per-pixel map ``(ny, nx)``; ``jobs`` processes for the NUTS chains (default: the cores)."""
     if sources is not None and sources < 1:
         raise ParameterError(f"--sources {sources}", "use 1 or more sources, or leave it out "
                                                      "to count the peaks")
@@ -312,11 +312,12 @@ def fit_catalogue(problem: InverseProblem, sigma, gain_sd: "float | None" = None
             starts.append(starts[-1])
         starts = starts[:sources]
     level = uniform_level(problem)
-    amplitude_mean = level * problem.n ** 2 / len(starts)
+    amplitude_mean = level * problem.shape[0] * problem.shape[1] / len(starts)
     model = PointSourceModel(problem.freqs, problem.linewidth, problem.spacing,
-                             problem.standoff, (problem.n, problem.n), sigma, problem.band,
+                             problem.standoff, problem.shape, sigma, problem.band,
                              len(starts), amplitude_mean, gain_sd,
-                             problem.observed(dtype=torch.float64), units=problem.units)
+                             problem.observed(dtype=torch.float64), units=problem.units,
+                             nv_axis=problem.nv_axis, pixel_mask=problem.pixel_mask())
     k = len(starts)
     candidates = {k: Candidate.from_starts(model, starts)}
     if k > 1:

@@ -61,12 +61,13 @@ def gauge_fixed(problem: InverseProblem, operator: str, rho: torch.Tensor,
     forward = problem.operator(operator)
     observed = problem.observed(dtype=torch.float64, device=rho.device)
     power = HOMOGENEITY[operator]
+    mask = problem.pixel_mask(device=rho.device)
     alphas, maps = [], []
     with torch.no_grad():
         for lo in range(0, rho.shape[0], CHUNK):
             predicted = forward(rho[lo: lo + CHUNK], larmor[lo: lo + CHUNK])
             for one in predicted:
-                alpha = scale_correction(observed, one, operator)["scale_correction"]
+                alpha = scale_correction(observed, one, operator, mask)["scale_correction"]
                 alphas.append(alpha)
                 maps.append((alpha ** power * noise_map(one)).cpu().numpy())
     alpha = np.asarray(alphas)

@@ -182,11 +182,11 @@ def generative_model(problem: InverseProblem, operator: str, priors: Priors,
         if fraction is None:
             peaks = len(detect_peaks(problem, float(torch.as_tensor(sigma).median()),
                                      larmor=fill))
-            fraction = max(peaks, 1) / problem.n ** 2
-    return GenerativeSpectrumModel(problem.operator(operator), (problem.n, problem.n), sigma,
+            fraction = max(peaks, 1) / (problem.shape[0] * problem.shape[1])
+    return GenerativeSpectrumModel(problem.operator(operator), problem.shape, sigma,
                                    problem.band, rho_mean, priors.gain_sd, mask, fill,
                                    problem.observed(dtype=torch.float64),
-                                   source_fraction=fraction)
+                                   source_fraction=fraction, pixel_mask=problem.pixel_mask())
 
 
 @dataclass
@@ -402,10 +402,10 @@ def fit_generative(problem: InverseProblem, method: str, operator: str = "F2", s
     """One measurement's posterior under the generative likelihood, as the fit workflow's
     :class:`~nvbayes.inference.draws.PosteriorDraws` (``draw_stats`` holds the gain where it
     is latent, and NUTS's divergences)."""
-    if method == "nuts" and problem.n > NUTS_MAX_SIDE:
+    if method == "nuts" and max(problem.shape) > NUTS_MAX_SIDE:
         raise ParameterError(f"NUTS samples the free grid up to {NUTS_MAX_SIDE}x"
-                             f"{NUTS_MAX_SIDE} pixels, this measurement is {problem.n}x"
-                             f"{problem.n}", "use --method svi or laplace, or a smaller grid")
+                             f"{NUTS_MAX_SIDE} pixels, this measurement is "
+                             f"{problem.shape[0]}x{problem.shape[1]}", "use --method svi or laplace, or a smaller grid")
     start = time.perf_counter()
     model = generative_model(problem, operator, priors)
     result = sample_generative(model, method, seed=seed, draws=draws, chains=chains,

@@ -86,13 +86,13 @@ class MapResult:
 
 def uniform_level(problem: InverseProblem, operator: str = "F2") -> float:
     """The constant density whose prediction carries the observed energy (band-centre ω_L)."""
-    n = problem.n
     with torch.no_grad():
-        ones = torch.ones(n, n, dtype=torch.float64)
+        ones = torch.ones(problem.shape, dtype=torch.float64)
         centre = torch.full_like(ones, 0.5 * (problem.band[0] + problem.band[1]))
         predicted = problem.operator(operator)(ones, centre)
         observed = problem.observed(dtype=torch.float64)
-        return float(scale_correction(observed, predicted, operator)["scale_correction"])
+        return float(scale_correction(observed, predicted, operator,
+                                      problem.pixel_mask())["scale_correction"])
 
 
 def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
@@ -112,11 +112,11 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
                            readout_scale=f.readout_scale)
     if instances is not None:
         raise ValueError(f"a {f.kind} field has no instance axis")
-    n = problem.n
+    n = problem.shape
     if f.kind == "pixels":
         density = PixelDensity(n, level)
     elif f.kind == "splats":
-        standoff = problem.standoff / problem.spacing * (2.0 / n)   # z0 in coordinate units
+        standoff = problem.standoff / problem.spacing * (2.0 / max(n))   # z0 in coordinates
         control = DensityControl(max_count=f.max_count, start=f.densify_from,
                                  stop=f.densify_until, every=f.densify_every,
                                  grad_ratio=f.grad_ratio, split_width=f.split_width * standoff,
@@ -179,7 +179,7 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     messages = SOLVERS[spec.solver](net, work, spec, operator, recorder)
     recorder.close()
     beta = final_beta(recorder, spec, 0)
-    coords = pixel_coordinates(problem.n, dtype=dtype, device=device)
+    coords = pixel_coordinates(problem.shape, dtype=dtype, device=device)
     maps = _final_maps(net, coords, beta, problem, operator)[0]
     return _result(maps, recorder, 0, time.perf_counter() - start, messages, net)
 
@@ -220,7 +220,7 @@ def fit_batch(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
     recorder.close()
     beta = torch.tensor([final_beta(recorder, spec, i) for i in range(count)],
                         dtype=dtype, device=device)
-    coords = pixel_coordinates(problem.n, dtype=dtype, device=device)
+    coords = pixel_coordinates(problem.shape, dtype=dtype, device=device)
     maps = _final_maps(net, coords, beta, problem, operator)
     wall = (time.perf_counter() - start) / count
     prefix = [f"measurement {i}:" for i in range(count)]
@@ -263,8 +263,9 @@ def _final_maps(net: torch.nn.Module, coords: torch.Tensor, beta, problem: Inver
             rho, larmor, predicted, observed = (t.unsqueeze(0) for t in
                                                 (rho, larmor, predicted, observed))
         out = []
+        mask = problem.pixel_mask(device=coords.device)
         for i in range(rho.shape[0]):
-            stats = scale_correction(observed[i], predicted[i], operator)
+            stats = scale_correction(observed[i], predicted[i], operator, mask)
             alpha = stats["scale_correction"]
             out.append(((alpha * rho[i]).cpu().numpy(), larmor[i].cpu().numpy(),
                         (alpha ** HOMOGENEITY[operator] * predicted[i]).cpu().numpy(), stats))

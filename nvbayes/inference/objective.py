@@ -54,7 +54,8 @@ def stage_log_eps(spec: ModelSpec, problem: InverseProblem, downsample: int = 1
     if spec.log_eps != NOISE_FLOOR:
         return float(spec.log_eps)
     observed = problem.observed(downsample, dtype=torch.float64)
-    return noise_floor(observed, problem.sigma() / downsample, NOISE_FLOOR_MIN)
+    return noise_floor(observed, problem.sigma(downsample=downsample), NOISE_FLOOR_MIN,
+                       problem.pixel_mask(downsample))
 
 
 def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, operator: str,
@@ -67,12 +68,15 @@ def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, oper
     with σ / d on a grid block-averaged by d.
     """
     dtype, device = field.dtype, field.device
-    sigma = None if noise_sigma is None else float(noise_sigma) / stage.downsample
-    model = NoiseSpectrumModel(problem.operator(operator, stage.downsample),
-                               problem.observed(stage.downsample, dtype=dtype, device=device),
-                               stage.weights, stage_log_eps(spec, problem, stage.downsample),
-                               noise_sigma=sigma, reduction=spec.reduction)
-    guide = guide_type(field, pixel_coordinates(problem.n // stage.downsample, dtype=dtype,
+    d = stage.downsample
+    sigma = None if noise_sigma is None else float(noise_sigma) / d
+    model = NoiseSpectrumModel(problem.operator(operator, d),
+                               problem.observed(d, dtype=dtype, device=device),
+                               stage.weights, stage_log_eps(spec, problem, d),
+                               noise_sigma=sigma, reduction=spec.reduction,
+                               mask=problem.pixel_mask(d, device))
+    ny, nx = problem.shape
+    guide = guide_type(field, pixel_coordinates((ny // d, nx // d), dtype=dtype,
                                                 device=device))
     return model, guide
 

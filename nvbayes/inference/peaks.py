@@ -35,11 +35,13 @@ FISTA_STEPS = 400
 def nnls_density(problem: InverseProblem, larmor: torch.Tensor,
                  steps: int = FISTA_STEPS) -> tuple[torch.Tensor, torch.Tensor]:
     """The non-negative least-squares fit of the noise map, ``argmin_{ρ ≥ 0} ‖c (P ∗ ρ) −
-    N_obs‖²`` by FISTA; returns ρ̂ ``(n, n)`` and ``‖A e‖`` of a unit source at the centre."""
+    N_obs‖²`` by FISTA; returns ρ̂ ``(ny, nx)`` and ``‖A e‖`` of a unit source at the centre."""
     operator = problem.operator("F2")
     observed = problem.observed(dtype=torch.float64).sum(-3)
     weight = operator(torch.ones_like(larmor), larmor).sum(-3) / operator.source_power(
         torch.ones_like(larmor))
+    if problem.mask is not None:                     # masked pixels leave the residual
+        weight = weight * problem.pixel_mask()
 
     def forward(rho):
         return weight * operator.source_power(rho)
@@ -55,7 +57,7 @@ def nnls_density(problem: InverseProblem, larmor: torch.Tensor,
         gradient = _adjoint(forward, forward(point) - observed, larmor)
         previous, rho = rho, (point - gradient / lipschitz).clamp(min=0.0)
     unit = torch.zeros_like(larmor)
-    unit[problem.n // 2, problem.n // 2] = 1.0
+    unit[problem.shape[0] // 2, problem.shape[1] // 2] = 1.0
     return rho, forward(unit).norm()
 
 
@@ -81,11 +83,11 @@ def detect_peaks(problem: InverseProblem, sigma: float, snr: float = DETECTION_S
     threshold = max(snr * noise, NOISE_PEAK_FACTOR * float(mass[peaks].median()))
     candidates = torch.nonzero(peaks & (mass > threshold))
     starts = []
-    coords = np.arange(problem.n) * problem.spacing
+    ycoords, xcoords = (np.arange(n) * problem.spacing for n in problem.shape)
     for iy, ix in candidates.tolist():
         ys, xs = slice(max(iy - 1, 0), iy + 2), slice(max(ix - 1, 0), ix + 2)
         patch = rho[ys, xs].numpy()
-        gx, gy = np.meshgrid(coords[xs], coords[ys])
+        gx, gy = np.meshgrid(xcoords[xs], ycoords[ys])
         total = patch.sum()
         starts.append((float((patch * gx).sum() / total), float((patch * gy).sum() / total),
                        float(total), float(larmor[iy, ix])))

@@ -47,7 +47,8 @@ HVP_BLOCK = 256
 
 def calibrated_sigma(problem: InverseProblem) -> float:
     """The sensor noise σ estimated from the spectrum, floored at 1e-6 of its range."""
-    sigma = float(sensor_noise_sigma(problem.observed(dtype=torch.float64)))
+    sigma = float(sensor_noise_sigma(problem.observed(dtype=torch.float64),
+                                     problem.pixel_mask()))
     return max(sigma, 1e-6 * float(problem.spectrum.max() - problem.spectrum.min()))
 
 
@@ -58,7 +59,8 @@ def pixel_model(problem: InverseProblem, spec: ModelSpec, operator: str, larmor:
     model = NoiseSpectrumModel(problem.operator(operator),
                                problem.observed(dtype=larmor.dtype, device=larmor.device),
                                stage.weights, stage_log_eps(spec, problem),
-                               noise_sigma=noise_sigma, reduction=spec.reduction)
+                               noise_sigma=noise_sigma, reduction=spec.reduction,
+                               mask=problem.pixel_mask(device=larmor.device))
     return poutine.condition(model, data={"larmor": larmor})
 
 
@@ -209,16 +211,16 @@ def fit_nuts(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", see
     [−½, ½] per pixel, and use a dense mass matrix.  Draws are gauge-fixed; ``draw_stats``
     adds ``diverging``.
     """
-    if problem.n > NUTS_MAX_SIDE:
+    if max(problem.shape) > NUTS_MAX_SIDE:
         raise ParameterError(f"NUTS samples the free grid up to {NUTS_MAX_SIDE}x"
-                             f"{NUTS_MAX_SIDE} pixels, this measurement is {problem.n}x"
-                             f"{problem.n}", "use --method svi or laplace, or a smaller grid")
+                             f"{NUTS_MAX_SIDE} pixels, this measurement is "
+                             f"{problem.shape[0]}x{problem.shape[1]}", "use --method svi or laplace, or a smaller grid")
     start = time.perf_counter()
     larmor = spectral_larmor(problem)
     sigma = calibrated_sigma(problem)
     model = pixel_model(problem, spec, operator, larmor, sigma)
     level = uniform_level(problem)
-    shape = (problem.n, problem.n)
+    shape = problem.shape
 
     def initial(generator):
         u = torch.rand(shape, generator=generator, dtype=torch.float64) - 0.5

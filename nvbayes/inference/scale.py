@@ -22,8 +22,12 @@ from nvbayes.physics.operators import OPERATORS
 HOMOGENEITY = {name: cls.homogeneity for name, cls in OPERATORS.items()}
 
 
-def scale_correction(observed: torch.Tensor, predicted: torch.Tensor, operator: str) -> dict:
-    """``{"scale_correction": α, "energy_obs": E_obs, "energy_pred": E_pred}`` as floats."""
+def scale_correction(observed: torch.Tensor, predicted: torch.Tensor, operator: str,
+                     mask: "torch.Tensor | None" = None) -> dict:
+    """``{"scale_correction": α, "energy_obs": E_obs, "energy_pred": E_pred}`` as floats; the
+    energies sum over the pixels of ``mask`` (bool ``(ny, nx)``) alone when one is given."""
+    if mask is not None:
+        observed, predicted = observed * mask, predicted * mask
     e_obs = float(observed.detach().to(torch.float64).sum())
     e_pred = float(predicted.detach().to(torch.float64).sum())
     if not e_obs > 0:

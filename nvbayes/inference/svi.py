@@ -121,7 +121,7 @@ def fit_svi(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
                               guide_type=VariationalFieldGuide, noise_sigma=sigma)
     recorder.close()
     beta = final_beta(recorder, spec, 0)
-    guide = VariationalFieldGuide(net, pixel_coordinates(problem.n, dtype=dtype, device=device))
+    guide = VariationalFieldGuide(net, pixel_coordinates(problem.shape, dtype=dtype, device=device))
     with torch.no_grad():
         q_rho, q_larmor = guide.distributions(beta)
         rho = q_rho.sample((1, draws))

@@ -63,6 +63,8 @@ class PointSourceModel:
     sources : K ≥ 1.
     amplitude_mean : m_a, the prior mean of an amplitude.
     gain_sd : the gain's log-normal sd; ``None`` fixes it at 1.
+    pixel_mask : bool ``(ny, nx)``, the pixels whose readouts enter the likelihood (default
+        all): the others get weight w = 0.
     observed : the spectrum ``(n_freq, ny, nx)``, or ``None`` to simulate.
     """
 
@@ -70,7 +72,7 @@ class PointSourceModel:
                  shape: tuple[int, int], sigma, band: tuple[float, float], sources: int,
                  amplitude_mean: float, gain_sd: "float | None" = None, observed=None,
                  units="normalized", nv_axis=Z_AXIS, channels=AXES,
-                 patch_radius: "int | None" = -1):
+                 patch_radius: "int | None" = -1, pixel_mask=None):
         if int(sources) < 1:
             raise ValueError(f"a catalogue needs at least one source, got {sources}")
         if not amplitude_mean > 0:
@@ -100,11 +102,15 @@ class PointSourceModel:
         if patch_radius == -1:
             patch_radius = int(math.ceil(6 * standoff / spacing))
         self.patch_radius = patch_radius
-        self._weights = 1.0 / torch.broadcast_to(self.sigma ** 2, self.shape)
+        used = (torch.ones(self.shape, dtype=torch.bool) if pixel_mask is None
+                else torch.as_tensor(pixel_mask, dtype=torch.bool))
+        precision = 1.0 / torch.broadcast_to(self.sigma ** 2, self.shape)
+        self._weights = torch.where(used, precision, 0.0)     # w = 1/σ², 0 off the mask
         if self.observed is not None:
             n_freq = self.freqs.numel()
-            self._base = (-0.5 * (self.observed ** 2 * self._weights).sum(-3)
-                          + n_freq * (0.5 * torch.log(self._weights) - _HALF_LOG_2PI))
+            self._base = torch.where(
+                used, -0.5 * (self.observed ** 2 * self._weights).sum(-3)
+                + n_freq * (0.5 * torch.log(precision) - _HALF_LOG_2PI), 0.0)
             self._weighted = (self.observed * self._weights).reshape(n_freq, -1)  # w S_obs
 
     @property

@@ -58,13 +58,15 @@ class GenerativeSpectrumModel:
     larmor_fill : ω_L on the other pixels, a number or ``(ny, nx)`` (default band centre).
     observed : the spectrum ``(n_freq, ny, nx)``; ``None`` simulates it.
     source_fraction : π of the sparse prior, in (0, 1); ``None`` for the exponential prior.
+    pixel_mask : bool ``(ny, nx)``, the pixels whose readouts are observed (default all); the
+        spectrum of the others is left out of the likelihood.
     """
 
     def __init__(self, operator, shape: tuple[int, int], sigma, band: tuple[float, float],
                  rho_mean: float, gain_sd: "float | None" = None,
                  larmor_mask: "torch.Tensor | None" = None, larmor_fill=None,
                  observed: "torch.Tensor | None" = None, dtype=torch.float64,
-                 source_fraction: "float | None" = None):
+                 source_fraction: "float | None" = None, pixel_mask=None):
         if not rho_mean > 0:
             raise ValueError(f"rho_mean must be > 0, got {rho_mean}")
         if source_fraction is not None and not 0 < source_fraction < 1:
@@ -88,6 +90,8 @@ class GenerativeSpectrumModel:
         self.larmor_fill = torch.broadcast_to(torch.as_tensor(fill, dtype=dtype),
                                               self.shape).clone()
         self.observed = None if observed is None else torch.as_tensor(observed, dtype=dtype)
+        self.pixel_mask = (None if pixel_mask is None
+                           else torch.as_tensor(pixel_mask, dtype=torch.bool))
 
     @property
     def n_larmor(self) -> int:
@@ -159,7 +163,10 @@ class GenerativeSpectrumModel:
         larmor = pyro.sample("larmor", dist.Uniform(low, self.high).to_event(1))
         loc = self.mean(rho, larmor, gain)
         scale = torch.broadcast_to(self.sigma, loc.shape)
-        pyro.sample("spectrum", dist.Normal(loc, scale).to_event(3), obs=self.observed)
+        readout = dist.Normal(loc, scale)
+        if self.pixel_mask is not None:
+            readout = readout.mask(self.pixel_mask)
+        pyro.sample("spectrum", readout.to_event(3), obs=self.observed)
         return loc
 
     def log_joint(self, rho: torch.Tensor, larmor_values: torch.Tensor,
@@ -175,9 +182,15 @@ class GenerativeSpectrumModel:
             total = total - log_g - math.log(self.gain_sd) - _HALF_LOG_2PI \
                 - 0.5 * (log_g / self.gain_sd) ** 2
         residual = (observed - self.mean(rho, larmor_values, g)) / self.sigma
-        log_sigma = torch.log(torch.broadcast_to(self.sigma, self.shape)).sum() * n_freq
-        return (total - 0.5 * (residual * residual).sum() - log_sigma
-                - observed.numel() * _HALF_LOG_2PI)
+        square = residual * residual
+        log_sigma = torch.log(torch.broadcast_to(self.sigma, self.shape))
+        pixels = self.shape[0] * self.shape[1]
+        if self.pixel_mask is not None:
+            square = square * self.pixel_mask
+            log_sigma = log_sigma * self.pixel_mask
+            pixels = int(self.pixel_mask.sum())
+        return (total - 0.5 * square.sum() - log_sigma.sum() * n_freq
+                - pixels * n_freq * _HALF_LOG_2PI)
 
     # ---- forwards ------------------------------------------------------------------------
 

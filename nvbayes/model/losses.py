@@ -23,41 +23,51 @@ without it ℓ1 and TV, which are not, keep shrinking the overall scale (the ene
 correction undoes it only after the fit); a field with a softplus head then drifts into the
 head's exponential tail, where every dim region dies.  R_E pins the total power, as the scale
 correction would, during the fit.
+
+Every data term takes an optional pixel mask ``m`` (bool ``(ny, nx)``, true on the pixels to
+use): its pixel means, maxima and sums then run over ``m`` alone, so a dead or saturated
+pixel carries no weight, whatever it reads.  The regularizers of ρ keep every pixel: a source
+under a dead pixel still lights its neighbours.
 """
 
 from __future__ import annotations
 
 import torch
 
-from nvbayes.physics.noise_map import log_mse, noise_map, normalized_noise_map
+from nvbayes.physics.noise_map import log_mse, masked_mean, noise_map, normalized_noise_map
 
 __all__ = [
     "anisotropic_tv", "direct_density_mse", "energy_mismatch", "l1_norm", "l2_norm", "log_mse",
     "mean_normalized",
-    "noise_map_mse", "spectrum_shape_mse", "spectrum_shape_weights",
+    "noise_map_mse", "total_power", "spectrum_shape_mse", "spectrum_shape_weights",
 ]
 
 _TINY = 1e-30
 
 
-def mean_normalized(image: torch.Tensor) -> torch.Tensor:
-    """``A / Ā`` over the last two axes."""
-    return image / image.mean(dim=(-2, -1), keepdim=True).clamp(min=_TINY)
+def mean_normalized(image: torch.Tensor, mask: "torch.Tensor | None" = None) -> torch.Tensor:
+    """``A / Ā`` over the last two axes (``Ā`` over the pixels of ``mask``)."""
+    mean = masked_mean(image, mask)[..., None, None]
+    return image / mean.clamp(min=_TINY)
 
 
-def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _mse(a: torch.Tensor, b: torch.Tensor, mask: "torch.Tensor | None" = None) -> torch.Tensor:
     d = a - b
-    return (d * d).mean(dim=(-2, -1))
+    return masked_mean(d * d, mask)
 
 
-def noise_map_mse(predicted: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+def noise_map_mse(predicted: torch.Tensor, observed: torch.Tensor,
+                  mask: "torch.Tensor | None" = None) -> torch.Tensor:
     """``R_nm``: MSE of the mean-normalized noise maps of two spectra."""
-    return _mse(mean_normalized(noise_map(predicted)), mean_normalized(noise_map(observed)))
+    return _mse(mean_normalized(noise_map(predicted), mask),
+                mean_normalized(noise_map(observed), mask), mask)
 
 
-def direct_density_mse(rho: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+def direct_density_mse(rho: torch.Tensor, observed: torch.Tensor,
+                       mask: "torch.Tensor | None" = None) -> torch.Tensor:
     """``R_ds``: MSE between ``ρ²`` and the observed noise map, both mean-normalized."""
-    return _mse(mean_normalized(rho * rho), mean_normalized(noise_map(observed)))
+    return _mse(mean_normalized(rho * rho, mask), mean_normalized(noise_map(observed), mask),
+                mask)
 
 
 def l1_norm(rho: torch.Tensor) -> torch.Tensor:
@@ -77,17 +87,29 @@ def anisotropic_tv(rho: torch.Tensor) -> torch.Tensor:
     return dx + dy
 
 
-def energy_mismatch(predicted: torch.Tensor, observed: torch.Tensor) -> torch.Tensor:
+def total_power(spectrum: torch.Tensor, mask: "torch.Tensor | None" = None) -> torch.Tensor:
+    """``E = Σ_{ω,r} S`` (over the pixels of ``mask``): ``(..., n_freq, ny, nx) → (...)``."""
+    noise = noise_map(spectrum)
+    if mask is not None:
+        noise = noise * mask.to(noise.dtype)
+    return noise.sum(dim=(-2, -1))
+
+
+def energy_mismatch(predicted: torch.Tensor, observed: torch.Tensor,
+                    mask: "torch.Tensor | None" = None) -> torch.Tensor:
     """``R_E = (ln E_pred − ln E_obs)²`` with ``E = Σ_{ω,r} S``; ``(...)``."""
-    e_pred = predicted.sum(dim=(-3, -2, -1)).clamp(min=_TINY)
-    e_obs = observed.sum(dim=(-3, -2, -1)).clamp(min=_TINY)
+    e_pred = total_power(predicted, mask).clamp(min=_TINY)
+    e_obs = total_power(observed, mask).clamp(min=_TINY)
     d = torch.log(e_pred) - torch.log(e_obs)
     return d * d
 
 
-def spectrum_shape_weights(observed: torch.Tensor) -> torch.Tensor:
-    """Pixel weights ``w = max(N̂_obs, 0)`` of the shape term, ``(..., ny, nx)``."""
-    return normalized_noise_map(noise_map(observed)).clamp(min=0.0)
+def spectrum_shape_weights(observed: torch.Tensor, mask: "torch.Tensor | None" = None
+                           ) -> torch.Tensor:
+    """Pixel weights ``w = max(N̂_obs, 0)`` of the shape term (0 off ``mask``),
+    ``(..., ny, nx)``."""
+    weights = normalized_noise_map(noise_map(observed), mask).clamp(min=0.0)
+    return weights if mask is None else weights * mask.to(weights.dtype)
 
 
 def frequency_normalized(spectrum: torch.Tensor) -> torch.Tensor:

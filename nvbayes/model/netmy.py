@@ -59,7 +59,13 @@ from pyro.distributions import constraints
 
 from nvbayes.data.spec import LossWeights
 from nvbayes.model import losses
-from nvbayes.physics.noise_map import LOG_EPS, log_noise_map, noise_map, normalized_noise_map
+from nvbayes.physics.noise_map import (
+    LOG_EPS,
+    log_noise_map,
+    masked_max,
+    noise_map,
+    normalized_noise_map,
+)
 
 #: Sites whose negative log density is the loss term itself (no Gaussian normalizer).
 FACTOR_TERMS = ("direct_density", "sparsity", "l1", "l2", "tv", "spectrum_shape", "energy")
@@ -80,10 +86,12 @@ class NoiseSpectrumModel:
     weights : the loss weights of this stage.
     log_eps : ε inside the log map of D (the paper's 1e-10), a number or a tensor ``(B,)``,
         one per measurement (the noise floor).
-    noise_sigma : the sensor noise σ of one readout (spectrum units) for the calibrated
-        likelihood of one measurement (see the module docstring); ``None``: the paper's
+    noise_sigma : the sensor noise σ of one readout (spectrum units; a number or a map
+        ``(ny, nx)``) for the calibrated likelihood of one measurement (see the module docstring); ``None``: the paper's
         weighted terms.
     reduction : ``"sum"`` (the paper) or ``"mean"`` over pixels for ℓ1, ℓ2 and TV.
+    mask : bool ``(ny, nx)``, the pixels whose data enter the likelihood (default all); the
+        data terms run over these alone, the priors on ρ over every pixel.
     """
 
     #: Below this ε the operator and the log map run in float64.
@@ -91,7 +99,8 @@ class NoiseSpectrumModel:
 
     def __init__(self, operator, observed: torch.Tensor, weights: LossWeights,
                  log_eps: "float | torch.Tensor" = LOG_EPS,
-                 noise_sigma: "float | None" = None, reduction: str = "sum"):
+                 noise_sigma: "float | torch.Tensor | None" = None, reduction: str = "sum",
+                 mask: "torch.Tensor | None" = None):
         if observed.dim() not in (3, 4):
             raise ValueError("observed spectrum must be (n_freq, ny, nx) or (B, n_freq, ny, nx), "
                              f"got {tuple(observed.shape)}")
@@ -100,38 +109,48 @@ class NoiseSpectrumModel:
         self.observed = observed
         self.shape = tuple(observed.shape[-2:])
         self.batch = tuple(observed.shape[:-3])
-        n_pixels = self.shape[0] * self.shape[1]
+        self.mask = None if mask is None else torch.as_tensor(mask, dtype=torch.bool,
+                                                              device=observed.device)
+        if self.mask is not None and tuple(self.mask.shape) != self.shape:
+            raise ValueError(f"mask {tuple(self.mask.shape)} does not match the grid {self.shape}")
+        n_pixels = self.shape[0] * self.shape[1] if mask is None else int(self.mask.sum())
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be sum or mean, got {reduction!r}")
-        self.pixel_divisor = float(n_pixels) if reduction == "mean" else 1.0
+        self.pixel_divisor = float(self.shape[0] * self.shape[1]) if reduction == "mean" else 1.0
         self.log_eps = (log_eps.detach().to(torch.float64) if isinstance(log_eps, torch.Tensor)
                         else float(log_eps))
         self.precise = float(torch.as_tensor(self.log_eps).min()) < self.PRECISE_BELOW
-        self.log_map_obs = log_noise_map(observed.to(torch.float64), self.log_eps
+        self.log_map_obs = log_noise_map(observed.to(torch.float64), self.log_eps, self.mask
                                          ).to(observed.dtype)
-        self.noise_map_obs = losses.mean_normalized(noise_map(observed))
-        self.shape_weights = losses.spectrum_shape_weights(observed)
+        self.noise_map_obs = losses.mean_normalized(noise_map(observed), self.mask)
+        self.shape_weights = losses.spectrum_shape_weights(observed, self.mask)
         self.sigma = {}
         for name in WEIGHTED_DATA_TERMS:
             w = getattr(weights, name)
             if w > 0 and noise_sigma is None:
                 self.sigma[name] = math.sqrt(n_pixels / (2.0 * w))
+        log_scale = {name: n_pixels * math.log(s) for name, s in self.sigma.items()}
         if noise_sigma is not None:
             if self.batch:
                 raise ValueError("the calibrated likelihood takes one measurement")
-            if not noise_sigma > 0:
+            sigma = torch.as_tensor(noise_sigma, dtype=torch.float64)
+            if not bool((sigma > 0).all()):
                 raise ValueError(f"noise_sigma must be > 0, got {noise_sigma}")
+            sigma = torch.broadcast_to(sigma, self.shape)
+            used = (torch.ones(self.shape, dtype=torch.bool) if self.mask is None
+                    else self.mask.cpu())
             n_obs = noise_map(observed)
-            peak = float(n_obs.max())
+            peak = float(masked_max(n_obs, self.mask))
             self.normalized_obs = n_obs / peak
-            self.sigma["normalized_noise_map"] = (float(noise_sigma)
-                                                  * math.sqrt(observed.shape[-3]) / peak)
-            self.total_obs = observed.sum(dim=(-3, -2, -1))
-            self.sigma["total_power"] = float(noise_sigma) * math.sqrt(observed[0].numel()
-                                                                       * observed.shape[-3])
-        self.normalizer = {name: (1 if name == "total_power" else n_pixels)
-                           * (math.log(s) + 0.5 * math.log(2 * math.pi))
-                           for name, s in self.sigma.items()}
+            scale = (sigma * math.sqrt(observed.shape[-3]) / peak).to(observed)
+            self.sigma["normalized_noise_map"] = scale
+            log_scale["normalized_noise_map"] = float(torch.log(scale.cpu())[used].sum())
+            self.total_obs = losses.total_power(observed, self.mask)
+            total = math.sqrt(observed.shape[-3] * float((sigma[used] ** 2).sum()))
+            self.sigma["total_power"] = total
+            log_scale["total_power"] = math.log(total)
+        self.normalizer = {name: log_scale[name] + (1 if name == "total_power" else n_pixels)
+                           * 0.5 * math.log(2 * math.pi) for name in self.sigma}
 
     def _latent(self, name: str, support) -> torch.Tensor:
         base = dist.ImproperUniform(support, batch_shape=torch.Size(self.batch),
@@ -160,26 +179,26 @@ class NoiseSpectrumModel:
             predicted = exact.to(rho.dtype)
         else:
             exact = predicted = self.operator(rho, larmor)
+        mask = self.mask
         if "normalized_noise_map" in self.sigma:
             pyro.sample("normalized_noise_map",
-                        dist.Normal(normalized_noise_map(noise_map(predicted)),
-                                    self.sigma["normalized_noise_map"]).to_event(2),
+                        self._map_normal(normalized_noise_map(noise_map(predicted), mask),
+                                         "normalized_noise_map"),
                         obs=self.normalized_obs)
-            pyro.sample("total_power", dist.Normal(predicted.sum(dim=(-3, -2, -1)),
+            pyro.sample("total_power", dist.Normal(losses.total_power(predicted, mask),
                                                    self.sigma["total_power"]),
                         obs=self.total_obs)
         if "log_mse" in self.sigma:
-            pyro.sample("log_mse", dist.Normal(log_noise_map(exact, self.log_eps).to(rho.dtype),
-                                               self.sigma["log_mse"])
-                        .to_event(2), obs=self.log_map_obs)
+            pyro.sample("log_mse", self._map_normal(
+                log_noise_map(exact, self.log_eps, mask).to(rho.dtype), "log_mse"),
+                obs=self.log_map_obs)
         if "noise_map" in self.sigma:
-            pyro.sample("noise_map",
-                        dist.Normal(losses.mean_normalized(noise_map(predicted)),
-                                    self.sigma["noise_map"]).to_event(2),
-                        obs=self.noise_map_obs)
+            pyro.sample("noise_map", self._map_normal(
+                losses.mean_normalized(noise_map(predicted), mask), "noise_map"),
+                obs=self.noise_map_obs)
         if w.direct_density > 0:
             pyro.factor("direct_density",
-                        -w.direct_density * losses.direct_density_mse(rho, self.observed))
+                        -w.direct_density * losses.direct_density_mse(rho, self.observed, mask))
         per = self.pixel_divisor
         if w.sparsity > 0:
             pyro.factor("sparsity", -w.sparsity * losses.l1_norm(rho) / per)
@@ -190,11 +209,19 @@ class NoiseSpectrumModel:
         if w.tv > 0:
             pyro.factor("tv", -w.tv * losses.anisotropic_tv(rho) / per)
         if w.energy > 0:
-            pyro.factor("energy", -w.energy * losses.energy_mismatch(predicted, self.observed))
+            pyro.factor("energy", -w.energy * losses.energy_mismatch(predicted, self.observed,
+                                                                     mask))
         if w.spectrum_shape > 0:
             pyro.factor("spectrum_shape", -w.spectrum_shape * losses.spectrum_shape_mse(
                 predicted, self.observed, self.shape_weights))
         return predicted
+
+    def _map_normal(self, loc: torch.Tensor, name: str) -> dist.Distribution:
+        """A Gaussian observation of a map ``(..., ny, nx)``; masked pixels carry no density."""
+        normal = dist.Normal(loc, self.sigma[name])
+        if self.mask is not None:
+            normal = normal.mask(self.mask)
+        return normal.to_event(2)
 
     def loss_terms(self, trace) -> dict[str, torch.Tensor]:
         """The weighted loss terms of a model trace (log probabilities computed), by name, each
@@ -209,10 +236,17 @@ class NoiseSpectrumModel:
         for name in GAUSSIAN_TERMS:
             if name in trace.nodes:
                 site = trace.nodes[name]
-                normal = getattr(site["fn"], "base_dist", site["fn"])
+                normal = site["fn"]
+                while not isinstance(normal, dist.Normal):
+                    normal = normal.base_dist
                 z = (site["value"] - normal.loc) / normal.scale
                 z2 = z * z
-                terms[name] = 0.5 * (z2.sum(dim=(-2, -1)) if z2.dim() >= 2 else z2)
+                if name == "total_power":
+                    terms[name] = 0.5 * z2
+                    continue
+                if self.mask is not None:
+                    z2 = z2 * self.mask.to(z2.dtype)
+                terms[name] = 0.5 * z2.sum(dim=(-2, -1))
         for name in FACTOR_TERMS:
             if name in trace.nodes:
                 terms[name] = -trace.nodes[name]["log_prob"]
