@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from nvbayes import __version__
 from nvbayes.errors import NvbayesError
@@ -24,6 +26,7 @@ from nvbayes.errors import NvbayesError
 #: ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args)``.
 COMMANDS = {
     "simulate": "simulate measurements of synthetic scenes",
+    "import": "read a lab file (npz, h5, mat, csv) into a measurement",
     "fit": "fit a measurement and write a run folder",
     "calibrate": "coverage of credible intervals on seeded synthetic scenes",
     "sbc": "simulation-based calibration of the generative posterior",
@@ -33,6 +36,8 @@ COMMANDS = {
     "rucl3": "α-RuCl3 relaxometry: Gaussian-ansatz HMC, depths, slopes, landscape",
     "plot": "draw a measurement or redraw a run's figure",
 }
+#: Commands whose module is not named after them (``import`` is a Python keyword).
+MODULES = {"import": "importing"}
 #: Commands whose interruption keeps finished work (they resume).
 RESUMABLE = ("benchmark", "ablate", "calibrate", "sbc")
 
@@ -53,7 +58,7 @@ def build_parser(command: "str | None" = None) -> argparse.ArgumentParser:
         if name != command:
             sub.add_parser(name, help=summary)
             continue
-        module = importlib.import_module(f"nvbayes.cli.{name}")
+        module = importlib.import_module(f"nvbayes.cli.{MODULES.get(name, name)}")
         p = sub.add_parser(name, help=summary, description=module.DESCRIPTION)
         module.add_arguments(p)
         p.set_defaults(handler=module.run)
@@ -68,8 +73,18 @@ def _command(argv: list[str]) -> "str | None":
     return None
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that atomic writes clean up as on Ctrl-C."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         args = build_parser(_command(argv)).parse_args(argv)
     except SystemExit as stop:          # --help, --version (0) or a usage error (2)
@@ -79,13 +94,15 @@ def main(argv=None) -> int:
     except NvbayesError as exc:
         print(f"nvbayes: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
         if args.command in RESUMABLE:
-            print("nvbayes: interrupted; the finished fits are kept, rerun the same command "
+            print(f"nvbayes: {what}; the finished fits are kept, rerun the same command "
                   "to resume", file=sys.stderr)
         else:
-            print("nvbayes: interrupted; no output was written", file=sys.stderr)
-        return 130
+            print(f"nvbayes: {what}; no output was written, rerun the same command to start "
+                  "again", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
     except BrokenPipeError:             # the reader of stdout has gone (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

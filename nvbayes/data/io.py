@@ -383,9 +383,9 @@ def _check_sigma(ds: xr.Dataset, source: str, used: "np.ndarray | None") -> None
     values = np.asarray(var.values, dtype=np.float64)
     if var.dims == SPATIAL and used is not None:
         values = values[used]
-    if not (np.isfinite(values).all() and (values > 0).all()):
-        raise MeasurementError(f"{source}: noise_sigma must be positive and finite",
-                               "store the standard deviation of one readout (> 0)")
+    if not (np.isfinite(values).all() and (values >= 0).all()):
+        raise MeasurementError(f"{source}: noise_sigma must be finite and not negative",
+                               "store the standard deviation of one readout (0: noiseless)")
 
 
 def _check_truth(ds: xr.Dataset, name: str, source: str) -> None:

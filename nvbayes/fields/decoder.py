@@ -2,7 +2,8 @@
 
 A fixed random input ``z`` ``(c₀, s, s)`` with ``s = max(2, ⌈n / 2^L⌉)`` passes through ``L``
 stages; stage ``i`` is a 1×1 convolution to ``channels[i]`` channels and an upsampling
-(bilinear by default) to ``max(4, ⌈n / 2^(L−1−i)⌉)`` pixels per side, followed, except after the last
+(bilinear by default) to ``max(4, ⌈n / 2^(L−1−i)⌉)`` pixels per side, followed, except after
+the last
 stage, by a ReLU and a per-channel normalization (batch norm over the pixels of the one image,
 with learned scale and shift).  On a rectangular ``ny × nx`` grid each side follows the rule
 with its own n.  The floors matter only on grids smaller than 2^(L+1): there a

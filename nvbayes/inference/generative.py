@@ -405,7 +405,8 @@ def fit_generative(problem: InverseProblem, method: str, operator: str = "F2", s
     if method == "nuts" and max(problem.shape) > NUTS_MAX_SIDE:
         raise ParameterError(f"NUTS samples the free grid up to {NUTS_MAX_SIDE}x"
                              f"{NUTS_MAX_SIDE} pixels, this measurement is "
-                             f"{problem.shape[0]}x{problem.shape[1]}", "use --method svi or laplace, or a smaller grid")
+                             f"{problem.shape[0]}x{problem.shape[1]}",
+                             "use --method svi or laplace, or a smaller grid")
     start = time.perf_counter()
     model = generative_model(problem, operator, priors)
     result = sample_generative(model, method, seed=seed, draws=draws, chains=chains,

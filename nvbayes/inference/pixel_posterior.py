@@ -214,7 +214,8 @@ def fit_nuts(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", see
     if max(problem.shape) > NUTS_MAX_SIDE:
         raise ParameterError(f"NUTS samples the free grid up to {NUTS_MAX_SIDE}x"
                              f"{NUTS_MAX_SIDE} pixels, this measurement is "
-                             f"{problem.shape[0]}x{problem.shape[1]}", "use --method svi or laplace, or a smaller grid")
+                             f"{problem.shape[0]}x{problem.shape[1]}",
+                             "use --method svi or laplace, or a smaller grid")
     start = time.perf_counter()
     larmor = spectral_larmor(problem)
     sigma = calibrated_sigma(problem)

@@ -87,8 +87,8 @@ class NoiseSpectrumModel:
     log_eps : ε inside the log map of D (the paper's 1e-10), a number or a tensor ``(B,)``,
         one per measurement (the noise floor).
     noise_sigma : the sensor noise σ of one readout (spectrum units; a number or a map
-        ``(ny, nx)``) for the calibrated likelihood of one measurement (see the module docstring); ``None``: the paper's
-        weighted terms.
+        ``(ny, nx)``) for the calibrated likelihood of one measurement (see the module
+        docstring); ``None``: the paper's weighted terms.
     reduction : ``"sum"`` (the paper) or ``"mean"`` over pixels for ℓ1, ℓ2 and TV.
     mask : bool ``(ny, nx)``, the pixels whose data enter the likelihood (default all); the
         data terms run over these alone, the priors on ρ over every pixel.

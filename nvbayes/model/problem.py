@@ -10,12 +10,10 @@ import torch
 import xarray as xr
 
 from nvbayes.data.io import SPECTRUM_SCALES
-
 from nvbayes.errors import MeasurementError
 from nvbayes.physics.geometry import coarsen
 from nvbayes.physics.noise_map import masked_max, noise_map, sensor_noise_sigma
 from nvbayes.physics.operators import check_inversion_operator, make_operator
-
 
 
 @dataclass(frozen=True)
@@ -102,6 +100,15 @@ class InverseProblem:
     def shape(self) -> tuple[int, int]:
         """The grid ``(ny, nx)``."""
         return (int(self.spectrum.shape[-2]), int(self.spectrum.shape[-1]))
+
+    @property
+    def n(self) -> int:
+        """The side of a square grid (the centre-collapse studies work on square windows)."""
+        ny, nx = self.shape
+        if ny != nx:
+            raise MeasurementError(f"this step needs a square grid, the measurement is "
+                                   f"{ny} x {nx}", "crop the measurement to a square window")
+        return ny
 
     @property
     def sigma_map(self) -> bool:

@@ -35,6 +35,34 @@ from .units import Units, as_units
 Z_AXIS = (0.0, 0.0, 1.0)
 AXES = ("x", "y", "z")
 
+_THIRD = 1.0 / math.sqrt(3.0)
+#: Named NV axes: ``z`` (the paper's, normal to the surface) and the four ⟨111⟩ orientations
+#: of a (100)-cut diamond, each 54.7° from the surface normal ``z = [001]``.  An axis and its
+#: opposite give the same kernels (P and g_nv are even in n), so four names cover the eight
+#: ⟨111⟩ directions.
+NV_ORIENTATIONS = {
+    "z": Z_AXIS,
+    "111": (_THIRD, _THIRD, _THIRD),
+    "1-11": (_THIRD, -_THIRD, _THIRD),
+    "-111": (-_THIRD, _THIRD, _THIRD),
+    "-1-11": (-_THIRD, -_THIRD, _THIRD),
+}
+
+
+def nv_axis_named(text: str) -> tuple[float, float, float]:
+    """An NV axis by name (:data:`NV_ORIENTATIONS`) or as ``"nx,ny,nz"``, normalized."""
+    key = str(text).strip()
+    if key in NV_ORIENTATIONS:
+        return NV_ORIENTATIONS[key]
+    try:
+        values = tuple(float(v) for v in key.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise ParameterError(f"unknown NV axis {text!r}",
+                             f"use {', '.join(NV_ORIENTATIONS)} or three numbers nx,ny,nz")
+    return _unit_axis(values)
+
 
 def _unit_axis(nv_axis: Sequence[float]) -> tuple[float, float, float]:
     n = tuple(float(v) for v in nv_axis)
