@@ -105,7 +105,8 @@ def test_csv_round_trip(lab, tmp_path):
         for k, fr in enumerate(lab["freq"]):
             for i in range(NY):
                 for j in range(NX):
-                    rows.append([repr(float(fr)), repr(float(lab["y"][i])), repr(float(lab["x"][j])),
+                    rows.append([repr(float(fr)), repr(float(lab["y"][i])),
+                                 repr(float(lab["x"][j])),
                                  repr(float(lab["spectrum"][i, j, k])), int(lab["mask"][i, j]),
                                  repr(float(lab["sigma"][i, j]))])
         np.random.default_rng(0).shuffle(rows)             # row order does not matter

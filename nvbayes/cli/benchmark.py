@@ -33,6 +33,7 @@ from .common import (
     RUNS,
     device_arguments,
     executor_arguments,
+    grid_argument,
     make_executor,
     protocol_argument,
     readout_argument,
@@ -69,7 +70,7 @@ def data_arguments(p) -> None:
     p.add_argument("--data-seed", type=int, default=0,
                    help="seed of the first simulated sample (0)")
     simulator_argument(p)
-    p.add_argument("--grid", type=int, default=GRID, help=f"pixels per side ({GRID})")
+    grid_argument(p, GRID)
     p.add_argument("--noise", type=float, default=NOISE,
                    help=f"simulate: sensor noise as a fraction of the dynamic range ({NOISE})")
     readout_argument(p)
@@ -104,14 +105,16 @@ def _data(args):
     if args.per_class is None:
         raise NvbayesError("--classes needs the number of samples", "add --per-class K")
     classes = expand_classes(args.classes)
-    settings = SimulationSettings(grid=Grid(args.grid), operator=args.simulator,
+    settings = SimulationSettings(grid=Grid(args.grid[0], nx=args.grid[1]),
+                                  operator=args.simulator,
                                   noise=args.noise, readout=args.readout)
     plan = dataset_plan(classes, args.per_class, seed=args.data_seed)
     data = simulate_dataset(plan, settings,
                             progress=lambda it: progress(it, total=len(plan), desc="simulate"))
     return data, (f"simulated: {args.classes} x {args.per_class} per class, "
                   f"{settings.operator.upper()}, noise {settings.noise:g}, readout "
-                  f"{settings.readout}, seeds from {args.data_seed}, {args.grid}x{args.grid}")
+                  f"{settings.readout}, seeds from {args.data_seed}, "
+                  f"{args.grid[0]}x{args.grid[1]}")
 
 
 def execute(args, methods: dict, kind: str, title: str, **extra) -> None:

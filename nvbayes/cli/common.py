@@ -10,12 +10,36 @@ from nvbayes.data.spec import DEFAULT_PROTOCOL, PROTOCOLS
 from nvbayes.errors import NvbayesError
 from nvbayes.inference.map import PRECISIONS
 from nvbayes.inference.methods import DEVICES
+from nvbayes.physics.kernels import NV_ORIENTATIONS, nv_axis_named
 from nvbayes.physics.lorentzian import READOUTS
 from nvbayes.physics.operators import INVERSION_OPERATORS, OPERATORS
 from nvbayes.workflows.benchmark.executors import DaskExecutor, InProcess
 
 #: Where outputs go without --out.
 RUNS = Path("runs")
+
+
+def grid_size(text: str) -> tuple[int, int]:
+    """``--grid`` as ``N`` (square) or ``NYxNX`` → ``(ny, nx)``."""
+    parts = str(text).lower().split("x")
+    try:
+        sides = [int(v) for v in parts]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or NYxNX (e.g. 64 or 48x96)")
+    return (sides[0], sides[-1])
+
+
+def grid_argument(p: argparse.ArgumentParser, default: int) -> None:
+    p.add_argument("--grid", type=grid_size, default=(default, default),
+                   help=f"pixels per side, N or NYxNX for a rectangular window ({default})")
+
+
+def nv_axis_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nv-axis", default="z", type=nv_axis_named,
+                   help=f"the NV axis: {', '.join(NV_ORIENTATIONS)} (the (100)-diamond "
+                        "orientations, 54.7 degrees from z) or nx,ny,nz (z)")
 
 
 def protocol_argument(p: argparse.ArgumentParser) -> None:

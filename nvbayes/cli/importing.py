@@ -7,8 +7,9 @@ from pathlib import Path
 from nvbayes.data.io import SPECTRUM_SCALES, write_netcdf
 from nvbayes.data.lab import FORMATS, lab_measurement
 from nvbayes.errors import NvbayesError
-from nvbayes.physics.kernels import NV_ORIENTATIONS, nv_axis_named
 from nvbayes.physics.units import UNIT_KINDS
+
+from .common import nv_axis_argument
 
 DESCRIPTION = (
     "Read the arrays a lab program wrote (NumPy .npz, HDF5, MATLAB .mat, or a long csv table "
@@ -42,9 +43,7 @@ def add_arguments(p) -> None:
     p.add_argument("--mask", help="name of the pixel mask (nonzero: use the pixel)")
     p.add_argument("--sigma", help="name of the noise sigma of one readout (a number or a "
                                    "(y, x) map)")
-    p.add_argument("--nv-axis", default="z",
-                   help=f"the NV axis: {', '.join(NV_ORIENTATIONS)} (the (100)-diamond "
-                        "orientations) or nx,ny,nz (z)")
+    nv_axis_argument(p)
     p.add_argument("--spectrum-scale", choices=SPECTRUM_SCALES,
                    help="absolute: the spectrum is in the operator's units; arbitrary: any "
                         "scale (default: absolute with --sigma, else arbitrary)")
@@ -62,7 +61,7 @@ def run(args) -> None:
         mask=args.mask, sigma=args.sigma, spacing_nm=args.spacing_nm, dims=dims,
         standoff_nm=args.standoff_nm, linewidth_ghz=args.linewidth_ghz,
         band=None if args.band is None else tuple(args.band), units=args.units,
-        nv_axis=nv_axis_named(args.nv_axis), spectrum_scale=args.spectrum_scale)
+        nv_axis=args.nv_axis, spectrum_scale=args.spectrum_scale)
     write_netcdf(dataset, args.out)
     ny, nx = dataset.sizes["y"], dataset.sizes["x"]
     used = int(dataset["mask"].sum()) if "mask" in dataset else ny * nx

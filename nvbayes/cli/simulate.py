@@ -19,7 +19,7 @@ from nvbayes.physics.geometry import GRID, SPACING_NM, STANDOFF_NM, Grid
 from nvbayes.physics.lorentzian import LARMOR_BAND_GHZ, LINEWIDTH_GHZ, N_FREQ
 from nvbayes.progress import progress
 
-from .common import RUNS, readout_argument, simulator_argument
+from .common import RUNS, grid_argument, nv_axis_argument, readout_argument, simulator_argument
 
 DESCRIPTION = ("Simulate one measurement (--scene) or a data set (--classes with --per-class "
                "or --samples).")
@@ -37,7 +37,8 @@ def add_arguments(p) -> None:
     simulator_argument(p)
     p.add_argument("--noise", type=float, default=NOISE,
                    help=f"noise std as a fraction of the dynamic range (default {NOISE})")
-    p.add_argument("--grid", type=int, default=GRID, help=f"pixels per side ({GRID})")
+    grid_argument(p, GRID)
+    nv_axis_argument(p)
     p.add_argument("--spacing", type=float, default=SPACING_NM,
                    help=f"pixel spacing, nm ({SPACING_NM:g})")
     p.add_argument("--standoff", type=float, default=STANDOFF_NM,
@@ -55,9 +56,10 @@ def add_arguments(p) -> None:
 
 def run(args) -> None:
     settings = SimulationSettings(
-        grid=Grid(args.grid, args.spacing, args.standoff), operator=args.simulator,
-        noise=args.noise, linewidth=args.linewidth, band=tuple(args.band), n_freq=args.freqs,
-        units=args.units, readout=args.readout)
+        grid=Grid(args.grid[0], args.spacing, args.standoff, nx=args.grid[1]),
+        operator=args.simulator, noise=args.noise, linewidth=args.linewidth,
+        band=tuple(args.band), n_freq=args.freqs, units=args.units, readout=args.readout,
+        nv_axis=args.nv_axis)
     if args.scene is not None:
         if args.per_class is not None or args.samples is not None:
             raise NvbayesError("--per-class and --samples belong to --classes",

@@ -33,7 +33,7 @@ from scipy.ndimage import gaussian_filter
 
 from nvbayes.errors import SceneError
 from nvbayes.physics.geometry import Grid
-from nvbayes.physics.kernels import power_kernel_closed_form
+from nvbayes.physics.kernels import Z_AXIS, power_kernel, power_kernel_closed_form
 from nvbayes.physics.lorentzian import (
     LARMOR_BAND_GHZ,
     LINEWIDTH_GHZ,
@@ -114,6 +114,7 @@ class Scene:
     positions: np.ndarray
     amplitudes: np.ndarray
     larmor: np.ndarray
+    nv_axis: tuple = Z_AXIS
 
     def density(self) -> np.ndarray:
         """``ρ(y, x)``: the amplitudes on their pixels, zero elsewhere."""
@@ -123,12 +124,15 @@ class Scene:
 
     def larmor_field(self) -> np.ndarray:
         """``ω_L(y, x)``: at each pixel, the frequency of the source dominating its noise."""
-        n = self.grid.n
-        idx = np.arange(n, dtype=float)
-        dy = (idx[None, :, None] - self.positions[:, 0, None, None]) * self.grid.spacing
-        dx = (idx[None, None, :] - self.positions[:, 1, None, None]) * self.grid.spacing
-        power = power_kernel_closed_form(torch.from_numpy(dx), torch.from_numpy(dy),
-                                         self.grid.standoff).numpy()
+        ny, nx = self.grid.shape
+        iy, ix = np.arange(ny, dtype=float), np.arange(nx, dtype=float)
+        dy = (iy[None, :, None] - self.positions[:, 0, None, None]) * self.grid.spacing
+        dx = (ix[None, None, :] - self.positions[:, 1, None, None]) * self.grid.spacing
+        dy, dx = np.broadcast_arrays(dy, dx)
+        dx, dy = torch.from_numpy(dx.copy()), torch.from_numpy(dy.copy())
+        power = (power_kernel_closed_form(dx, dy, self.grid.standoff)
+                 if tuple(self.nv_axis) == Z_AXIS
+                 else power_kernel(dx, dy, self.grid.standoff, self.nv_axis)).numpy()
         dominant = np.argmax(self.amplitudes[:, None, None] * power, axis=0)
         return self.larmor[dominant]
 
@@ -152,17 +156,17 @@ def _distance_standoffs(a: np.ndarray, b: np.ndarray, grid: Grid) -> np.ndarray:
 def allowed_pixels(grid: Grid) -> np.ndarray:
     """Pixels at least 3 z0 from the outermost pixel centres, as ``(m, 2)`` indices."""
     margin = int(np.ceil(MARGIN_STANDOFFS * grid.standoff / grid.spacing - 1e-9))
-    inner = np.arange(margin, grid.n - margin)
-    if inner.size == 0:
+    inner_y, inner_x = (np.arange(margin, side - margin) for side in grid.shape)
+    if inner_y.size == 0 or inner_x.size == 0:
         raise SceneError(
-            f"a {grid.n}-pixel grid leaves no pixel 3 standoffs from the border",
-            f"use --grid larger than {2 * margin} or a smaller --standoff")
-    iy, ix = np.meshgrid(inner, inner, indexing="ij")
+            f"a {grid.shape[0]} x {grid.shape[1]} grid leaves no pixel 3 standoffs from the "
+            "border", f"use --grid larger than {2 * margin} or a smaller --standoff")
+    iy, ix = np.meshgrid(inner_y, inner_x, indexing="ij")
     return np.stack([iy.ravel(), ix.ravel()], axis=1)
 
 
 def sample_scene(scene_class: str, seed: "int | np.random.Generator", grid: Grid = Grid(),
-                 band: tuple[float, float] = LARMOR_BAND_GHZ) -> Scene:
+                 band: tuple[float, float] = LARMOR_BAND_GHZ, nv_axis=Z_AXIS) -> Scene:
     """Draw one scene of ``scene_class`` from a seed or an existing generator."""
     cls = SceneClass(scene_class)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -172,7 +176,7 @@ def sample_scene(scene_class: str, seed: "int | np.random.Generator", grid: Grid
     positions = _place(count, cls.separation_range, candidates, grid, rng, cls.name)
     amplitudes = rng.uniform(*AMPLITUDE_RANGE, size=count)
     larmor = rng.uniform(band[0], band[1], size=count)
-    return Scene(grid, cls.name, positions, amplitudes, larmor)
+    return Scene(grid, cls.name, positions, amplitudes, larmor, tuple(nv_axis))
 
 
 def _place(count, separation, candidates, grid, rng, name) -> np.ndarray:
@@ -188,16 +192,18 @@ def _place(count, separation, candidates, grid, rng, name) -> np.ndarray:
             placed.append(candidates[choices[rng.integers(choices.size)]])
         if len(placed) == count:
             return np.asarray(placed, dtype=np.int64)
-    raise SceneError(f"cannot place {count} sources of class {name} on a {grid.n}-pixel grid",
+    raise SceneError(f"cannot place {count} sources of class {name} on a "
+                     f"{grid.shape[0]} x {grid.shape[1]} grid",
                      "use a larger --grid or a sparser scene class")
 
 
 def simulate_spectrum(scene: Scene, operator: str = "F3", linewidth: float = LINEWIDTH_GHZ,
                       freqs: "torch.Tensor | None" = None, units: str = "normalized"):
-    """The clean spectrum of ``scene`` under ``operator``: ``(n_freq, n, n)`` float64."""
+    """The clean spectrum of ``scene`` under ``operator``: ``(n_freq, ny, nx)`` float64, seen
+    by NV centres along the scene's ``nv_axis``."""
     freqs = readout_frequencies(linewidth=linewidth) if freqs is None else freqs
     op = make_operator(operator, freqs, linewidth, scene.grid.spacing, scene.grid.standoff,
-                       units=units)
+                       units=units, nv_axis=scene.nv_axis)
     rho = torch.from_numpy(scene.density())
     larmor = torch.from_numpy(scene.larmor_field())
     return op(rho, larmor).to(torch.float64).numpy()
@@ -225,6 +231,7 @@ class SimulationSettings:
     n_freq: int = N_FREQ
     units: str = "normalized"
     readout: str = "wide"      # or "band": the paper's E.1 readout on the Larmor band
+    nv_axis: tuple = Z_AXIS
 
     def __post_init__(self):
         check_spectral(self.band, self.linewidth)
@@ -242,7 +249,7 @@ class SimulationSettings:
 
 def _simulate_arrays(scene_class: str, seed: int, settings: SimulationSettings):
     rng = np.random.default_rng(seed)
-    scene = sample_scene(scene_class, rng, settings.grid, settings.band)
+    scene = sample_scene(scene_class, rng, settings.grid, settings.band, settings.nv_axis)
     clean = simulate_spectrum(scene, settings.operator, settings.linewidth, settings.freqs(),
                               settings.units)
     spectrum = add_sensor_noise(clean, settings.noise, rng)
@@ -252,11 +259,12 @@ def _simulate_arrays(scene_class: str, seed: int, settings: SimulationSettings):
 def _dataset(spectra, rho, larmor, sigma, classes, seeds, settings: SimulationSettings
              ) -> xr.Dataset:
     return measurement_dataset(
-        spectra, settings.freqs().numpy(), settings.grid.coords,
+        spectra, settings.freqs().numpy(), settings.grid.axes,
         standoff_nm=settings.grid.standoff, linewidth_ghz=settings.linewidth,
         larmor_band_ghz=settings.band, operator=settings.operator.upper(),
         noise=settings.noise, units=settings.units, rho_true=rho, larmor_true=larmor,
-        scene_class=classes, seed=seeds, noise_sigma=sigma)
+        scene_class=classes, seed=seeds, noise_sigma=sigma,
+        nv_axis=None if tuple(settings.nv_axis) == Z_AXIS else settings.nv_axis)
 
 
 def simulate(scene_class: str, seed: int, settings: SimulationSettings = SimulationSettings()

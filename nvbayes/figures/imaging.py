@@ -14,10 +14,42 @@ from nvbayes.figures import Figure, subplots
 from nvbayes.metrics import wilson
 from nvbayes.physics.noise_map import log_map, log_noise_map, normalized_noise_map
 
+#: Colour maps whose masked (NaN) pixels show grey: dead or saturated pixels in a figure.
+LOG_MAP_CMAP = matplotlib.colormaps["magma"].with_extremes(bad="0.7")
+MASK_NOTE = " (grey: masked)"
+
+
+def _mask_of(dataset) -> "np.ndarray | None":
+    """The used pixels of a measurement or a run's observed data, or ``None`` (all)."""
+    return np.asarray(dataset["mask"].values) != 0 if "mask" in dataset else None
+
+
+def _grid(image: xr.DataArray) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """Pixel positions ``x``, ``y`` (nm) and the ``imshow`` extent of a ``(y, x)`` map."""
+    x, y = image["x"].values, image["y"].values
+    return x, y, (x[0], x[-1], y[-1], y[0])
+
+
+def masked_log_map(spectrum: np.ndarray, mask: "np.ndarray | None" = None) -> np.ndarray:
+    """``ℓ = log10 N̂`` of a spectrum ``(n_freq, ny, nx)`` over the used pixels, NaN on the
+    masked ones (whatever they read)."""
+    if mask is None:
+        return log_noise_map(torch.from_numpy(np.asarray(spectrum, dtype=np.float64))).numpy()
+    clean = np.where(mask, spectrum, 0.0)
+    ell = log_noise_map(torch.from_numpy(clean), mask=torch.from_numpy(mask)).numpy()
+    return np.where(mask, ell, np.nan)
+
+
+def _finite_min(*images) -> float:
+    return min(float(np.nanmin(img)) for img in images)
+
 
 def brightest_pixel(measurement: xr.Dataset) -> tuple[int, int]:
-    """``(iy, ix)`` of the largest noise-map value of a single measurement."""
+    """``(iy, ix)`` of the largest noise-map value of a single measurement (used pixels)."""
     noise = measurement["spectrum"].values.sum(0)
+    mask = _mask_of(measurement)
+    if mask is not None:
+        noise = np.where(mask, noise, -np.inf)
     return tuple(int(i) for i in np.unravel_index(np.argmax(noise), noise.shape))
 
 
@@ -34,15 +66,17 @@ def plot_measurement(measurement: xr.Dataset, pixel: "tuple[int, int] | None" = 
         raise ParameterError(f"pixel ({iy}, {ix}) is outside the {ny} x {nx} grid",
                              f"pass --pixel Y X with 0 <= Y < {ny} and 0 <= X < {nx}")
     has_truth = "rho_true" in measurement
-    x = measurement["x"].values
-    extent = (x[0], x[-1], x[-1], x[0])
+    x, y, extent = _grid(spectrum)
+    mask = _mask_of(measurement)
     fig, axes = subplots(1, 4 if has_truth else 2, figsize=(17 if has_truth else 9, 4),
                              layout="constrained")
 
-    ell = log_noise_map(torch.from_numpy(spectrum.values)).numpy()
-    im = axes[0].imshow(ell, extent=extent, cmap="magma", vmin=max(ell.min(), -6), vmax=0)
-    axes[0].plot(x[ix], x[iy], "c+", ms=12, mew=2)
-    axes[0].set(title="noise map log10 N/max N", xlabel="x (nm)", ylabel="y (nm)")
+    ell = masked_log_map(spectrum.values, mask)
+    im = axes[0].imshow(ell, extent=extent, cmap=LOG_MAP_CMAP, vmin=max(_finite_min(ell), -6),
+                        vmax=0)
+    axes[0].plot(x[ix], y[iy], "c+", ms=12, mew=2)
+    axes[0].set(title="noise map log10 N/max N" + (MASK_NOTE if mask is not None else ""),
+                xlabel="x (nm)", ylabel="y (nm)")
     fig.colorbar(im, ax=axes[0], shrink=0.85)
 
     freq = measurement["freq"].values
@@ -65,7 +99,7 @@ def plot_measurement(measurement: xr.Dataset, pixel: "tuple[int, int] | None" = 
         band = measurement.attrs["larmor_band_ghz"]
         axes[3].imshow(np.zeros_like(rho), extent=extent, cmap="Greys", vmin=0, vmax=1)
         yy, xx = np.nonzero(support)
-        sc = axes[3].scatter(x[xx], x[yy], c=larmor[support], cmap="coolwarm", s=40,
+        sc = axes[3].scatter(x[xx], y[yy], c=larmor[support], cmap="coolwarm", s=40,
                              vmin=band[0], vmax=band[1], edgecolors="k")
         axes[3].set(title="true Larmor on support (GHz)", xlabel="x (nm)",
                     xlim=extent[:2], ylim=extent[2:])
@@ -85,9 +119,12 @@ def _describe(measurement: xr.Dataset) -> str:
     return ", ".join(parts)
 
 
-def _log_map(noise: np.ndarray) -> np.ndarray:
+def _log_map(noise: np.ndarray, mask: "np.ndarray | None" = None) -> np.ndarray:
     t = torch.from_numpy(np.asarray(noise, dtype=np.float64))
-    return log_map(normalized_noise_map(t)).numpy()
+    if mask is None:
+        return log_map(normalized_noise_map(t)).numpy()
+    ell = log_map(normalized_noise_map(t, torch.from_numpy(mask))).numpy()
+    return np.where(mask, ell, np.nan)
 
 
 def plot_run(run) -> Figure:
@@ -100,8 +137,8 @@ def plot_run(run) -> Figure:
         return plot_posterior(run)
     truth = run.truth
     has_truth = truth is not None and "rho_true" in truth
-    x = run.rho["x"].values
-    extent = (x[0], x[-1], x[-1], x[0])
+    x, y, extent = _grid(run.rho)
+    mask = _mask_of(run.idata.observed_data)
     n = 5 if has_truth else 4
     fig, axes = subplots(1, n, figsize=(4.2 * n, 4), layout="constrained")
     axes = list(axes)
@@ -123,23 +160,24 @@ def plot_run(run) -> Figure:
     threshold = run.config["model"].get("field", {}).get("support_threshold", 0.3)
     yy, xx = np.nonzero(rho > threshold * rho.max())
     ax.imshow(np.zeros_like(rho), extent=extent, cmap="Greys", vmin=0, vmax=1)
-    sc = ax.scatter(x[xx], x[yy], c=run.larmor.values[yy, xx], cmap="coolwarm", s=40,
+    sc = ax.scatter(x[xx], y[yy], c=run.larmor.values[yy, xx], cmap="coolwarm", s=40,
                     edgecolors="k", vmin=None if band is None else band[0],
                     vmax=None if band is None else band[1])
     if has_truth and "larmor_true" in truth:
         ty, tx = np.nonzero(truth["rho_true"].values > 0)
-        ax.scatter(x[tx], x[ty], s=120, facecolors="none", edgecolors="g", label="true sources")
+        ax.scatter(x[tx], y[ty], s=120, facecolors="none", edgecolors="g", label="true sources")
         ax.legend(fontsize=7, loc="lower right")
     ax.set(title="Larmor on predicted support (GHz)", xlabel="x (nm)", xlim=extent[:2],
            ylim=extent[2:])
     fig.colorbar(sc, ax=ax, shrink=0.85)
 
-    observed = log_noise_map(torch.from_numpy(run.observed.values)).numpy()
-    predicted = _log_map(run.predicted_noise_map.values)
-    low = max(min(observed.min(), predicted.min()), -6)
+    observed = masked_log_map(run.observed.values, mask)
+    predicted = _log_map(run.predicted_noise_map.values, mask)
+    low = max(_finite_min(observed, predicted), -6)
+    note = MASK_NOTE if mask is not None else ""
     for ax, img, label in ((axes[0], observed, "observed"), (axes[1], predicted, "predicted")):
-        im = ax.imshow(img, extent=extent, cmap="magma", vmin=low, vmax=0)
-        ax.set(title=f"{label} log10 N/max N", xlabel="x (nm)")
+        im = ax.imshow(img, extent=extent, cmap=LOG_MAP_CMAP, vmin=low, vmax=0)
+        ax.set(title=f"{label} log10 N/max N{note}", xlabel="x (nm)")
         fig.colorbar(im, ax=ax, shrink=0.85)
 
     fig.suptitle(_title(run))
@@ -162,8 +200,8 @@ def plot_posterior(run) -> Figure:
     then the 5 % and 95 % quantiles (the 90 % credible interval, pixel by pixel) and the
     predicted log noise map of the posterior mean.  Densities share one colour scale."""
     post = run.idata.posterior["rho"]
-    x = post["x"].values
-    extent = (x[0], x[-1], x[-1], x[0])
+    x, y, extent = _grid(post)
+    mask = _mask_of(run.idata.observed_data)
     mean = post.mean(("chain", "draw")).values
     sd = post.std(("chain", "draw")).values
     q05, q95 = (post.quantile(q, ("chain", "draw")).values for q in (0.05, 0.95))
@@ -174,15 +212,15 @@ def plot_posterior(run) -> Figure:
     if has_truth:
         first = (truth["rho_true"].values, "true density", "viridis", 0, vmax)
     else:
-        first = (log_noise_map(torch.from_numpy(run.observed.values)).numpy(),
-                 "observed log10 N/max N", "magma", -4, 0)
+        first = (masked_log_map(run.observed.values, mask),
+                 "observed log10 N/max N", LOG_MAP_CMAP, -4, 0)
     panels = [first,
               (mean, f"posterior mean ({run.draws} draws)", "viridis", 0, vmax),
               (sd, "posterior standard deviation", "cividis", 0, None),
               (q05, "5 % quantile", "viridis", 0, vmax),
               (q95, "95 % quantile", "viridis", 0, vmax),
-              (_log_map(run.predicted_noise_map.values), "predicted log10 N/max N (mean)",
-               "magma", -4, 0)]
+              (_log_map(run.predicted_noise_map.values, mask),
+               "predicted log10 N/max N (mean)", LOG_MAP_CMAP, -4, 0)]
     for ax, (img, title, cmap, lo, hi) in zip(axes.flat, panels, strict=True):
         im = ax.imshow(img, extent=extent, cmap=cmap, vmin=lo, vmax=hi)
         ax.set(title=title, xlabel="x (nm)", ylabel="y (nm)")
@@ -190,7 +228,7 @@ def plot_posterior(run) -> Figure:
     if has_truth:
         ty, tx = np.nonzero(truth["rho_true"].values > 0)
         for ax in axes.flat[1:5]:
-            ax.scatter(x[tx], x[ty], s=90, facecolors="none", edgecolors="r", lw=0.8)
+            ax.scatter(x[tx], y[ty], s=90, facecolors="none", edgecolors="r", lw=0.8)
     corrected = run.idata.posterior.attrs.get("scale_corrected", 1)
     fig.suptitle(_title(run) + (" | densities scale-corrected per draw" if corrected
                                 else " | generative likelihood, no scale correction"))

@@ -48,7 +48,7 @@ HVP_BLOCK = 256
 def calibrated_sigma(problem: InverseProblem) -> float:
     """The sensor noise σ estimated from the spectrum, floored at 1e-6 of its range."""
     sigma = float(sensor_noise_sigma(problem.observed(dtype=torch.float64),
-                                     problem.pixel_mask()))
+                                     problem.pixel_mask(), torch.from_numpy(problem.freqs)))
     return max(sigma, 1e-6 * float(problem.spectrum.max() - problem.spectrum.min()))
 
 

@@ -143,7 +143,7 @@ class InverseProblem:
             sigma = torch.as_tensor(np.asarray(self.noise_sigma, dtype=np.float64))
         else:
             sigma = sensor_noise_sigma(self.observed(dtype=torch.float64),
-                                       self.pixel_mask())
+                                       self.pixel_mask(), torch.from_numpy(self.freqs))
         if not self.sigma_map and (self.mask is None or downsample == 1):
             return (sigma / downsample).to(dtype=dtype, device=device)
         used = self.pixel_mask() if self.mask is not None else torch.ones(self.shape,

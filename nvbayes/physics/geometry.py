@@ -1,4 +1,4 @@
-"""The sensing grid: an ``n × n`` array of NV pixels of spacing ``dx`` at standoff ``z0``.
+"""The sensing grid: an ``ny × nx`` array of NV pixels of spacing ``dx`` at standoff ``z0``.
 
 Pixel ``(i, j)`` sits at ``y = i·dx``, ``x = j·dx`` (nm), so coordinates start at 0 in the
 corner; the readout plane is at height ``z0`` above the source plane.  The paper's default is
@@ -23,33 +23,42 @@ STANDOFF_NM = 20.0
 
 @dataclass(frozen=True)
 class Grid:
-    """Geometry of a square sensing window.
+    """Geometry of a sensing window.
 
     Parameters
     ----------
-    n : pixels per side (≥ 2).
-    spacing : pixel spacing dx in nm.
+    n : pixels along y (≥ 2); along x too unless ``nx`` is given.
+    spacing : pixel spacing dx in nm (the same along y and x).
     standoff : NV plane height z0 in nm.
+    nx : pixels along x for a rectangular window (default ``n``).
     """
 
     n: int = GRID
     spacing: float = SPACING_NM
     standoff: float = STANDOFF_NM
+    nx: "int | None" = None
 
     def __post_init__(self):
-        if int(self.n) != self.n or self.n < 2:
-            raise ParameterError(f"grid must have at least 2 pixels per side, got {self.n}",
-                                 "pass --grid 2 or more (the paper uses 64)")
+        for side in (self.n, self.n if self.nx is None else self.nx):
+            if int(side) != side or side < 2:
+                raise ParameterError(f"grid must have at least 2 pixels per side, got {side}",
+                                     "pass --grid 2 or more (the paper uses 64)")
         check_geometry(self.spacing, self.standoff)
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (int(self.n), int(self.n))
+        """``(ny, nx)``."""
+        return (int(self.n), int(self.n if self.nx is None else self.nx))
+
+    @property
+    def axes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel coordinates ``(y, x)`` in nm, ``(ny,)`` and ``(nx,)``."""
+        return tuple(np.arange(side, dtype=np.float64) * self.spacing for side in self.shape)
 
     @property
     def coords(self) -> np.ndarray:
-        """Pixel coordinates along either axis in nm, ``(n,)``."""
-        return np.arange(self.n, dtype=np.float64) * self.spacing
+        """Pixel coordinates along y in nm, ``(ny,)`` (along either axis of a square grid)."""
+        return self.axes[0]
 
     @property
     def pixels_per_standoff(self) -> float:

@@ -100,26 +100,40 @@ def log_mse(predicted: torch.Tensor, observed: torch.Tensor,
 _MAD_TO_SIGMA = 1.482602218505602
 
 
-def sensor_noise_sigma(spectrum: torch.Tensor, mask: "torch.Tensor | None" = None
-                       ) -> torch.Tensor:
+def sensor_noise_sigma(spectrum: torch.Tensor, mask: "torch.Tensor | None" = None,
+                       freqs: "torch.Tensor | None" = None) -> torch.Tensor:
     """The standard deviation σ of white sensor noise on a spectrum, estimated from the data.
 
     ``(..., n_freq, ny, nx) → (...)``.  The Lorentzian (width γ) is smooth on the readout
-    grid, so the second difference along frequency, ``Δ²S = S(ω₊) − 2 S(ω) + S(ω₋)``, is
-    noise with variance ``6σ²`` plus a curvature term that only the few bright pixels carry;
-    the median absolute deviation of ``Δ²S`` ignores them::
+    grid, so the second divided difference along frequency, which is blind to constant and
+    linear trends,
 
-        σ̂ = 1.4826 · median |Δ²S − median Δ²S| / √6
+        Δ²S = (h₊ S(ω₋) − (h₋ + h₊) S(ω) + h₋ S(ω₊)) / √(h₊² + (h₋ + h₊)² + h₋²),
 
-    The combination has variance 6σ² on any readout grid, even or not.  With ``mask`` the
-    medians run over the used pixels alone.  Needs at least three readout frequencies.
+    (``h₋ = ω − ω₋``, ``h₊ = ω₊ − ω``; ``(S₋ − 2S + S₊)/√6`` on an even grid) is noise of
+    variance σ² plus a curvature term that only the few bright pixels carry; the median
+    absolute deviation of ``Δ²S`` ignores them::
+
+        σ̂ = 1.4826 · median |Δ²S − median Δ²S|
+
+    ``freqs`` (``(n_freq,)``, default evenly spaced) sets the weights: on an uneven grid the
+    plain second difference keeps a first-derivative term and overestimates σ.  With ``mask``
+    the medians run over the used pixels alone.  Needs at least three readout frequencies.
     """
-    if spectrum.shape[-3] < 3:
+    n_freq = spectrum.shape[-3]
+    if n_freq < 3:
         raise MeasurementError(
-            f"cannot estimate the sensor noise from {spectrum.shape[-3]} readout frequencies",
+            f"cannot estimate the sensor noise from {n_freq} readout frequencies",
             "record the noise sigma in the measurement (nvbayes import --sigma) or read out "
             "at least 3 frequencies")
-    d2 = spectrum[..., 2:, :, :] - 2.0 * spectrum[..., 1:-1, :, :] + spectrum[..., :-2, :, :]
+    if freqs is None:
+        freqs = torch.arange(n_freq, dtype=spectrum.dtype, device=spectrum.device)
+    freqs = torch.as_tensor(freqs, dtype=spectrum.dtype, device=spectrum.device)
+    below, above = freqs[1:-1] - freqs[:-2], freqs[2:] - freqs[1:-1]
+    norm = torch.sqrt(above ** 2 + (below + above) ** 2 + below ** 2)
+    weights = [(w / norm)[:, None, None] for w in (above, -(below + above), below)]
+    d2 = (weights[0] * spectrum[..., :-2, :, :] + weights[1] * spectrum[..., 1:-1, :, :]
+          + weights[2] * spectrum[..., 2:, :, :])
     flat = d2.flatten(-3) if mask is None else d2[..., mask].flatten(-2)
     centred = flat - flat.median(dim=-1, keepdim=True).values
-    return _MAD_TO_SIGMA * centred.abs().median(dim=-1).values / 6.0 ** 0.5
+    return _MAD_TO_SIGMA * centred.abs().median(dim=-1).values

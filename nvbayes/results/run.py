@@ -175,7 +175,10 @@ class Run:
             {k: xr.DataArray(np.asarray(v), dims=("chain", "draw"), coords=chain_draw)
              for k, v in draw_stats.items() if k != "gain"},
             attrs={k: _attr(v) for k, v in fit_stats.items()})
-        observed = xr.Dataset({"spectrum": measurement["spectrum"].reset_coords(drop=True)},
+        observed = xr.Dataset({k: measurement[k].reset_coords(drop=True)
+                               for k in ("spectrum", "mask", "noise_sigma")
+                               if k in measurement and (k != "noise_sigma"
+                                                        or measurement[k].ndim == 2)},
                               attrs=dict(measurement.attrs))
         constant = xr.Dataset({k: measurement[k].reset_coords(drop=True)
                                for k in ("rho_true", "larmor_true") if k in measurement})
