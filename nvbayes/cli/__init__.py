@@ -85,6 +85,21 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _terminate)
+    command = _command(argv)
+    try:
+        return _run(argv)
+    except KeyboardInterrupt as stop:
+        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
+        if command in RESUMABLE:
+            print(f"nvbayes: {what}; the finished fits are kept, rerun the same command "
+                  "to resume", file=sys.stderr)
+        else:
+            print(f"nvbayes: {what}; no output was written, rerun the same command to start "
+                  "again", file=sys.stderr)
+        return 143 if isinstance(stop, Terminated) else 130
+
+
+def _run(argv: list[str]) -> int:
     try:
         args = build_parser(_command(argv)).parse_args(argv)
     except SystemExit as stop:          # --help, --version (0) or a usage error (2)
@@ -94,15 +109,6 @@ def main(argv=None) -> int:
     except NvbayesError as exc:
         print(f"nvbayes: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as stop:
-        what = "terminated" if isinstance(stop, Terminated) else "interrupted"
-        if args.command in RESUMABLE:
-            print(f"nvbayes: {what}; the finished fits are kept, rerun the same command "
-                  "to resume", file=sys.stderr)
-        else:
-            print(f"nvbayes: {what}; no output was written, rerun the same command to start "
-                  "again", file=sys.stderr)
-        return 143 if isinstance(stop, Terminated) else 130
     except BrokenPipeError:             # the reader of stdout has gone (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
