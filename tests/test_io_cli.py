@@ -126,7 +126,7 @@ def test_cli_refuses_bad_simulation_requests(args, message, tmp_path, capsys):
 def test_cli_usage_error_is_one_line(capsys):
     assert main(["simulate", "--scene", "few/far", "--grid", "many"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "invalid int value" in err
+    assert err.count("\n") == 1 and "--grid" in err and "not N or NYxNX" in err
 
 
 def test_console_script_prints_no_traceback(tmp_path):
