@@ -1,7 +1,7 @@
 """Median time of one NeTMY optimization step (field + F2 + the Pyro objective + AdamW) per
 preset and stage resolution, and the per-fit time it implies.
 
-    python benchmarks/netmy_step_time.py --models netmy,netmy-fast --repeats 5
+    python benchmarks/netmy_step_time.py --models netmy,netmy-fast --repeats 5 [--grid 256]
 """
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ import time
 
 import torch
 
-from nvbayes.data.scenes import simulate
+from nvbayes.data.scenes import SimulationSettings, simulate
 from nvbayes.data.spec import load_spec
 from nvbayes.fields import pixel_coordinates
 from nvbayes.inference.map import FieldGuide, build_field, traced_objective
 from nvbayes.inference.objective import stage_log_eps
 from nvbayes.model.netmy import NoiseSpectrumModel
 from nvbayes.model.problem import InverseProblem
+from nvbayes.physics.geometry import Grid
 
 
 def step_times(spec, problem, stage, steps: int, repeats: int) -> list[float]:
@@ -29,7 +30,8 @@ def step_times(spec, problem, stage, steps: int, repeats: int) -> list[float]:
                                problem.observed(stage.downsample), stage.weights,
                                stage_log_eps(spec, problem, stage.downsample),
                                reduction=spec.reduction)
-    guide = FieldGuide(net, pixel_coordinates(problem.n // stage.downsample))
+    ny, nx = problem.shape
+    guide = FieldGuide(net, pixel_coordinates((ny // stage.downsample, nx // stage.downsample)))
     opt = torch.optim.AdamW(net.parameters(), lr=stage.lr, weight_decay=1e-4)
 
     def step():
@@ -55,8 +57,10 @@ def main() -> None:
     parser.add_argument("--models", default="netmy,netmy-fast")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--grid", type=int, default=64, help="pixels per side (64)")
     args = parser.parse_args()
-    problem = InverseProblem.from_measurement(simulate("medium/medium", 0))
+    problem = InverseProblem.from_measurement(
+        simulate("medium/medium", 0, SimulationSettings(grid=Grid(args.grid))))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     for name in args.models.split(","):
         spec = load_spec(name)
