@@ -60,16 +60,23 @@ def stage_log_eps(spec: ModelSpec, problem: InverseProblem, downsample: int = 1
 
 def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, operator: str,
                     field: Field, guide_type=FieldGuide,
-                    noise_sigma: "float | None" = None) -> tuple[NoiseSpectrumModel, object]:
+                    noise_sigma: "float | torch.Tensor | None" = None
+                    ) -> tuple[NoiseSpectrumModel, object]:
     """``(model, guide)`` of one stage, in the dtype and on the device of the field.
 
     ``guide_type(field, coords)`` builds the guide (the MAP's Delta sites by default);
-    ``noise_sigma`` (σ of one readout on the full grid) selects the calibrated likelihood,
-    with σ / d on a grid block-averaged by d.
+    ``noise_sigma`` (σ of one readout on the full grid, a number or a map) selects the
+    calibrated likelihood, with σ / d on a grid block-averaged by d (a map: the problem's
+    own σ of each block, :meth:`~nvbayes.model.problem.InverseProblem.sigma`).
     """
     dtype, device = field.dtype, field.device
     d = stage.downsample
-    sigma = None if noise_sigma is None else float(noise_sigma) / d
+    if noise_sigma is None:
+        sigma = None
+    elif torch.as_tensor(noise_sigma).dim() >= 2:
+        sigma = problem.sigma(downsample=d)
+    else:
+        sigma = float(noise_sigma) / d
     model = NoiseSpectrumModel(problem.operator(operator, d),
                                problem.observed(d, dtype=dtype, device=device),
                                stage.weights, stage_log_eps(spec, problem, d),

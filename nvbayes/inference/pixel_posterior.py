@@ -45,8 +45,11 @@ from .objective import stage_log_eps
 HVP_BLOCK = 256
 
 
-def calibrated_sigma(problem: InverseProblem) -> float:
-    """The sensor noise σ estimated from the spectrum, floored at 1e-6 of its range."""
+def calibrated_sigma(problem: InverseProblem) -> "float | torch.Tensor":
+    """The measurement's own σ map ``(ny, nx)`` where it records one; else the sensor noise σ
+    estimated from the spectrum, floored at 1e-6 of its range."""
+    if problem.sigma_map:
+        return problem.sigma()
     sigma = float(sensor_noise_sigma(problem.observed(dtype=torch.float64),
                                      problem.pixel_mask(), torch.from_numpy(problem.freqs)))
     return max(sigma, 1e-6 * float(problem.spectrum.max() - problem.spectrum.min()))
@@ -188,7 +191,8 @@ def fit_laplace(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", 
     larmor_draws = larmor.expand(1, draws, *larmor.shape)
     rho_d, larmor_d, nmap, alpha = gauge_fixed(problem, operator, rho_draws, larmor_draws)
     stats = dict(result.stats) | {
-        "noise_sigma": sigma, "condition_number": gaussian.condition_number,
+        "noise_sigma": float(torch.as_tensor(sigma).mean()),
+        "condition_number": gaussian.condition_number,
         "nonpositive_eigenvalues": gaussian.nonpositive,
         "map_time_s": result.wall_time_s, "hessian_time_s": hessian_time}
     extra = {"eigenvalue": gaussian.eigenvalues.cpu().numpy(),
@@ -233,7 +237,8 @@ def fit_nuts(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", see
     rho = torch.as_tensor(result.samples["rho"])
     rho_d, larmor_d, nmap, alpha = gauge_fixed(problem, operator, rho,
                                                larmor.expand(*rho.shape))
-    stats = {"noise_sigma": sigma, "chains": chains, "warmup": warmup,
+    stats = {"noise_sigma": float(torch.as_tensor(sigma).mean()), "chains": chains,
+             "warmup": warmup,
              "divergences": int(result.diverging.sum()),
              "mean_step_size": float(np.mean(result.step_size))}
     return PosteriorDraws(rho=rho_d, larmor=larmor_d, noise_map=nmap,

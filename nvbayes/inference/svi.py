@@ -127,7 +127,7 @@ def fit_svi(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
         rho = q_rho.sample((1, draws))
         larmor = q_larmor.sample((1, draws))
     rho, larmor, nmap, alpha = gauge_fixed(problem, operator, rho, larmor)
-    stats = {"noise_sigma": sigma, "steps": recorder.steps(0),
+    stats = {"noise_sigma": float(torch.as_tensor(sigma).mean()), "steps": recorder.steps(0),
              "final_loss": recorder.last("loss", 0), "diverged": int(bool(recorder.diverged[0]))}
     return PosteriorDraws(rho=rho, larmor=larmor, noise_map=nmap,
                           draw_stats={"scale_correction": alpha}, stats=stats,
