@@ -33,10 +33,11 @@ from nvbayes.results.run import Run
 N, SPACING, STANDOFF = 24, 20.0, 20.0
 
 
-def _model(sources=3, patch_radius=-1, gain_sd=None, observed=None, sigma=0.01):
+def _model(sources=3, patch_radius=-1, gain_sd=None, observed=None, sigma=0.01,
+           pixel_mask=None, nv_axis=(0.0, 0.0, 1.0)):
     return PointSourceModel(readout_frequencies(), 0.5, SPACING, STANDOFF, (N, N), sigma,
                             (1.5, 2.5), sources, 0.7, gain_sd, observed,
-                            patch_radius=patch_radius)
+                            patch_radius=patch_radius, pixel_mask=pixel_mask, nv_axis=nv_axis)
 
 
 def _sources():
@@ -73,17 +74,25 @@ def test_continuous_positions_move_the_spectrum_smoothly():
     assert torch.allclose(left[..., ix - span: ix + span], mirrored, rtol=1e-12, atol=1e-15)
 
 
-@pytest.mark.parametrize("gain_sd, sigma_map", [(None, False), (0.5, False), (None, True)])
-def test_log_joint_equals_the_pyro_trace(gain_sd, sigma_map):
-    """The Gram-matrix log-likelihood (overlapping patches, a number or a per-pixel σ) equals
-    the pointwise sum, and the log joint equals Pyro's trace."""
+@pytest.mark.parametrize("gain_sd, sigma_map, masked", [(None, False, False),
+                                                        (0.5, False, False),
+                                                        (None, True, False), (None, True, True)])
+def test_log_joint_equals_the_pyro_trace(gain_sd, sigma_map, masked):
+    """The Gram-matrix log-likelihood (overlapping patches, a number or a per-pixel σ, a
+    pixel mask and a tilted NV axis) equals the pointwise sum, and the log joint equals
+    Pyro's trace."""
     x, y, a, w = _sources()
     clean = _model().mean(x, y, a, w)
     noisy = clean + 0.01 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0),
                                        dtype=torch.float64)
     sigma = 0.01 * (1.0 + torch.rand(N, N, generator=torch.Generator().manual_seed(1),
                                      dtype=torch.float64)) if sigma_map else 0.01
-    model = _model(gain_sd=gain_sd, observed=noisy, sigma=sigma)
+    mask = None
+    if masked:
+        mask = torch.rand(N, N, generator=torch.Generator().manual_seed(2)) > 0.2
+        noisy = torch.where(mask, noisy, 0.0)
+    axis = (0.57735, -0.57735, 0.57735) if masked else (0.0, 0.0, 1.0)
+    model = _model(gain_sd=gain_sd, observed=noisy, sigma=sigma, pixel_mask=mask, nv_axis=axis)
     values = {"x": x, "y": y, "amplitude": a, "larmor": w}
     gain = None
     if gain_sd:
@@ -95,6 +104,10 @@ def test_log_joint_equals_the_pyro_trace(gain_sd, sigma_map):
     pointwise = model.pointwise_log_likelihood(x, y, a, w, 1.3 if gain_sd else 1.0).sum()
     assert float(model.log_likelihood(x, y, a, w, 1.3 if gain_sd else 1.0)) == pytest.approx(
         float(pointwise), rel=1e-12)
+    if masked:                       # what a masked pixel reads does not matter
+        loud = _model(observed=torch.where(mask, noisy, 5.0), sigma=sigma, pixel_mask=mask,
+                      nv_axis=axis)
+        assert float(loud.log_likelihood(x, y, a, w)) == float(model.log_likelihood(x, y, a, w))
 
 
 @pytest.mark.parametrize("gain_sd", [None, 0.5])

@@ -104,6 +104,7 @@ class PointSourceModel:
         self.patch_radius = patch_radius
         used = (torch.ones(self.shape, dtype=torch.bool) if pixel_mask is None
                 else torch.as_tensor(pixel_mask, dtype=torch.bool))
+        self.pixel_mask = None if pixel_mask is None else used
         precision = 1.0 / torch.broadcast_to(self.sigma ** 2, self.shape)
         self._weights = torch.where(used, precision, 0.0)     # w = 1/σ², 0 off the mask
         if self.observed is not None:
@@ -224,8 +225,10 @@ class PointSourceModel:
         larmor = pyro.sample("larmor", dist.Uniform(torch.full((k,), self.low, **t),
                                                     self.high).to_event(1))
         loc = self.mean(x, y, amplitude, larmor, gain)
-        pyro.sample("spectrum", dist.Normal(loc, torch.broadcast_to(self.sigma, loc.shape))
-                    .to_event(3), obs=self.observed)
+        readout = dist.Normal(loc, torch.broadcast_to(self.sigma, loc.shape))
+        if self.pixel_mask is not None:
+            readout = readout.mask(self.pixel_mask)
+        pyro.sample("spectrum", readout.to_event(3), obs=self.observed)
         return loc
 
     def with_sources(self, sources: int) -> "PointSourceModel":
