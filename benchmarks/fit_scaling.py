@@ -8,6 +8,10 @@ the largest peak resident memory of the fitting process (``ru_maxrss``); then th
 log(time) against log(n²) by least squares over the medians.
 
     OMP_NUM_THREADS=2 python benchmarks/fit_scaling.py --sizes 32,64,128,256 --repeats 3
+
+``--batch B`` measures the benchmark command instead: ``nvbayes benchmark`` of B
+``--scene``-class samples per n, fitted in one batched optimization loop (``--batch B``,
+one operator, one seed), its whole time and peak memory, once per n.
 """
 
 from __future__ import annotations
@@ -51,6 +55,20 @@ def one_fit(data_path: Path, out: Path, model: str, method: str) -> tuple[float,
     return fit, wall, rss / 1024.0
 
 
+def one_benchmark(n: int, batch: int, model: str, scene: str, out: Path
+                  ) -> tuple[float, float]:
+    """``(command seconds, peak MB)`` of a batched benchmark of ``batch`` n² samples."""
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", RUNNER, "benchmark", "--classes", scene,
+                           "--per-class", str(batch), "--grid", str(n), "--models", model,
+                           "--operators", "F2", "--seeds", "0", "--batch", str(batch),
+                           "--out", str(out)], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(done.stderr)
+    return wall, int(done.stderr.strip().splitlines()[-1].split()[-1]) / 1024.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="32,64,128,256")
@@ -58,8 +76,18 @@ def main() -> None:
     parser.add_argument("--model", default="netmy-fast")
     parser.add_argument("--method", default="map")
     parser.add_argument("--scene", default="medium/medium")
+    parser.add_argument("--batch", type=int, help="measure a batched benchmark of B samples")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
+    if args.batch:
+        print(f"| n | benchmark of {args.batch} batched {args.model} fits, s | per fit, s "
+              "| peak MB |\n|---|---|---|---|")
+        with tempfile.TemporaryDirectory() as folder:
+            for n in sizes:
+                wall, peak = one_benchmark(n, args.batch, args.model, args.scene,
+                                           Path(folder) / f"bench{n}")
+                print(f"| {n} | {wall:.0f} | {wall / args.batch:.0f} | {peak:.0f} |", flush=True)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for n in sizes:

@@ -112,8 +112,16 @@ def plot_measurement(measurement: xr.Dataset, pixel: "tuple[int, int] | None" = 
 
 def _describe(measurement: xr.Dataset) -> str:
     parts = [f"operator {measurement.attrs.get('operator', '?')}",
-             f"z0 = {measurement.attrs.get('standoff_nm')} nm",
-             f"noise {measurement.attrs.get('noise')}"]
+             f"z0 = {measurement.attrs.get('standoff_nm')} nm"]
+    noise = measurement.attrs.get("noise")
+    if noise is not None and np.isfinite(noise):
+        parts.append(f"noise {noise}")
+    if "nv_axis" in measurement.attrs:
+        parts.append("NV axis (" + ", ".join(f"{v:.3g}" for v in
+                                             np.ravel(measurement.attrs["nv_axis"])) + ")")
+    mask = _mask_of(measurement)
+    if mask is not None:
+        parts.append(f"{int((~mask).sum())} pixels masked")
     if "scene_class" in measurement.coords:
         parts.insert(0, f"{measurement['scene_class'].values} seed {measurement['seed'].values}")
     return ", ".join(parts)
