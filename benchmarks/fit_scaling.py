@@ -41,11 +41,13 @@ RUNNER = ("import resource, sys\n"
           "sys.exit(code)\n")
 
 
-def one_fit(data_path: Path, out: Path, model: str, method: str) -> tuple[float, float, float]:
+def one_fit(data_path: Path, out: Path, model: str, method: str, precision: str = "fp32"
+            ) -> tuple[float, float, float]:
     """``(fit seconds, command seconds, peak MB)`` of one fit in a fresh process."""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", RUNNER, "fit", str(data_path), "--model",
-                           model, "--method", method, "--out", str(out)],
+                           model, "--method", method, "--precision", precision,
+                           "--out", str(out)],
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--method", default="map")
     parser.add_argument("--scene", default="medium/medium")
     parser.add_argument("--batch", type=int, help="measure a batched benchmark of B samples")
+    parser.add_argument("--precision", default="fp32", help="fp32 or bf16 (the field's MLP)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.batch:
@@ -96,14 +99,15 @@ def main() -> None:
                 data = simulate(args.scene, seed, SimulationSettings(grid=Grid(n)))
                 path, out = Path(folder) / f"n{n}-{seed}.nc", Path(folder) / f"n{n}-{seed}"
                 write_netcdf(data, path)
-                fit, wall, peak = one_fit(path, out, args.model, args.method)
+                fit, wall, peak = one_fit(path, out, args.model, args.method, args.precision)
                 fits.append(fit)
                 walls.append(wall)
                 peaks.append(peak)
                 print(f"n={n} seed={seed}: fit {fit:.1f} s, command {wall:.1f} s, "
                       f"peak {peak:.0f} MB", flush=True)
             rows.append((n, statistics.median(fits), statistics.median(walls), max(peaks)))
-    print(f"\n{args.model} --method {args.method}, {args.scene}, {args.repeats} fits per size")
+    print(f"\n{args.model} --method {args.method} --precision {args.precision}, {args.scene}, "
+          f"{args.repeats} fits per size")
     print("| n | pixels | fit s (median) | command s (median) | peak MB (max) |")
     print("|---|---|---|---|---|")
     for n, fit, wall, peak in rows:

@@ -236,3 +236,26 @@ def test_generative_log_joint_uses_the_sigma_map_and_skips_masked_pixels():
     conditioned = poutine.condition(model, data={"rho": rho, "larmor": larmor})
     traced = poutine.trace(conditioned).get_trace().log_prob_sum()
     assert float(traced) == pytest.approx(expected, rel=1e-12)
+
+
+def test_si_units_end_to_end_give_the_normalized_fit():
+    """One scene, simulated and imported once in SI units (T²/Hz-scale spectra, the SI
+    kernel) and once normalized: the fitted densities (fluctuators per pixel) agree."""
+    def measurement(units: str):
+        rng = np.random.default_rng(6)
+        scene = sample_scene("few/far", rng, Grid(12, 20.0, 20.0, nx=16))
+        freqs = np.linspace(1.0, 3.0, 20)
+        op = make_operator("F3", freqs, 0.5, 20.0, 20.0, units=units)
+        clean = op(torch.from_numpy(scene.density()), torch.from_numpy(scene.larmor_field()))
+        noise = rng.standard_normal(clean.shape) * sensor_sigma(clean.numpy(), 0.01)
+        return from_arrays(clean.numpy() + noise, freqs, spacing_nm=20.0, standoff_nm=20.0,
+                           linewidth_ghz=0.5, band=(1.5, 2.5), units=units,
+                           sigma=sensor_sigma(clean.numpy(), 0.01), dims=("freq", "y", "x"))
+
+    si, normalized = measurement("si"), measurement("normalized")
+    ratio = si["spectrum"].values / normalized["spectrum"].values
+    assert abs(np.log10(np.median(ratio))) > 3            # the units really differ
+    runs = [nvbayes.fit(m, model="netmy-fast", method="laplace", draws=10, seed=0,
+                        show_progress=False) for m in (si, normalized)]
+    a, b = (r.idata.posterior["rho"].mean(("chain", "draw")).values for r in runs)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(b.max()))
