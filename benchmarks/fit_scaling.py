@@ -57,14 +57,15 @@ def one_fit(data_path: Path, out: Path, model: str, method: str, precision: str 
     return fit, wall, rss / 1024.0
 
 
-def one_benchmark(n: int, batch: int, model: str, scene: str, out: Path
-                  ) -> tuple[float, float]:
+def one_benchmark(n: int, batch: int, model: str, scene: str, out: Path,
+                  precision: str = "fp32") -> tuple[float, float]:
     """``(command seconds, peak MB)`` of a batched benchmark of ``batch`` n² samples."""
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", RUNNER, "benchmark", "--classes", scene,
                            "--per-class", str(batch), "--grid", str(n), "--models", model,
                            "--operators", "F2", "--seeds", "0", "--batch", str(batch),
-                           "--out", str(out)], capture_output=True, text=True)
+                           "--precision", precision, "--out", str(out)],
+                          capture_output=True, text=True)
     wall = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(done.stderr)
@@ -88,7 +89,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as folder:
             for n in sizes:
                 wall, peak = one_benchmark(n, args.batch, args.model, args.scene,
-                                           Path(folder) / f"bench{n}")
+                                           Path(folder) / f"bench{n}", args.precision)
                 print(f"| {n} | {wall:.0f} | {wall / args.batch:.0f} | {peak:.0f} |", flush=True)
         return
     rows = []
