@@ -3,9 +3,6 @@ axis, through the operators, the losses, the inverse problem and whole fits."""
 
 from __future__ import annotations
 
-import re
-from importlib.resources import files
-
 import numpy as np
 import pytest
 import torch
@@ -180,22 +177,12 @@ def _noise(rng, shape):
     return rng.normal(0.0, 100.0, shape)
 
 
-def _short(name: str, folder, steps: tuple[int, ...]) -> str:
-    """A copy of a shipped model file with shorter stages (the same objective)."""
-    text = (files("nvbayes") / "models" / f"{name}.toml").read_text()
-    for old, new in zip(re.findall(r"^steps = \d+$", text, flags=re.M), steps, strict=True):
-        text = text.replace(old, f"steps = {new}", 1)
-    path = folder / f"{name}-short.toml"
-    path.write_text(text.replace(f'name = "{name}"', f'name = "{name}-short"'))
-    return str(path)
-
-
 @pytest.mark.parametrize("model, method, steps", [("tikhonov", "map", (300,)),
                                                   ("netmy-fast", "map", (150, 250)),
                                                   ("netmy-fast", "laplace", (150, 250))])
-def test_masked_pixels_do_not_move_the_fit(model, method, steps, tmp_path):
+def test_masked_pixels_do_not_move_the_fit(model, method, steps, model_file):
     """The same fit, with the masked pixels NaN or replaced by loud noise: identical maps."""
-    kwargs = dict(model=_short(model, tmp_path, steps), method=method, seed=0,
+    kwargs = dict(model=str(model_file(model, steps)), method=method, seed=0,
                   show_progress=False)
     if method == "laplace":
         kwargs["draws"] = 20

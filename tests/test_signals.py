@@ -4,12 +4,10 @@ how to go on, and a benchmark that resumes where it stopped."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
-from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -20,15 +18,6 @@ from nvbayes.data.scenes import SimulationSettings, simulate
 from nvbayes.physics.geometry import Grid
 
 ENV = dict(os.environ, CI="true", OMP_NUM_THREADS="1")
-
-
-def _model(folder: Path, name: str, steps: int) -> Path:
-    """A shipped model file with every stage ``steps`` long."""
-    text = (files("nvbayes") / "models" / f"{name}.toml").read_text()
-    path = folder / f"{name}-{steps}.toml"
-    text = re.sub(r"^steps = \d+$", f"steps = {steps}", text, flags=re.M)
-    path.write_text(text.replace(f'name = "{name}"', f'name = "{name}-{steps}"'))
-    return path
 
 
 def _start(*args: str) -> subprocess.Popen:
@@ -57,9 +46,10 @@ def measurement(tmp_path):
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"),
                                              (signal.SIGTERM, 143, "terminated")])
-def test_a_stopped_fit_writes_nothing_and_says_so(measurement, tmp_path, sig, code, word):
+def test_a_stopped_fit_writes_nothing_and_says_so(measurement, tmp_path, model_file, sig,
+                                                  code, word):
     out = tmp_path / "run"
-    model = _model(tmp_path, "netmy-fast", 200_000)          # far longer than the test waits
+    model = model_file("netmy-fast", 200_000)          # far longer than the test waits
     proc = _start("fit", str(measurement), "--model", str(model), "--out", str(out))
     time.sleep(4.0)                       # into the fit: it runs for minutes from here
     assert proc.poll() is None
@@ -72,9 +62,9 @@ def test_a_stopped_fit_writes_nothing_and_says_so(measurement, tmp_path, sig, co
     assert not out.exists() and not _temporaries(tmp_path)
 
 
-def test_a_terminated_benchmark_keeps_its_cells_and_resumes(tmp_path):
+def test_a_terminated_benchmark_keeps_its_cells_and_resumes(tmp_path, model_file):
     out = tmp_path / "bench"
-    model = _model(tmp_path, "tikhonov", 1500)
+    model = model_file("tikhonov", 1500)
     args = ("benchmark", "--classes", "few/far", "--per-class", "4", "--grid", "16",
             "--models", str(model), "--operators", "F2", "--seeds", "0", "--out", str(out))
     proc = _start(*args)

@@ -51,7 +51,7 @@ def calibrated_sigma(problem: InverseProblem) -> "float | torch.Tensor":
     if problem.sigma_map:
         return problem.sigma()
     sigma = float(sensor_noise_sigma(problem.observed(dtype=torch.float64),
-                                     problem.pixel_mask(), torch.from_numpy(problem.freqs)))
+                                     problem.pixel_mask(), torch.tensor(problem.freqs)))
     return max(sigma, 1e-6 * float(problem.spectrum.max() - problem.spectrum.min()))
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from nvbayes.data.io import SPECTRUM_SCALES
+from nvbayes.data.io import SPECTRUM_SCALES, check_nv_axis
 from nvbayes.errors import MeasurementError
 from nvbayes.physics.geometry import coarsen
 from nvbayes.physics.noise_map import masked_max, noise_map, sensor_noise_sigma
@@ -87,14 +87,14 @@ class InverseProblem:
                                    f"set it to {' or '.join(SPECTRUM_SCALES)}")
         spectrum = np.asarray(ds["spectrum"].values, dtype=np.float64)
         mask = np.asarray(ds["mask"].values) != 0 if "mask" in ds.data_vars else None
-        axis = np.asarray(ds.attrs.get("nv_axis", (0.0, 0.0, 1.0)), dtype=float).reshape(-1)
+        axis = check_nv_axis(ds.attrs.get("nv_axis", (0.0, 0.0, 1.0)))
         return cls(spectrum=spectrum,
                    freqs=np.asarray(ds["freq"].values, dtype=np.float64),
                    spacing=float(x[1] - x[0]), standoff=float(ds.attrs["standoff_nm"]),
                    linewidth=float(ds.attrs["linewidth_ghz"]),
                    band=(float(band[0]), float(band[1])), units=str(ds.attrs["units"]),
                    noise_sigma=sigma, absolute=scale == "absolute", mask=mask,
-                   nv_axis=tuple(axis / np.linalg.norm(axis)))
+                   nv_axis=tuple(axis))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -143,7 +143,7 @@ class InverseProblem:
             sigma = torch.as_tensor(np.asarray(self.noise_sigma, dtype=np.float64))
         else:
             sigma = sensor_noise_sigma(self.observed(dtype=torch.float64),
-                                       self.pixel_mask(), torch.from_numpy(self.freqs))
+                                       self.pixel_mask(), torch.tensor(self.freqs))
         if not self.sigma_map and (self.mask is None or downsample == 1):
             return (sigma / downsample).to(dtype=dtype, device=device)
         used = self.pixel_mask() if self.mask is not None else torch.ones(self.shape,
