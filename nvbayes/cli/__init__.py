@@ -28,6 +28,7 @@ COMMANDS = {
     "simulate": "simulate measurements of synthetic scenes",
     "import": "read a lab file (npz, h5, mat, csv) into a measurement",
     "fit": "fit a measurement and write a run folder",
+    "train": "train a supervised baseline (U-Net, GAN, hybrid) on simulated pairs",
     "calibrate": "coverage of credible intervals on seeded synthetic scenes",
     "sbc": "simulation-based calibration of the generative posterior",
     "benchmark": "models x operators x samples x seeds, resumable",
@@ -39,7 +40,7 @@ COMMANDS = {
 #: Commands whose module is not named after them (``import`` is a Python keyword).
 MODULES = {"import": "importing"}
 #: Commands whose interruption keeps finished work (they resume).
-RESUMABLE = ("benchmark", "ablate", "calibrate", "sbc")
+RESUMABLE = ("benchmark", "ablate", "calibrate", "sbc", "train")
 
 
 class Parser(argparse.ArgumentParser):

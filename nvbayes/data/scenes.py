@@ -7,7 +7,11 @@ A scene class is ``<count>/<separation>``:
   ``close`` [2, 3), ``medium`` [3, 5), ``far`` ≥ 5.
 
 The paper's benchmark uses eight of the nine combinations (all but ``many/medium``); all nine
-are accepted.  Sources sit on pixel centres at least 3 z0 from the outermost pixels, with
+are accepted.  A tenth class, ``dense``, is the paper's training generator of the supervised
+baselines (appendix E.7): 30–60 sources on distinct pixels anywhere inside the margin, with no
+separation rule, so that neighbours touch and the mass is nearly continuous.
+
+Sources sit on pixel centres at least 3 z0 from the outermost pixels, with
 amplitudes uniform in [0.5, 1] and one Larmor frequency each, uniform in the band.  Placement
 grows a cluster: every new source lands within the class's distance interval of some earlier
 source and no closer than its lower bound to any, so every nearest-neighbour distance ends up
@@ -54,6 +58,10 @@ PAPER_CLASSES = (
     "many/close", "many/far",
 )
 ALL_CLASSES = tuple(f"{c}/{s}" for c in COUNTS for s in SEPARATIONS)
+#: The dense training generator of appendix E.7: its source count and (no) separation rule.
+DENSE_CLASS = "dense"
+DENSE_COUNT = (30, 60)
+DENSE_SEPARATION = (1e-9, float("inf"))     # distinct pixels, nothing more
 MARGIN_STANDOFFS = 3.0
 AMPLITUDE_RANGE = (0.5, 1.0)
 NOISE = 0.01
@@ -70,17 +78,23 @@ class SceneClass:
 
     def __post_init__(self):
         count, sep = parse_scene_class(self.name)
-        object.__setattr__(self, "count_range", COUNTS[count])
-        object.__setattr__(self, "separation_range", SEPARATIONS[sep])
+        dense = count == DENSE_CLASS
+        object.__setattr__(self, "count_range", DENSE_COUNT if dense else COUNTS[count])
+        object.__setattr__(self, "separation_range",
+                           DENSE_SEPARATION if dense else SEPARATIONS[sep])
 
 
 def parse_scene_class(name: str) -> tuple[str, str]:
-    """``"medium/far"`` → ``("medium", "far")``; :class:`SceneError` if unknown."""
+    """``"medium/far"`` → ``("medium", "far")``, ``"dense"`` → ``("dense", "any")``;
+    :class:`SceneError` if unknown."""
+    if str(name).strip().lower() == DENSE_CLASS:
+        return DENSE_CLASS, "any"
     parts = str(name).strip().lower().split("/")
     if len(parts) != 2 or parts[0] not in COUNTS or parts[1] not in SEPARATIONS:
         raise SceneError(f"unknown scene class {name!r}",
                          f"use <count>/<separation> with count in {'|'.join(COUNTS)} and "
-                         f"separation in {'|'.join(SEPARATIONS)}, e.g. medium/far")
+                         f"separation in {'|'.join(SEPARATIONS)}, e.g. medium/far "
+                         f"(or {DENSE_CLASS})")
     return parts[0], parts[1]
 
 

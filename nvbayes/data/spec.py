@@ -36,6 +36,8 @@ from pathlib import Path
 
 from nvbayes.errors import ParameterError
 
+from .trained import SUFFIX, file_digest
+from .trained import read_model_file as read_trained
 from .validation import build
 
 #: The two objectives (see the module docstring).
@@ -215,9 +217,22 @@ class DecoderFieldSpec:
             raise ParameterError(f"upsample = {self.upsample!r}", "use bilinear or nearest")
 
 
+@dataclass(frozen=True)
+class TrainedFieldSpec:
+    """A supervised network trained by ``nvbayes train`` (:mod:`nvbayes.data.trained`): the
+    ``.pt`` file and its SHA-256, so that a run names the exact weights it used.  It has no
+    solver: a fit is one forward pass and the energy-ratio scale correction."""
+
+    kind: str = "trained"
+    path: str = ""
+    sha256: str = ""
+    model: str = ""
+    train_set: str = ""
+
+
 #: ``[field] kind`` → its specification class.
 FIELD_KINDS = {"neural": NeuralFieldSpec, "pixels": PixelFieldSpec, "splats": SplatFieldSpec,
-               "decoder": DecoderFieldSpec}
+               "decoder": DecoderFieldSpec, "trained": TrainedFieldSpec}
 
 OPTIMIZERS = ("adamw", "adam", "lbfgs")
 
@@ -433,7 +448,7 @@ def spec_from_dict(data: dict, where: str = "model") -> ModelSpec:
     # chosen per fit (``--method``), so the key is read and dropped
     data.pop("method", None)
     stages = data.pop("stages", [])
-    if not stages:
+    if not stages and dict(data.get("field", {})).get("kind") != "trained":
         raise ParameterError(f"{where} has no [[stages]]", "add at least one [[stages]] table")
     built = []
     for i, stage in enumerate(stages, start=1):
@@ -472,8 +487,10 @@ ANSATZ_MODELS = ("rucl3",)
 
 
 def available_models() -> list[str]:
-    """The imaging models of ``models/`` (the α-RuCl3 ansatz file is not one)."""
-    return sorted(p.stem for p in models_dir().glob("*.toml") if p.stem not in ANSATZ_MODELS)
+    """The imaging models of ``models/`` (the α-RuCl3 ansatz file is not one), trained
+    supervised models (``*.pt``) included."""
+    names = {p.stem for p in models_dir().glob("*.toml") if p.stem not in ANSATZ_MODELS}
+    return sorted(names | {p.stem for p in models_dir().glob(f"*{SUFFIX}")})
 
 
 def read_model_file(name: "str | Path") -> tuple[dict, str]:
@@ -499,9 +516,36 @@ def read_model_file(name: "str | Path") -> tuple[dict, str]:
         raise ParameterError(f"{where} is not valid TOML ({exc})", "fix the syntax") from None
 
 
+def trained_path(name: "str | Path") -> "Path | None":
+    """The ``.pt`` file ``name`` names (a path, or ``models/NAME.pt``), else ``None``."""
+    path = Path(name)
+    if path.suffix == SUFFIX:
+        return path
+    entry = models_dir() / f"{name}{SUFFIX}"
+    return entry if path.suffix == "" and entry.is_file() else None
+
+
+def trained_spec(path: "str | Path", protocol: "str | None" = None) -> ModelSpec:
+    """The specification of a trained supervised model file (checked on reading)."""
+    path = Path(path)
+    record = read_trained(path)
+    spec = record["spec"]
+    field = TrainedFieldSpec(path=str(path), sha256=file_digest(path), model=spec.name,
+                             train_set=str(record["provenance"].get("train_set", "")))
+    # a training folder's model.pt is named after its folder (runs/train-unet-sl-dense)
+    name = path.parent.name if path.stem == "model" and path.parent.name else path.stem
+    return ModelSpec(name=name, description=f"{spec.name} trained on "
+                     f"{field.train_set} scenes (nvbayes train)",
+                     protocol=protocol or DEFAULT_PROTOCOL, field=field)
+
+
 def load_spec(name: "str | Path", protocol: "str | None" = None) -> ModelSpec:
     """The specification ``models/NAME.toml``, or the TOML file at ``name`` if it is a path,
-    resolved under ``protocol`` (see the module docstring)."""
+    resolved under ``protocol`` (see the module docstring); a trained model's ``.pt`` file
+    (``models/NAME.pt`` or a path) gives its :func:`trained_spec`."""
+    trained = trained_path(name)
+    if trained is not None:
+        return trained_spec(trained, protocol)
     data, where = read_model_file(name)
     return spec_from_dict(resolve_protocol(data, protocol, where), where)
 

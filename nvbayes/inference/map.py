@@ -54,6 +54,7 @@ from nvbayes.fields.neural import PRECISIONS
 from nvbayes.model.problem import InverseProblem, check_inversion_operator
 
 from .admm import solve_admm
+from .amortized import fit_trained
 from .gradient import solve_gradient
 from .lbfgs import solve_lbfgs
 from .objective import FieldGuide, traced_objective
@@ -168,6 +169,11 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     operator = check_inversion_operator(operator)
     precision = check_precision(precision)
     start = time.perf_counter()
+    if spec.field.kind == "trained":
+        rho, larmor, predicted, stats = fit_trained(problem, spec, operator, device)
+        return MapResult(rho=rho, larmor=larmor, predicted=predicted, stats=stats,
+                         history={},
+                         wall_time_s=time.perf_counter() - start)
     fresh_start(seed)
     device = torch.device(device)
     work = working_problem(problem, spec)

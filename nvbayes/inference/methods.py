@@ -67,6 +67,9 @@ class InferenceMethod:
     def check(self, spec, device: str, precision: str,
               likelihood: str = DEFAULT_LIKELIHOOD) -> None:
         """One-line errors for a model, device or precision this method cannot take."""
+        if spec.field.kind == "trained" and self.name != "map":
+            raise ParameterError(f"{spec.name} is a trained network: it gives one point "
+                                 "estimate, no posterior", "use --method map")
         if self.name in GENERATIVE_METHODS + ("catalogue",) and \
                 check_likelihood(likelihood) == "generative":
             if device != "cpu":

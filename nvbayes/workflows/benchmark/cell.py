@@ -58,9 +58,12 @@ def _error(exc: Exception) -> str:
 
 
 def _record(cell: Cell, measurement: xr.Dataset, result, info: dict) -> CellRecord:
+    mask = measurement["mask"].values.astype(bool) if "mask" in measurement else None
     scores = metrics.evaluate(result.rho, measurement["rho_true"].values, result.larmor,
                               measurement["larmor_true"].values
-                              if "larmor_true" in measurement else None)
+                              if "larmor_true" in measurement else None,
+                              np.asarray(result.predicted).sum(0),
+                              measurement["spectrum"].sum("freq").values, mask)
     values = {name: float(scores.get(name, math.nan)) for name in metrics.MAP_METRICS}
     values["runtime_s"] = float(result.wall_time_s)
     info = info | {"diverged": int(result.diverged), "steps": int(result.stats["steps"]),
