@@ -18,8 +18,8 @@ The paper leaves the activation, pooling and up-sampling open; these are the ori
 
 PatchGAN (the GAN's discriminator, pix2pix-style, conditional): ``concat(x, ρ)`` through
 4×4 convolutions of stride 2, 2, 1 with 64, 128, 256 channels (LeakyReLU 0.2, instance norm
-after the first) and a last 4×4 convolution to one logit per patch, ``(B, 1, ny/4 − 1, nx/4 −
-1)``.
+after the first) and a last 4×4 convolution to one logit per patch, ``(B, 1, ny/4 − 2, nx/4 −
+2)``.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import torch
 import xarray as xr
 
 import nvbayes
-from nvbayes.data.io import atomic_path, write_netcdf
+from nvbayes.data.io import atomic_path, toml_dumps, write_netcdf
 from nvbayes.data.scenes import (
     DENSE_CLASS,
     PAPER_CLASSES,
@@ -131,29 +131,6 @@ def settings_from(table: dict) -> SimulationSettings:
         units=table["units"], readout=table["readout"], nv_axis=tuple(table["nv_axis"]))
 
 
-def _toml(table: dict) -> str:
-    lines = []
-    for key, value in table.items():
-        if isinstance(value, dict):
-            continue
-        lines.append(f"{key} = {_value(value)}")
-    for key, value in table.items():
-        if isinstance(value, dict):
-            lines.append(f"\n[{key}]")
-            lines += [f"{k} = {_value(v)}" for k, v in value.items()]
-    return "\n".join(lines) + "\n"
-
-
-def _value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v + '"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    return repr(float(v)) if isinstance(v, float) else str(v)
-
-
 def history_dataset(history: dict, table: dict) -> xr.Dataset:
     """The per-epoch losses as a dataset with ``epoch`` 1, 2, …."""
     count = len(history["val_loss"])
@@ -204,7 +181,7 @@ def train_model(spec: SupervisedSpec, out: "str | os.PathLike", train_set: str =
         raise ParameterError(f"the U-Net needs grid sides divisible by 8, got "
                              f"{shape[0]} x {shape[1]}", "pass --grid 32, 64, 128, …")
     stored = stored_settings(out, SETTINGS, "training")
-    if stored is not None and stored != tomllib.loads(_toml(table)):
+    if stored is not None and stored != tomllib.loads(toml_dumps(table)):
         raise NvbayesError(f"{out} holds a training with other settings",
                            "rerun with the same options to resume, or choose another --out")
     if stored is not None and (out / MODEL).is_file():
@@ -212,7 +189,7 @@ def train_model(spec: SupervisedSpec, out: "str | os.PathLike", train_set: str =
     out.mkdir(parents=True, exist_ok=True)
     if stored is None:
         with atomic_path(out / SETTINGS) as tmp:
-            Path(tmp).write_text(_toml(table))
+            Path(tmp).write_text(toml_dumps(table))
     train_pairs, _ = simulate_pairs(train_set, spec.pairs, data_seed, settings,
                                     "simulate training", show)
     val = simulate_pairs(train_set, val_pairs, data_seed + spec.pairs, settings,

@@ -151,7 +151,8 @@ def parse_operators(text: str) -> tuple[str, ...]:
 
 def resolve_methods(names: "str | list[str]", preset: str = "fast",
                     protocol: "str | None" = None) -> dict[str, ModelSpec]:
-    """``{name: spec}`` for method names (``netmy`` follows the preset) or ``.toml`` paths,
+    """``{name: spec}`` for method names (``netmy`` follows the preset), ``.toml`` paths or
+    trained models' ``.pt`` files,
     each resolved under ``protocol`` (default: its file's; see :mod:`nvbayes.data.spec`)."""
     if preset not in PRESETS:
         raise ParameterError(f"unknown preset {preset!r}", f"use one of {', '.join(PRESETS)}")
@@ -159,8 +160,9 @@ def resolve_methods(names: "str | list[str]", preset: str = "fast",
         names = parse_list(names, "method")
     methods: dict[str, ModelSpec] = {}
     for name in names:
-        if name.endswith(".toml"):
-            spec, key = load_spec(Path(name), protocol), Path(name).stem
+        if name.endswith((".toml", ".pt")):
+            spec = load_spec(Path(name), protocol)
+            key = spec.name if name.endswith(".pt") else Path(name).stem
         elif name == "netmy":
             spec, key = load_spec(PRESETS[preset], protocol), "netmy"
         elif name in available_models():
@@ -168,7 +170,7 @@ def resolve_methods(names: "str | list[str]", preset: str = "fast",
         else:
             raise ParameterError(f"unknown method {name!r}",
                                  f"use netmy or one of {', '.join(available_models())}, "
-                                 "or a .toml path")
+                                 "or a .toml or trained .pt path")
         if key in methods:
             raise ParameterError(f"method {key!r} is listed twice", "list each method once")
         methods[key] = dataclasses.replace(spec, name=key) if key != spec.name else spec

@@ -17,11 +17,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from nvbayes.data.io import read_measurement, toml_dumps, write_netcdf, write_with
+from nvbayes.data.io import read_measurement, select_sample, toml_dumps, write_netcdf, write_with
 from nvbayes.data.spec import spec_from_dict
 from nvbayes.errors import NvbayesError
 from nvbayes.figures import save_figure
 from nvbayes.figures.benchmark import BOX_METRICS, box_plot, qualitative_grid, scene_classes
+from nvbayes.inference.amortized import check_trained
+from nvbayes.model.problem import InverseProblem
 from nvbayes.progress import progress_bar
 from nvbayes.results.run import versions
 from nvbayes.results.store import stored_settings
@@ -132,6 +134,9 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
     if not compute and not (folder / PLAN).is_file():
         raise NvbayesError(f"{folder} holds no benchmark to report on",
                            "run it first, or drop --report-only")
+    for spec in plan.methods.values():
+        if spec.field.kind == "trained":     # a trained network takes one geometry only
+            check_trained(spec, InverseProblem.from_measurement(select_sample(data, 0)))
     prepare_folder(folder, plan, data, kind, settings)
     store = BenchmarkCells(folder)
     cells = plan.cells()
