@@ -173,8 +173,9 @@ def test_every_score_is_registered_with_a_unit_and_a_direction():
     rng = np.random.default_rng(0)
     truth = np.zeros((16, 16))
     truth[4, 5] = truth[11, 10] = 1.0
+    noise = rng.uniform(0.1, 1.0, (16, 16))
     scores = evaluate(truth + 0.01 * rng.random((16, 16)), truth,
-                      np.full((16, 16), 2.0), np.full((16, 16), 2.1))
+                      np.full((16, 16), 2.0), np.full((16, 16), 2.1), noise, 2.0 * noise)
     assert set(scores) <= set(METRICS) and set(MAP_METRICS) <= set(scores)
     for name in scores:
         assert METRICS[name].better in (-1, 0, 1) and METRICS[name].units

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import xarray as xr
 import pytest
 import torch
 import torch.nn.functional as F
@@ -266,3 +267,17 @@ def test_shipped_weights_reproduce_their_validation_loss(path):
 def test_models_are_shipped():
     assert {p.stem for p in SHIPPED} >= {"unet-sl"}
 
+
+
+def test_benchmark_scores_a_trained_model_with_noise_mse(tmp_path):
+    model = _train(tmp_path)
+    data = simulate_dataset(dataset_plan(["few/far", "medium/far"], samples=2, seed=50),
+                            SETTINGS)
+    path = write_netcdf(data, tmp_path / "d.nc")
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--data", str(path), "--models", f"{model},tikhonov",
+                 "--operators", "F2", "--seeds", "0", "--out", str(out)]) == 0
+    results = xr.open_dataset(out / "results.nc").load()
+    assert "a" in results["method"].values.tolist()     # named after its training folder
+    values = results["noise_mse"].sel(operator="F2").sel({"method": "a"}).values
+    assert np.isfinite(values).all() and (values >= 0).all()
