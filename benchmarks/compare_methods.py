@@ -53,7 +53,8 @@ def plan(folder: Path) -> dict:
         return tomllib.load(f)
 
 
-def pooled(group: str, operator: str) -> tuple[str, dict, dict, list[str]]:
+def pooled(group: str, operator: str, metrics: tuple = METRICS
+           ) -> tuple[str, dict, dict, list[str]]:
     """One folder, or ``+``-joined folders pooled over their samples (module docstring):
     ``(name, {method: {metric: (sample,)}}, {method: seed count, "1–2" where folders differ},
     notes on the methods left out)``."""
@@ -82,17 +83,18 @@ def pooled(group: str, operator: str) -> tuple[str, dict, dict, list[str]]:
         seeds[method] = (str(counts[0]) if len(counts) == 1
                          else f"{counts[0]}–{counts[-1]}")
         columns[method] = {m: np.concatenate([per_sample(r, method, operator, m) for r in parts])
-                           for m in METRICS if all(m in r for r in parts)}
+                           for m in metrics if all(m in r for r in parts)}
     name = "+".join(folder.name for folder in folders)
     return name, columns, seeds, notes
 
 
-def table(folders: "list[str | Path]", operator: str, reference: "str | None") -> str:
+def table(folders: "list[str | Path]", operator: str, reference: "str | None",
+          metrics: tuple = METRICS) -> str:
     columns: dict[str, dict[str, np.ndarray]] = {}
     seeds: dict[str, str] = {}
     left_out: list[str] = []
     for group in folders:
-        name, found, counts, notes = pooled(str(group), operator)
+        name, found, counts, notes = pooled(str(group), operator, metrics)
         left_out += notes
         for method, values in found.items():
             # a name met in an earlier folder is labelled with its folder
@@ -102,14 +104,14 @@ def table(folders: "list[str | Path]", operator: str, reference: "str | None") -
     lines = [f"Inversion under {operator}; mean ± 95 % interval over samples (each the mean "
              "over its seeds)" + (f"; Δ = paired difference to `{reference}`" if reference
                                   else "") + ".", "",
-             "| method | samples × seeds | " + " | ".join(METRICS) +
+             "| method | samples × seeds | " + " | ".join(metrics) +
              (" | Δ hungarian_f1 | Δ swd |" if reference else " |"),
-             "| --- | --- | " + " | ".join("---" for _ in METRICS) +
+             "| --- | --- | " + " | ".join("---" for _ in metrics) +
              (" | --- | --- |" if reference else " |")]
     for method, values in columns.items():
         cells = []
         count = 0
-        for metric in METRICS:
+        for metric in metrics:
             mean, half, n = interval(values.get(metric, np.array([])))
             count = max(count, n)
             cells.append(f"{mean:.3g} ± {half:.2g}")
@@ -132,8 +134,12 @@ def main(argv=None) -> None:
     parser.add_argument("--operator", default="F2")
     parser.add_argument("--reference", help="method the paired differences are taken to")
     parser.add_argument("--out", type=Path, help="also write the table here")
+    parser.add_argument("--metrics", default=",".join(METRICS),
+                        help=f"comma list of columns ({','.join(METRICS)}; also density_mse, "
+                             "noise_mse, masked_ssim, ...)")
     args = parser.parse_args(argv)
-    text = table(args.folders, args.operator, args.reference)
+    text = table(args.folders, args.operator, args.reference,
+                 tuple(m.strip() for m in args.metrics.split(",") if m.strip()))
     print(text)
     if args.out is not None:
         args.out.write_text(text)

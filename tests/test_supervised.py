@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import xarray as xr
 import pytest
 import torch
 import torch.nn.functional as F
+import xarray as xr
 
 from nvbayes.cli import main
 from nvbayes.data.io import read_measurement, write_netcdf

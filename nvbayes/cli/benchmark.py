@@ -51,7 +51,8 @@ def add_arguments(p) -> None:
     data_arguments(p)
     p.add_argument("--models", default=",".join(DEFAULT_METHODS),
                    help="comma list: netmy (follows --preset), tikhonov, admm, lbfgs, gsplat, "
-                        f"deepdecoder, a trained model (unet-sl, …), or .toml / .pt paths (default {','.join(DEFAULT_METHODS)})")
+                        "deepdecoder, a trained model (unet-sl, …), or .toml / .pt paths "
+                        f"(default {','.join(DEFAULT_METHODS)})")
     p.add_argument("--operators", default="F1,F2", help="inversion operators (F1,F2)")
     run_arguments(p)
 
