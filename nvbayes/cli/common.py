@@ -6,12 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from nvbayes.data.scenes import NOISE, SimulationSettings
 from nvbayes.data.spec import DEFAULT_PROTOCOL, PROTOCOLS
 from nvbayes.errors import NvbayesError
 from nvbayes.inference.map import PRECISIONS
 from nvbayes.inference.methods import DEVICES
+from nvbayes.physics.geometry import GRID, SPACING_NM, STANDOFF_NM, Grid
 from nvbayes.physics.kernels import NV_ORIENTATIONS, nv_axis_named
-from nvbayes.physics.lorentzian import READOUTS
+from nvbayes.physics.lorentzian import LARMOR_BAND_GHZ, LINEWIDTH_GHZ, N_FREQ, READOUTS
 from nvbayes.physics.operators import INVERSION_OPERATORS, OPERATORS
 from nvbayes.workflows.benchmark.executors import DaskExecutor, InProcess
 
@@ -66,6 +68,37 @@ def simulator_argument(p: argparse.ArgumentParser) -> None:
     p.add_argument("--simulator", default="F3", type=str.upper, choices=tuple(OPERATORS),
                    help="operator that simulates the data: F3 (the direct sum, "
                         "cross-fidelity; default), or F2/F1 for a matched-model control")
+
+
+def simulation_arguments(p: argparse.ArgumentParser) -> None:
+    """The settings of simulated measurements (:class:`~nvbayes.data.scenes.SimulationSettings`),
+    read back by :func:`simulation_settings`."""
+    simulator_argument(p)
+    p.add_argument("--noise", type=float, default=NOISE,
+                   help=f"noise std as a fraction of the dynamic range (default {NOISE})")
+    grid_argument(p, GRID)
+    nv_axis_argument(p)
+    p.add_argument("--spacing", type=float, default=SPACING_NM,
+                   help=f"pixel spacing, nm ({SPACING_NM:g})")
+    p.add_argument("--standoff", type=float, default=STANDOFF_NM,
+                   help=f"standoff z0, nm ({STANDOFF_NM:g})")
+    p.add_argument("--linewidth", type=float, default=LINEWIDTH_GHZ,
+                   help=f"Lorentzian linewidth, GHz ({LINEWIDTH_GHZ:g})")
+    p.add_argument("--band", type=float, nargs=2, default=LARMOR_BAND_GHZ,
+                   metavar=("LOW", "HIGH"), help="Larmor band, GHz (1.5 2.5)")
+    p.add_argument("--freqs", type=int, default=N_FREQ,
+                   help=f"number of readout frequencies ({N_FREQ})")
+    p.add_argument("--units", default="normalized", choices=("normalized", "si"))
+    readout_argument(p)
+
+
+def simulation_settings(args) -> SimulationSettings:
+    """The :class:`~nvbayes.data.scenes.SimulationSettings` of :func:`simulation_arguments`."""
+    return SimulationSettings(
+        grid=Grid(args.grid[0], args.spacing, args.standoff, nx=args.grid[1]),
+        operator=args.simulator, noise=args.noise, linewidth=args.linewidth,
+        band=tuple(args.band), n_freq=args.freqs, units=args.units, readout=args.readout,
+        nv_axis=args.nv_axis)
 
 
 def device_arguments(p: argparse.ArgumentParser) -> None:

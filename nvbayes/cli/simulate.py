@@ -6,8 +6,6 @@ from pathlib import Path
 
 from nvbayes.data.io import write_netcdf
 from nvbayes.data.scenes import (
-    NOISE,
-    SimulationSettings,
     dataset_plan,
     expand_classes,
     parse_scene_class,
@@ -15,11 +13,9 @@ from nvbayes.data.scenes import (
     simulate_dataset,
 )
 from nvbayes.errors import NvbayesError
-from nvbayes.physics.geometry import GRID, SPACING_NM, STANDOFF_NM, Grid
-from nvbayes.physics.lorentzian import LARMOR_BAND_GHZ, LINEWIDTH_GHZ, N_FREQ
 from nvbayes.progress import progress
 
-from .common import RUNS, grid_argument, nv_axis_argument, readout_argument, simulator_argument
+from .common import RUNS, simulation_arguments, simulation_settings
 
 DESCRIPTION = ("Simulate one measurement (--scene) or a data set (--classes with --per-class "
                "or --samples).")
@@ -34,32 +30,12 @@ def add_arguments(p) -> None:
     count.add_argument("--samples", type=int, help="samples in total, cycling the classes")
     p.add_argument("--data-seed", type=int, default=0,
                    help="seed of the scene (sample i uses data-seed + i) (0)")
-    simulator_argument(p)
-    p.add_argument("--noise", type=float, default=NOISE,
-                   help=f"noise std as a fraction of the dynamic range (default {NOISE})")
-    grid_argument(p, GRID)
-    nv_axis_argument(p)
-    p.add_argument("--spacing", type=float, default=SPACING_NM,
-                   help=f"pixel spacing, nm ({SPACING_NM:g})")
-    p.add_argument("--standoff", type=float, default=STANDOFF_NM,
-                   help=f"standoff z0, nm ({STANDOFF_NM:g})")
-    p.add_argument("--linewidth", type=float, default=LINEWIDTH_GHZ,
-                   help=f"Lorentzian linewidth, GHz ({LINEWIDTH_GHZ:g})")
-    p.add_argument("--band", type=float, nargs=2, default=LARMOR_BAND_GHZ,
-                   metavar=("LOW", "HIGH"), help="Larmor band, GHz (1.5 2.5)")
-    p.add_argument("--freqs", type=int, default=N_FREQ,
-                   help=f"number of readout frequencies ({N_FREQ})")
-    p.add_argument("--units", default="normalized", choices=("normalized", "si"))
-    readout_argument(p)
+    simulation_arguments(p)
     p.add_argument("--out", type=Path, help="output .nc (default under runs/)")
 
 
 def run(args) -> None:
-    settings = SimulationSettings(
-        grid=Grid(args.grid[0], args.spacing, args.standoff, nx=args.grid[1]),
-        operator=args.simulator, noise=args.noise, linewidth=args.linewidth,
-        band=tuple(args.band), n_freq=args.freqs, units=args.units, readout=args.readout,
-        nv_axis=args.nv_axis)
+    settings = simulation_settings(args)
     if args.scene is not None:
         if args.per_class is not None or args.samples is not None:
             raise NvbayesError("--per-class and --samples belong to --classes",

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nvbayes.data.scenes import NOISE, SimulationSettings
 from nvbayes.data.trained import SUPERVISED, TRAIN_SETS, supervised_spec
-from nvbayes.physics.geometry import GRID, SPACING_NM, STANDOFF_NM, Grid
-from nvbayes.physics.lorentzian import N_FREQ
 from nvbayes.workflows.train import DATA_SEED, VAL_PAIRS, train_model
 
-from .common import RUNS, grid_argument, nv_axis_argument, readout_argument, simulator_argument
+from .common import RUNS, simulation_arguments, simulation_settings
 
 DESCRIPTION = ("Train a supervised reconstructor (paper appendix E.2) on simulated pairs: "
                "dense scenes (the paper's 30-60 sources) or the sparse classes (the "
@@ -31,18 +28,7 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and the order (0)")
     p.add_argument("--data-seed", type=int, default=DATA_SEED,
                    help=f"scene seed of the first training pair ({DATA_SEED})")
-    simulator_argument(p)
-    p.add_argument("--noise", type=float, default=NOISE,
-                   help=f"sensor noise as a fraction of the dynamic range ({NOISE})")
-    grid_argument(p, GRID)
-    nv_axis_argument(p)
-    p.add_argument("--spacing", type=float, default=SPACING_NM,
-                   help=f"pixel spacing, nm ({SPACING_NM:g})")
-    p.add_argument("--standoff", type=float, default=STANDOFF_NM,
-                   help=f"standoff z0, nm ({STANDOFF_NM:g})")
-    p.add_argument("--freqs", type=int, default=N_FREQ,
-                   help=f"number of readout frequencies ({N_FREQ})")
-    readout_argument(p)
+    simulation_arguments(p)
     p.add_argument("--out", type=Path,
                    help="output folder (default runs/train-MODEL-SET)")
 
@@ -50,10 +36,7 @@ def add_arguments(p) -> None:
 def run(args) -> None:
     spec = supervised_spec(args.model, epochs=args.epochs, pairs=args.pairs,
                            batch_size=args.batch_size, lr=args.lr)
-    settings = SimulationSettings(
-        grid=Grid(args.grid[0], args.spacing, args.standoff, nx=args.grid[1]),
-        operator=args.simulator, noise=args.noise, n_freq=args.freqs, readout=args.readout,
-        nv_axis=args.nv_axis)
+    settings = simulation_settings(args)
     out = args.out or RUNS / f"train-{args.model}-{args.train_set}"
     print(train_model(spec, out, args.train_set, args.seed, args.data_seed, args.val_pairs,
                       settings))
