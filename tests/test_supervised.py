@@ -281,3 +281,21 @@ def test_benchmark_scores_a_trained_model_with_noise_mse(tmp_path):
     assert "a" in results["method"].values.tolist()     # named after its training folder
     values = results["noise_mse"].sel(operator="F2").sel({"method": "a"}).values
     assert np.isfinite(values).all() and (values >= 0).all()
+
+
+def test_train_command_writes_resumes_and_refuses_in_one_line(tmp_path, capsys):
+    out = tmp_path / "t"
+    args = ["train", "--model", "unet-sl", "--epochs", "1", "--pairs", "4", "--val-pairs", "2",
+            "--grid", "16", "--freqs", "12", "--out", str(out)]
+    assert main(args) == 0
+    assert {p.name for p in out.iterdir()} == {"settings.toml", "model.pt", "history.nc",
+                                               "loss.png"}
+    first = (out / "model.pt").read_bytes()
+    assert main(args) == 0 and (out / "model.pt").read_bytes() == first   # finished: kept
+    capsys.readouterr()
+    assert main(args[:-2] + ["--seed", "3", "--out", str(out)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    bad = tmp_path / "bad"
+    assert main(args[:-2] + ["--grid", "20", "--out", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "divisible by 8" in err and not bad.exists()
