@@ -265,7 +265,7 @@ def test_shipped_weights_reproduce_their_validation_loss(path):
 
 
 def test_models_are_shipped():
-    assert {p.stem for p in SHIPPED} >= {"unet-sl"}
+    assert {p.stem for p in SHIPPED} >= {"unet-sl", "unet-sl-sparse", "hybrid-netmy"}
 
 
 
