@@ -53,14 +53,17 @@ def build_networks(spec: SupervisedSpec, n_freq: int, shape, band, seed: int):
     return net, disc
 
 
-def losses(net: UNet, batch: tuple, operator, band, physics: float) -> dict:
-    """``pixel``, ``physics`` (its mean square, unweighted) and ``total`` of a batch."""
+def losses(net: UNet, batch: tuple, operator, band, physics: float,
+           residual: "bool | None" = None) -> dict:
+    """``pixel``, ``physics`` (its mean square, unweighted) and ``total`` of a batch; the F2
+    residual is computed where ``residual`` (default: where its weight ``physics`` is not 0),
+    else ``physics`` reads 0."""
     x, rho, larmor = batch
     rho_hat, larmor_hat = net(x)
     width = band[1] - band[0]
     pixel = F.mse_loss(rho_hat, rho) + F.mse_loss((larmor_hat - larmor) / width,
                                                   torch.zeros_like(larmor))
-    if physics > 0:
+    if physics > 0 if residual is None else residual:
         phys = F.mse_loss(operator(rho_hat, larmor_hat), x)
     else:
         phys = torch.zeros((), dtype=x.dtype)
@@ -83,11 +86,10 @@ def evaluate_pairs(net: UNet, pairs: Pairs, operator, band, physics: float,
         for lo in range(0, len(pairs), batch_size):
             batch = (pairs.x[lo:lo + batch_size], pairs.rho[lo:lo + batch_size],
                      pairs.larmor[lo:lo + batch_size])
-            out = losses(net, batch, operator, band, max(physics, 1e-300))
+            out = losses(net, batch, operator, band, physics, residual=True)
             size = batch[0].shape[0]
-            sums["pixel"] += float(out["pixel"]) * size
-            sums["physics"] += float(out["physics"]) * size
-            sums["total"] += float(out["pixel"] + physics * out["physics"]) * size
+            for key in sums:
+                sums[key] += float(out[key]) * size
     net.train()
     return {k: v / len(pairs) for k, v in sums.items()}
 

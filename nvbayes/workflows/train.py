@@ -73,9 +73,9 @@ def train_classes(train_set: str) -> list[str]:
 
 
 def simulate_pairs(train_set: str, count: int, seed: int, settings: SimulationSettings,
-                   desc: str = "simulate", show=None) -> tuple[Pairs, xr.Dataset]:
+                   desc: str = "simulate", show=None) -> Pairs:
     """``count`` pairs of ``train_set`` from scene seed ``seed`` on: the network's inputs and
-    targets (:class:`~nvbayes.inference.training.Pairs`) and the data set itself."""
+    targets (:class:`~nvbayes.inference.training.Pairs`)."""
     plan = dataset_plan(train_classes(train_set), samples=count, seed=seed)
     bar = progress_bar(len(plan), desc, "scene", show)
 
@@ -88,7 +88,7 @@ def simulate_pairs(train_set: str, count: int, seed: int, settings: SimulationSe
     data = simulate_dataset(plan, settings, progress=tick)
     if bar is not None:
         bar.close()
-    return pairs_of(data), data
+    return pairs_of(data)
 
 
 def pairs_of(data: xr.Dataset) -> Pairs:
@@ -156,7 +156,7 @@ def validation_pairs(table: dict, show=None) -> Pairs:
     pairs = int(table["model"]["pairs"])
     return simulate_pairs(table["train_set"], int(table["val_pairs"]),
                           int(table["data_seed"]) + pairs, settings_from(table),
-                          "simulate validation", show)[0]
+                          "simulate validation", show)
 
 
 def _save_checkpoint(state: dict, path: Path) -> None:
@@ -190,10 +190,10 @@ def train_model(spec: SupervisedSpec, out: "str | os.PathLike", train_set: str =
     if stored is None:
         with atomic_path(out / SETTINGS) as tmp:
             Path(tmp).write_text(toml_dumps(table))
-    train_pairs, _ = simulate_pairs(train_set, spec.pairs, data_seed, settings,
-                                    "simulate training", show)
+    train_pairs = simulate_pairs(train_set, spec.pairs, data_seed, settings,
+                                 "simulate training", show)
     val = simulate_pairs(train_set, val_pairs, data_seed + spec.pairs, settings,
-                         "simulate validation", show)[0]
+                         "simulate validation", show)
     state = None
     if (out / CHECKPOINT).is_file():
         state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
