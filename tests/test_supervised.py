@@ -265,8 +265,9 @@ def test_shipped_weights_reproduce_their_validation_loss(path):
 
 
 def test_models_are_shipped():
-    assert {p.stem for p in SHIPPED} >= {"unet-sl", "unet-sl-sparse", "hybrid-netmy"}
-
+    assert {p.stem for p in SHIPPED} >= {
+        "unet-sl", "unet-sl-sparse", "hybrid-netmy", "unet-sl-physics", "gan-sl-physics"
+    }
 
 
 def test_benchmark_scores_a_trained_model_with_noise_mse(tmp_path):
