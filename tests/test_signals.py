@@ -84,3 +84,28 @@ def test_a_terminated_benchmark_keeps_its_cells_and_resumes(tmp_path, model_file
     assert done.returncode == 0, done.stderr
     assert len(list(cells.glob("*.nc"))) == 4 and (out / "results.nc").is_file()
     assert {p.name: p.stat().st_mtime_ns for p in kept} == stamps   # not fitted again
+
+
+PROBE = '''
+import sys
+import nvbayes.cli as cli
+
+def run(argv):   # Ctrl-C arrives while code built by exec() of a string runs, as it does while
+    exec("import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(10**6): pass")
+    return 0     # torch imports torch._dynamo (its dataclasses) lazily in the first fit
+
+cli._run = run
+sys.exit(cli.main(["fit", "m.nc"]))
+'''
+
+
+def test_ctrl_c_inside_exec_code_still_exits_130(tmp_path):
+    """CPython kills the process with SIGINT at exit (status -2) when a bare KeyboardInterrupt
+    left exec()'d code, even though main caught it; the CLI's own exception type avoids that."""
+    (tmp_path / "ctrl_c_probe.py").write_text(PROBE)
+    env = dict(ENV, PYTHONPATH=os.pathsep.join([str(tmp_path), *sys.path]))
+    done = subprocess.run([sys.executable, "-m", "ctrl_c_probe"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "nvbayes: interrupted; no output was written, rerun the same command to start again"]

@@ -74,19 +74,35 @@ def _command(argv: list[str]) -> "str | None":
     return None
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT), raised where the process is, so that atomic writes clean up.
+
+    A subclass, not ``KeyboardInterrupt`` itself: when a bare ``KeyboardInterrupt`` leaves code
+    run by ``exec`` of a string (dataclasses and namedtuples build their methods so, for
+    instance while torch imports ``torch._dynamo`` lazily), CPython marks it unhandled and kills
+    the process with SIGINT at exit even after it was caught, so the exit status would be -2
+    instead of 130.  CPython checks the exception's exact type; a subclass is not marked.
+    """
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process is, so that atomic writes clean up as on Ctrl-C."""
 
 
-def _terminate(signum, frame):
-    raise Terminated()
+#: Signal → the exception it raises in the main thread while a command runs.
+STOPS = {signal.SIGINT: Interrupted, signal.SIGTERM: Terminated}
+
+
+def _stop(signum, frame):
+    raise STOPS[signum]()
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _terminate)
     command = _command(argv)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, _stop) for signum in STOPS}
     try:
         return _run(argv)
     except KeyboardInterrupt as stop:
@@ -98,6 +114,9 @@ def main(argv=None) -> int:
             print(f"nvbayes: {what}; no output was written, rerun the same command to start "
                   "again", file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _run(argv: list[str]) -> int:
