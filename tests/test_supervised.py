@@ -27,6 +27,7 @@ from nvbayes.data.scenes import (
 )
 from nvbayes.data.spec import load_spec, models_dir
 from nvbayes.data.trained import SUPERVISED, read_model_file, supervised_spec, write_model_file
+from nvbayes.errors import NvbayesError
 from nvbayes.fields.unet import PatchDiscriminator, UNet
 from nvbayes.inference.amortized import load_network
 from nvbayes.inference.map import fit_map
@@ -148,6 +149,26 @@ def test_a_killed_training_resumes_to_the_same_weights(tmp_path, name):
     resumed = _weights(_train(tmp_path, name, tag="resumed"))
     assert not (tmp_path / "resumed" / CHECKPOINT).exists()
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_a_resumed_training_may_change_its_epoch_count_and_nothing_else(tmp_path):
+    def run(epochs, tag, **kwargs):
+        return train_model(_tiny("unet-sl", epochs=epochs), tmp_path / tag, "dense",
+                           val_pairs=4, settings=SETTINGS, show=False, **kwargs)
+
+    whole = _weights(run(3, "whole"))
+    run(2, "longer", stop_after=1)                 # started for 2 epochs, stopped after 1
+    longer = _weights(run(3, "longer"))            # then lengthened to 3
+    assert all(torch.equal(whole[k], longer[k]) for k in whole)
+    assert read_model_file(tmp_path / "longer" / "model.pt")["provenance"]["epochs"] == 3
+    run(3, "shorter", stop_after=2)
+    with pytest.raises(NvbayesError, match="past --epochs 1"):
+        run(1, "shorter")                          # the checkpoint is already past it
+    with pytest.raises(NvbayesError, match="finished training of 3 epochs"):
+        run(4, "whole")
+    with pytest.raises(NvbayesError, match="other settings"):
+        train_model(_tiny("unet-sl", epochs=3, lr=2e-3), tmp_path / "whole", "dense",
+                    val_pairs=4, settings=SETTINGS, show=False)
 
 
 def test_train_resumes_from_state_in_memory():

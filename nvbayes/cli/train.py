@@ -11,7 +11,8 @@ from .common import RUNS, simulation_arguments, simulation_settings
 
 DESCRIPTION = ("Train a supervised reconstructor (paper appendix E.2) on simulated pairs: "
                "dense scenes (the paper's 30-60 sources) or the sparse classes (the "
-               "control).  Rerun the same command to resume an interrupted training.")
+               "control).  Rerun the same command to resume an interrupted training; "
+               "another --epochs lengthens or shortens it.")
 
 
 def add_arguments(p) -> None:

@@ -16,7 +16,11 @@ The output folder::
     loss.png        the loss curves
 
 An interrupted training resumes from ``checkpoint.pt`` when the same command is run again, and
-ends with the weights an uninterrupted one gives.
+ends with the weights an uninterrupted one gives.  The epoch count is the one setting a resumed
+training may change: nothing in an epoch depends on it (the order of epoch ``e`` is drawn from
+``(seed, e)``, the learning rate is constant), so an unfinished training can be lengthened or
+ended early, down to the epoch its checkpoint holds, and gives the weights of a training run
+with that count from the start.
 """
 
 from __future__ import annotations
@@ -159,6 +163,12 @@ def validation_pairs(table: dict, show=None) -> Pairs:
                           "simulate validation", show)
 
 
+def _but_epochs(table: dict) -> dict:
+    """A settings table without the epoch count (the one setting a resumed training may
+    change)."""
+    return table | {"model": {k: v for k, v in table["model"].items() if k != "epochs"}}
+
+
 def _save_checkpoint(state: dict, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -180,23 +190,32 @@ def train_model(spec: SupervisedSpec, out: "str | os.PathLike", train_set: str =
     if any(s % 8 for s in shape):
         raise ParameterError(f"the U-Net needs grid sides divisible by 8, got "
                              f"{shape[0]} x {shape[1]}", "pass --grid 32, 64, 128, …")
+    asked = tomllib.loads(toml_dumps(table))
     stored = stored_settings(out, SETTINGS, "training")
-    if stored is not None and stored != tomllib.loads(toml_dumps(table)):
+    if stored is not None and _but_epochs(stored) != _but_epochs(asked):
         raise NvbayesError(f"{out} holds a training with other settings",
                            "rerun with the same options to resume, or choose another --out")
-    if stored is not None and (out / MODEL).is_file():
+    done = stored["model"]["epochs"] if stored is not None else None
+    if (out / MODEL).is_file():
+        if done != spec.epochs:
+            raise NvbayesError(f"{out} holds a finished training of {done} epochs",
+                               f"rerun with --epochs {done}, or choose another --out")
         return out / MODEL
+    state = None
+    if (out / CHECKPOINT).is_file():
+        state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
+        if state["epoch"] > spec.epochs:
+            raise NvbayesError(f"{out} holds a checkpoint after epoch {state['epoch']}, past "
+                               f"--epochs {spec.epochs}",
+                               f"pass --epochs {state['epoch']} or more, or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
-    if stored is None:
+    if stored != asked:
         with atomic_path(out / SETTINGS) as tmp:
             Path(tmp).write_text(toml_dumps(table))
     train_pairs = simulate_pairs(train_set, spec.pairs, data_seed, settings,
                                  "simulate training", show)
     val = simulate_pairs(train_set, val_pairs, data_seed + spec.pairs, settings,
                          "simulate validation", show)
-    state = None
-    if (out / CHECKPOINT).is_file():
-        state = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=True)
     operator = physics_operator(settings)
     bar = progress_bar(spec.epochs, f"train {spec.name}", "epoch", show)
     start = time.perf_counter()
