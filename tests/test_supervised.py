@@ -287,7 +287,8 @@ def test_shipped_weights_reproduce_their_validation_loss(path):
 
 def test_models_are_shipped():
     assert {p.stem for p in SHIPPED} >= {
-        "unet-sl", "unet-sl-sparse", "hybrid-netmy", "unet-sl-physics", "gan-sl-physics"
+        "unet-sl", "unet-sl-sparse", "hybrid-netmy", "unet-sl-physics", "gan-sl-physics",
+        "hybrid-netmy-sparse", "unet-sl-physics-sparse", "gan-sl-physics-sparse"
     }
 
 
