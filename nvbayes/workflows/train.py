@@ -195,11 +195,11 @@ def train_model(spec: SupervisedSpec, out: "str | os.PathLike", train_set: str =
     if stored is not None and _but_epochs(stored) != _but_epochs(asked):
         raise NvbayesError(f"{out} holds a training with other settings",
                            "rerun with the same options to resume, or choose another --out")
-    done = stored["model"]["epochs"] if stored is not None else None
+    stored_epochs = stored["model"]["epochs"] if stored is not None else None
     if (out / MODEL).is_file():
-        if done != spec.epochs:
-            raise NvbayesError(f"{out} holds a finished training of {done} epochs",
-                               f"rerun with --epochs {done}, or choose another --out")
+        if stored_epochs != spec.epochs:
+            raise NvbayesError(f"{out} holds a finished training of {stored_epochs} epochs",
+                               f"rerun with --epochs {stored_epochs}, or choose another --out")
         return out / MODEL
     state = None
     if (out / CHECKPOINT).is_file():
