@@ -37,6 +37,8 @@ from .common import (
     make_executor,
     protocol_argument,
     readout_argument,
+    realism_arguments,
+    realism_from,
     simulator_argument,
 )
 
@@ -75,6 +77,7 @@ def data_arguments(p) -> None:
     p.add_argument("--noise", type=float, default=NOISE,
                    help=f"simulate: sensor noise as a fraction of the dynamic range ({NOISE})")
     readout_argument(p)
+    realism_arguments(p)
 
 
 def run_arguments(p) -> None:
@@ -96,11 +99,12 @@ def run_arguments(p) -> None:
 
 def _data(args):
     """``(dataset, description)`` from --data or --classes/--per-class."""
+    realism = realism_from(args)
     if args.data is not None:
         if (args.per_class is not None or args.simulator != "F3" or args.noise != NOISE
-                or args.readout != "wide"):
-            raise NvbayesError("--per-class, --simulator, --noise and --readout describe "
-                               "simulated data",
+                or args.readout != "wide" or not realism.off):
+            raise NvbayesError("--per-class, --simulator, --noise, --readout and --realism "
+                               "describe simulated data",
                                "drop them with --data (the file says how it was made)")
         return load_data(args.data), str(args.data)
     if args.per_class is None:
@@ -108,13 +112,14 @@ def _data(args):
     classes = expand_classes(args.classes)
     settings = SimulationSettings(grid=Grid(args.grid[0], nx=args.grid[1]),
                                   operator=args.simulator,
-                                  noise=args.noise, readout=args.readout)
+                                  noise=args.noise, readout=args.readout, realism=realism)
     plan = dataset_plan(classes, args.per_class, seed=args.data_seed)
     data = simulate_dataset(plan, settings,
                             progress=lambda it: progress(it, total=len(plan), desc="simulate"))
     return data, (f"simulated: {args.classes} x {args.per_class} per class, "
                   f"{settings.operator.upper()}, noise {settings.noise:g}, readout "
-                  f"{settings.readout}, seeds from {args.data_seed}, "
+                  f"{settings.readout}, realism {realism.describe()}, seeds from "
+                  f"{args.data_seed}, "
                   f"{args.grid[0]}x{args.grid[1]}")
 
 
@@ -131,7 +136,8 @@ def execute(args, methods: dict, kind: str, title: str, **extra) -> None:
                          batch=args.batch, device=device, precision=precision)
     tag = (args.data.stem if args.data is not None
            else f"{args.classes.replace('/', '-').replace(',', '+')}-{args.per_class}"
-                f"-{args.simulator}")
+                f"-{args.simulator}"
+                + ("" if realism_from(args).off else f"-{args.realism.replace(',', '+')}"))
     out = args.out or RUNS / f"{kind}-{tag}"
     settings = {"data": description, "preset": args.preset,
                 "protocol": args.protocol or "per model file"} | extra

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nvbayes.data.realism import NUISANCES
 from nvbayes.data.scenes import NOISE
 from nvbayes.data.spec import load_spec
 from nvbayes.errors import NvbayesError
@@ -57,6 +58,9 @@ def add_arguments(p) -> None:
     p.add_argument("--rho-prior", default=DEFAULTS.rho_prior, choices=RHO_PRIORS,
                    help=f"rho's generative prior ({DEFAULTS.rho_prior}; sparse: a few sources "
                         "on a dark background)")
+    p.add_argument("--realism", default=DEFAULTS.realism,
+                   help="a lab's nuisances in the simulated scenes: off (default), lab, or a "
+                        "comma list of " + ", ".join(NUISANCES))
     p.add_argument("--out", type=Path, help="output folder (default runs/calibration-...)")
 
 
@@ -68,10 +72,12 @@ def run(args) -> None:
                            grid=args.grid, model=args.model, operator=args.operator,
                            noise=args.noise, seed=args.data_seed, level=args.level,
                            radius=args.radius, draws=args.draws, chains=args.chains,
-                           warmup=args.warmup, rho_prior=args.rho_prior)
+                           warmup=args.warmup, rho_prior=args.rho_prior,
+                           realism=args.realism)
     if plan.draws is not None and plan.draws < 2:
         raise NvbayesError(f"--draws {plan.draws}", "use 2 or more draws")
     prior = "" if plan.rho_prior == "exponential" else f"-{plan.rho_prior}"
+    prior += "" if plan.realism == "off" else f"-{plan.realism.replace(',', '+')}"
     out = args.out or RUNS / (f"calibration-{'-'.join(plan.methods)}-{plan.grid}px-"
                               f"{plan.scenes}scenes{prior}")
     run_calibration(plan, out)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
+from nvbayes.data.realism import NUISANCES, Realism, parse_realism
 from nvbayes.data.scenes import NOISE, SimulationSettings
 from nvbayes.data.spec import DEFAULT_PROTOCOL, PROTOCOLS
 from nvbayes.errors import NvbayesError
@@ -90,6 +92,49 @@ def simulation_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"number of readout frequencies ({N_FREQ})")
     p.add_argument("--units", default="normalized", choices=("normalized", "si"))
     readout_argument(p)
+    realism_arguments(p)
+
+
+#: The flags that set one nuisance of :class:`~nvbayes.data.realism.Realism` over a preset.
+_REALISM_FLAGS = {
+    "amplitude_min": ("--amplitude-min", float, "lower end of the amplitude range, relative "
+                      "to the brightest source (0.5; lab 0.3)"),
+    "cloud_nm": ("--cloud-nm", float, "each source a cloud of spins of this width, nm "
+                 "(0; lab 4)"),
+    "standoff_error": ("--standoff-error", float, "true standoff = recorded x (1 + this) "
+                       "(0; lab 0.2)"),
+    "depth_spread_nm": ("--depth-spread-nm", float, "per-pixel NV depth spread, nm "
+                        "(0; lab 1)"),
+    "background": ("--background", float, "intrinsic background, flat in frequency and "
+                   "smooth in space, its maximum relative to the sample's peak (0; lab 0.3)"),
+    "gain_spread": ("--gain-spread", float, "per-pixel gain spread (0; lab 0.03)"),
+    "shot_noise": ("--shot-noise", float, "photon shot noise at the peak, relative to the "
+                   "peak (0; lab 0.01)"),
+}
+
+
+def realism_arguments(p: argparse.ArgumentParser) -> None:
+    """``--realism`` (a preset or nuisance names) and one flag per nuisance over it."""
+    p.add_argument("--realism", default="off",
+                   help="a lab's nuisances in the simulated data: off (the paper's generator, "
+                        "default), lab (all at typical lab levels), or a comma list of "
+                        f"{', '.join(NUISANCES)} (each at its lab level); the flags below "
+                        "override one level")
+    for name, (flag, kind, help) in _REALISM_FLAGS.items():
+        p.add_argument(flag, dest=name, type=kind, help=help)
+    p.add_argument("--continuous", action="store_true", default=None,
+                   help="source positions anywhere in a pixel, not on its centre (lab: on)")
+    p.add_argument("--no-sigma", dest="record_sigma", action="store_false", default=None,
+                   help="the file does not record the noise sigma (lab: not recorded)")
+
+
+def realism_from(args) -> Realism:
+    """The :class:`~nvbayes.data.realism.Realism` of :func:`realism_arguments`."""
+    realism = parse_realism(args.realism)
+    overrides = {name: getattr(args, name) for name in (*_REALISM_FLAGS, "continuous",
+                                                         "record_sigma")
+                 if getattr(args, name, None) is not None}
+    return dataclasses.replace(realism, **overrides)
 
 
 def simulation_settings(args) -> SimulationSettings:
@@ -98,7 +143,7 @@ def simulation_settings(args) -> SimulationSettings:
         grid=Grid(args.grid[0], args.spacing, args.standoff, nx=args.grid[1]),
         operator=args.simulator, noise=args.noise, linewidth=args.linewidth,
         band=tuple(args.band), n_freq=args.freqs, units=args.units, readout=args.readout,
-        nv_axis=args.nv_axis)
+        nv_axis=args.nv_axis, realism=realism_from(args))
 
 
 def device_arguments(p: argparse.ArgumentParser) -> None:
@@ -167,5 +212,6 @@ def warn(message: str) -> None:
 
 
 __all__ = ["RUNS", "check_seed", "device_arguments", "executor_arguments", "make_executor",
+           "realism_arguments", "realism_from",
            "operator_argument", "parse_samples",
            "protocol_argument", "readout_argument", "simulator_argument", "warn"]

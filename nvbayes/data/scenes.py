@@ -49,6 +49,7 @@ from nvbayes.physics.operators import make_operator
 from nvbayes.physics.validity import in_kernel_chi
 
 from .io import measurement_dataset
+from .realism import NUISANCE_STREAM, Realism, render
 
 COUNTS = {"few": (1, 3), "medium": (4, 8), "many": (9, 16)}
 SEPARATIONS = {"close": (2.0, 3.0), "medium": (3.0, 5.0), "far": (5.0, float("inf"))}
@@ -180,15 +181,17 @@ def allowed_pixels(grid: Grid) -> np.ndarray:
 
 
 def sample_scene(scene_class: str, seed: "int | np.random.Generator", grid: Grid = Grid(),
-                 band: tuple[float, float] = LARMOR_BAND_GHZ, nv_axis=Z_AXIS) -> Scene:
-    """Draw one scene of ``scene_class`` from a seed or an existing generator."""
+                 band: tuple[float, float] = LARMOR_BAND_GHZ, nv_axis=Z_AXIS,
+                 amplitude_range: tuple[float, float] = AMPLITUDE_RANGE) -> Scene:
+    """Draw one scene of ``scene_class`` from a seed or an existing generator; the
+    amplitudes are uniform in ``amplitude_range``."""
     cls = SceneClass(scene_class)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     lo_count, hi_count = cls.count_range
     count = int(rng.integers(lo_count, hi_count + 1))
     candidates = allowed_pixels(grid)
     positions = _place(count, cls.separation_range, candidates, grid, rng, cls.name)
-    amplitudes = rng.uniform(*AMPLITUDE_RANGE, size=count)
+    amplitudes = rng.uniform(*amplitude_range, size=count)
     larmor = rng.uniform(band[0], band[1], size=count)
     return Scene(grid, cls.name, positions, amplitudes, larmor, tuple(nv_axis))
 
@@ -246,6 +249,7 @@ class SimulationSettings:
     units: str = "normalized"
     readout: str = "wide"      # or "band": the paper's E.1 readout on the Larmor band
     nv_axis: tuple = Z_AXIS
+    realism: Realism = Realism()   # a lab's nuisances (data/realism.py); off: the paper's
 
     def __post_init__(self):
         check_spectral(self.band, self.linewidth)
@@ -261,24 +265,81 @@ class SimulationSettings:
                                    readout=self.readout)
 
 
-def _simulate_arrays(scene_class: str, seed: int, settings: SimulationSettings):
+def _simulate_arrays(scene_class: str, seed: int, settings: SimulationSettings) -> dict:
+    """One sample's arrays by variable name: the spectrum, its truth and, with nuisances on,
+    theirs (:mod:`nvbayes.data.realism`)."""
     rng = np.random.default_rng(seed)
-    scene = sample_scene(scene_class, rng, settings.grid, settings.band, settings.nv_axis)
-    clean = simulate_spectrum(scene, settings.operator, settings.linewidth, settings.freqs(),
-                              settings.units)
-    spectrum = add_sensor_noise(clean, settings.noise, rng)
-    return spectrum, scene.density(), scene.larmor_field(), sensor_sigma(clean, settings.noise)
+    realism = settings.realism
+    scene = sample_scene(scene_class, rng, settings.grid, settings.band, settings.nv_axis,
+                         (realism.amplitude_min, AMPLITUDE_RANGE[1]))
+    if realism.off:
+        clean = simulate_spectrum(scene, settings.operator, settings.linewidth,
+                                  settings.freqs(), settings.units)
+        spectrum = add_sensor_noise(clean, settings.noise, rng)
+        return {"spectrum": spectrum, "rho_true": scene.density(),
+                "larmor_true": scene.larmor_field(),
+                "noise_sigma": sensor_sigma(clean, settings.noise)}
+    if settings.operator.upper() != "F3":
+        raise SceneError(f"the nuisances are simulated by the direct sum F3, not by "
+                         f"{settings.operator}", "drop --realism, or use --simulator F3")
+    grid = settings.grid
+    lab = render(scene.positions, scene.amplitudes, scene.larmor, grid.shape, grid.spacing,
+                 grid.standoff, settings.freqs().numpy(), settings.linewidth, settings.noise,
+                 realism, scene.nv_axis, settings.units, rng,
+                 np.random.default_rng([seed, NUISANCE_STREAM]))
+    out = {"spectrum": lab.spectrum, "rho_true": lab.rho, "larmor_true": lab.larmor,
+           "noise_sigma": lab.noise_sigma() if realism.record_sigma else None,
+           "standoff_true": lab.standoff, "depth_true": lab.depth, "gain_true": lab.gain,
+           "background_true": lab.background, "read_sigma_true": lab.read_sigma,
+           "shot_noise_true": lab.shot, "sources_true": lab.sources}
+    return out
 
 
-def _dataset(spectra, rho, larmor, sigma, classes, seeds, settings: SimulationSettings
-             ) -> xr.Dataset:
-    return measurement_dataset(
-        spectra, settings.freqs().numpy(), settings.grid.axes,
+#: Truth of the nuisances: name → (dims after ``sample``, long name, unit kind).
+NUISANCE_TRUTH = {
+    "standoff_true": ((), "true mean standoff of the NV plane", "nm"),
+    "depth_true": (("y", "x"), "true NV depth under each pixel", "nm"),
+    "gain_true": (("y", "x"), "true per-pixel gain", "1"),
+    "background_true": (("y", "x"), "true intrinsic background of one readout", "spectrum"),
+    "read_sigma_true": ((), "true read-noise sigma of one readout", "spectrum"),
+    "shot_noise_true": ((), "true shot-noise slope k: variance = read_sigma^2 + k S",
+                        "spectrum"),
+}
+#: Columns of ``sources_true``.
+SOURCE_FIELDS = ("y_nm", "x_nm", "amplitude", "larmor_ghz")
+
+
+def _dataset(samples: list[dict], classes, seeds, settings: SimulationSettings,
+             batched: bool) -> xr.Dataset:
+    stack = (lambda name: np.stack([s[name] for s in samples])) if batched else (
+        lambda name: samples[0][name])
+    recorded = samples[0]["noise_sigma"] is not None
+    data = measurement_dataset(
+        stack("spectrum"), settings.freqs().numpy(), settings.grid.axes,
         standoff_nm=settings.grid.standoff, linewidth_ghz=settings.linewidth,
         larmor_band_ghz=settings.band, operator=settings.operator.upper(),
-        noise=settings.noise, units=settings.units, rho_true=rho, larmor_true=larmor,
-        scene_class=classes, seed=seeds, noise_sigma=sigma,
+        noise=settings.noise, units=settings.units, rho_true=stack("rho_true"),
+        larmor_true=stack("larmor_true"),
+        scene_class=classes, seed=seeds, noise_sigma=stack("noise_sigma") if recorded else None,
         nv_axis=None if tuple(settings.nv_axis) == Z_AXIS else settings.nv_axis)
+    if settings.realism.off:
+        return data
+    lead = ("sample",) if batched else ()
+    spectrum_unit = data["spectrum"].attrs["units"]
+    for name, (dims, long_name, unit) in NUISANCE_TRUTH.items():
+        data[name] = (lead + dims, np.asarray(stack(name), dtype=np.float64),
+                      {"long_name": long_name,
+                       "units": spectrum_unit if unit == "spectrum" else unit})
+    tables = [s["sources_true"] for s in samples]
+    table = np.full((len(tables), max(len(t) for t in tables), len(SOURCE_FIELDS)), np.nan)
+    for i, t in enumerate(tables):
+        table[i, :len(t)] = t
+    data["sources_true"] = (lead + ("source", "source_field"),
+                            table if batched else table[0],
+                            {"long_name": "true sources (NaN rows pad a shorter list)"})
+    data = data.assign_coords(source_field=list(SOURCE_FIELDS))
+    data.attrs["realism"] = settings.realism.describe()
+    return data
 
 
 def simulate(scene_class: str, seed: int, settings: SimulationSettings = SimulationSettings()
@@ -289,8 +350,8 @@ def simulate(scene_class: str, seed: int, settings: SimulationSettings = Simulat
     >>> data["spectrum"].shape
     (50, 32, 32)
     """
-    spectrum, rho, larmor, sigma = _simulate_arrays(scene_class, seed, settings)
-    return _dataset(spectrum, rho, larmor, sigma, scene_class, seed, settings)
+    return _dataset([_simulate_arrays(scene_class, seed, settings)], scene_class, seed,
+                    settings, batched=False)
 
 
 def dataset_plan(classes: list[str], per_class: "int | None" = None,
@@ -327,10 +388,9 @@ def simulate_dataset(plan: list[tuple[str, int]],
     4
     """
     items = progress(plan) if progress is not None else plan
-    arrays = [_simulate_arrays(name, seed, settings) for name, seed in items]
-    spectra, rho, larmor, sigma = (np.stack(a) for a in zip(*arrays, strict=True))
-    return _dataset(spectra, rho, larmor, sigma, [c for c, _ in plan], [s for _, s in plan],
-                    settings)
+    samples = [_simulate_arrays(name, seed, settings) for name, seed in items]
+    return _dataset(samples, [c for c, _ in plan], [s for _, s in plan], settings,
+                    batched=True)
 
 
 def larmor_spread_scene(chi: float, seed: int = 0, grid: Grid = Grid(32),

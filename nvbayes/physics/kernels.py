@@ -95,15 +95,20 @@ def green_tensor(dx: torch.Tensor, dy: torch.Tensor, z0: float) -> torch.Tensor:
 
 
 def nv_field_kernel(
-    dx: torch.Tensor, dy: torch.Tensor, z0: float, nv_axis: Sequence[float] = Z_AXIS
+    dx: torch.Tensor, dy: torch.Tensor, z0: "float | torch.Tensor",
+    nv_axis: Sequence[float] = Z_AXIS
 ) -> torch.Tensor:
     """Field kernel per source channel, ``g_nv,a = Σ_i n_i g_ia``: shape ``(..., 3)``.
+
+    ``z0`` is a number or a tensor broadcastable to ``dx`` (a standoff per readout pixel, or
+    a fitted standoff that carries a gradient).
 
     Evaluated directly as ``(3 (n·R) R_a − |R|² n_a) / |R|⁵`` (equal to contracting
     :func:`green_tensor` with ``n``, without forming the 3 × 3 tensor).
     """
     nx_, ny_, nz_ = _unit_axis(nv_axis)
-    r_vec = torch.stack([dx, dy, torch.full_like(dx, float(z0))], dim=-1)
+    dz = torch.zeros_like(dx) + z0          # z0: a number, or a tensor broadcastable to dx
+    r_vec = torch.stack([dx, dy, dz], dim=-1)
     r2 = dx * dx + dy * dy + z0 * z0
     n_dot_r = nx_ * dx + ny_ * dy + nz_ * z0
     n = torch.tensor((nx_, ny_, nz_), dtype=dx.dtype, device=dx.device)

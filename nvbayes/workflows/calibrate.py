@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from nvbayes.data.io import toml_dumps, write_netcdf, write_with
+from nvbayes.data.realism import parse_realism
 from nvbayes.data.scenes import SimulationSettings, expand_classes, simulate
 from nvbayes.data.spec import load_spec
 from nvbayes.data.validation import positive
@@ -75,9 +76,11 @@ class CalibrationPlan:
     chains: "int | None" = None
     warmup: "int | None" = None
     rho_prior: str = "exponential"
+    realism: str = "off"             # off, lab or nuisance names (data/realism.py)
 
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
+        parse_realism(self.realism)
         if self.rho_prior not in RHO_PRIORS:
             raise ParameterError(f"unknown rho prior {self.rho_prior!r}",
                                  f"use --rho-prior {' or '.join(RHO_PRIORS)}")
@@ -145,7 +148,7 @@ def _fit_cell(plan: CalibrationPlan, method: str, index: int) -> xr.Dataset:
     """One scene fitted by one method: its sources' truth and draws of the functionals."""
     scene_class, seed = plan.scene(index)
     settings = SimulationSettings(grid=Grid(plan.grid), noise=plan.noise,
-                                  operator=plan.simulator)
+                                  operator=plan.simulator, realism=parse_realism(plan.realism))
     data = simulate(scene_class, seed, settings)
     problem = InverseProblem.from_measurement(data)
     result = infer(problem, load_spec(plan.model), method=method, operator=plan.operator,
