@@ -97,7 +97,7 @@ def log_mse(predicted: torch.Tensor, observed: torch.Tensor,
 
 
 #: Consistency constant of the median absolute deviation for Gaussian noise.
-_MAD_TO_SIGMA = 1.482602218505602
+MAD_TO_SIGMA = 1.482602218505602
 
 
 def sensor_noise_sigma(spectrum: torch.Tensor, mask: "torch.Tensor | None" = None,
@@ -136,4 +136,4 @@ def sensor_noise_sigma(spectrum: torch.Tensor, mask: "torch.Tensor | None" = Non
           + weights[2] * spectrum[..., 2:, :, :])
     flat = d2.flatten(-3) if mask is None else d2[..., mask].flatten(-2)
     centred = flat - flat.median(dim=-1, keepdim=True).values
-    return _MAD_TO_SIGMA * centred.abs().median(dim=-1).values
+    return MAD_TO_SIGMA * centred.abs().median(dim=-1).values
