@@ -310,6 +310,81 @@ class StoppingSpec:
                                  "use a relative loss change > 0, e.g. 1e-3")
 
 
+#: The nuisances a fit can model (:class:`NuisanceSpec`), by their ``--nuisance`` names.
+NUISANCE_NAMES = ("background", "standoff", "gain")
+
+
+@dataclass(frozen=True)
+class NuisanceSpec:
+    """Which of a lab's nuisances the forward model carries (:mod:`nvbayes.model.nuisance`),
+    with their priors; all off by default (the paper's objective has none).
+
+    ``background``: an additive background, flat in frequency and smooth in space: bilinear
+    on a ``background_grid`` × ``background_grid`` grid of non-negative values.
+    ``standoff``: the standoff as a parameter, prior ``Normal(recorded, standoff_sd_nm)``
+    (default a quarter of the recorded standoff).  ``gain``: a per-pixel gain ``exp(γ(r))``,
+    prior ``γ ~ Normal(0, gain_sd)``.
+    """
+
+    background: bool = False
+    standoff: bool = False
+    gain: bool = False
+    background_grid: int = 4
+    standoff_sd_nm: float = 0.0
+    gain_sd: float = 0.03
+
+    def __post_init__(self):
+        if not (isinstance(self.background_grid, int) and self.background_grid >= 2):
+            raise ParameterError(f"background_grid = {self.background_grid!r}",
+                                 "use an integer grid side of 2 or more")
+        if not self.standoff_sd_nm >= 0:
+            raise ParameterError(f"standoff_sd_nm = {self.standoff_sd_nm!r}",
+                                 "pass --standoff-sd-nm > 0, e.g. 5 (0: a quarter of the "
+                                 "recorded standoff)")
+        if not self.gain_sd > 0:
+            raise ParameterError(f"gain_sd = {self.gain_sd!r}", "use a gain spread > 0")
+
+    @property
+    def any(self) -> bool:
+        """Whether any nuisance is modelled."""
+        return self.background or self.standoff or self.gain
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n in NUISANCE_NAMES if getattr(self, n))
+
+    def standoff_sd(self, recorded_nm: float) -> float:
+        """The standoff prior's standard deviation, nm."""
+        return self.standoff_sd_nm or 0.25 * recorded_nm
+
+
+def parse_nuisance(text: str, **priors) -> NuisanceSpec:
+    """``"none"``, ``"all"`` or a comma list of :data:`NUISANCE_NAMES` → a
+    :class:`NuisanceSpec` (``priors``: its other fields)."""
+    key = str(text).strip().lower()
+    names = (() if key in ("", "none", "off") else NUISANCE_NAMES if key == "all"
+             else tuple(n.strip() for n in key.split(",") if n.strip()))
+    unknown = [n for n in names if n not in NUISANCE_NAMES]
+    if unknown:
+        raise ParameterError(f"unknown nuisance {unknown[0]!r} in --nuisance {text!r}",
+                             f"use none, all, or a comma list of {', '.join(NUISANCE_NAMES)}")
+    return NuisanceSpec(**{n: True for n in names},
+                        **{k: v for k, v in priors.items() if v is not None})
+
+
+def with_nuisance(spec: "ModelSpec", nuisance: NuisanceSpec) -> "ModelSpec":
+    """``spec`` with ``nuisance`` modelled; the paper's protocol has no nuisance terms."""
+    if not nuisance.any:
+        return dataclasses.replace(spec, nuisance=nuisance)
+    if spec.protocol == "paper":
+        raise ParameterError(f"{spec.name}: the paper's objective has no nuisance terms",
+                             "drop --nuisance, or fit under --protocol robust")
+    if spec.field.kind == "trained":
+        raise ParameterError(f"{spec.name}: a trained model has no nuisance parameters",
+                             "drop --nuisance, or use an optimized model (netmy-fast, lbfgs, …)")
+    return dataclasses.replace(spec, nuisance=nuisance)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A resolved model specification (see the module docstring for ``protocol``).
@@ -330,6 +405,7 @@ class ModelSpec:
     stages: tuple[Stage, ...] = ()
     admm: "AdmmSpec | None" = None
     stopping: StoppingSpec = StoppingSpec()
+    nuisance: NuisanceSpec = NuisanceSpec()
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -466,11 +542,12 @@ def spec_from_dict(data: dict, where: str = "model") -> ModelSpec:
     if admm is not None:
         admm = build(AdmmSpec, admm, f"{where} [admm]")
     stopping = build(StoppingSpec, data.pop("stopping", {}), f"{where} [stopping]")
+    nuisance = build(NuisanceSpec, data.pop("nuisance", {}), f"{where} [nuisance]")
     if "name" not in data:
         raise ParameterError(f"{where} has no name", "add name = \"...\" at the top")
     return build(ModelSpec, data | {"field": field_spec, "optimizer": optimizer,
                                      "stages": tuple(built), "admm": admm,
-                                     "stopping": stopping}, where)
+                                     "stopping": stopping, "nuisance": nuisance}, where)
 
 
 #: The model files shipped with nvbayes (the package's ``models/`` folder).

@@ -12,12 +12,14 @@ from .decoder import DeepDecoder
 from .encoding import AnnealedFourierFeatures, annealing_weights, pixel_coordinates
 from .heads import density_head, larmor_head, support_mask
 from .neural import NeuralField
+from .nuisance import NuisanceField, NuisanceParameters
 from .pixels import DensityField, LarmorMap, PixelDensity
 from .splats import DensityControl, GaussianSplats
 
 __all__ = [
     "AnnealedFourierFeatures", "DeepDecoder", "Density", "DensityControl", "DensityField",
     "Field", "Parameterization",
-    "GaussianSplats", "LarmorMap", "NeuralField", "PixelDensity", "annealing_weights",
+    "GaussianSplats", "LarmorMap", "NeuralField", "NuisanceField", "NuisanceParameters",
+    "PixelDensity", "annealing_weights",
     "density_head", "larmor_head", "pixel_coordinates", "support_mask",
 ]

@@ -47,10 +47,13 @@ from nvbayes.fields import (
     GaussianSplats,
     LarmorMap,
     NeuralField,
+    NuisanceField,
+    NuisanceParameters,
     PixelDensity,
     pixel_coordinates,
 )
 from nvbayes.fields.neural import PRECISIONS
+from nvbayes.model.nuisance import apply_nuisance, background_map
 from nvbayes.model.problem import InverseProblem, check_inversion_operator
 
 from .admm import solve_admm
@@ -131,6 +134,46 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
     return DensityField(density, LarmorMap(n, problem.band))
 
 
+#: The background starts at this quantile of the observed per-pixel mean spectrum: most pixels
+#: of a sparse scene see the background alone, the power of a source falling as r⁻⁶.
+BACKGROUND_START_QUANTILE = 0.2
+
+
+def with_nuisance(field: torch.nn.Module, spec: ModelSpec, problem: InverseProblem,
+                  instances: "int | None" = None) -> torch.nn.Module:
+    """``field`` paired with the nuisance parameters of ``spec.nuisance`` (itself where none
+    is modelled); the background starts at :data:`BACKGROUND_START_QUANTILE` of the observed
+    per-pixel mean spectrum of each measurement (units of ``problem``)."""
+    nuisance = spec.nuisance
+    if not nuisance.any:
+        return field
+    with torch.no_grad():
+        mean = problem.observed(dtype=torch.float64).mean(-3)
+        used = problem.pixel_mask()
+        flat = mean.flatten(-2) if used is None else mean[..., used]
+        level = torch.quantile(flat, BACKGROUND_START_QUANTILE, dim=-1).clamp(min=0.0)
+    params = NuisanceParameters(nuisance.names, problem.shape, nuisance.background_grid,
+                                problem.standoff, level, instances)
+    return NuisanceField(field, params)
+
+
+def nuisance_stats(values: dict, problem: InverseProblem, scale: float) -> dict:
+    """The fitted nuisances of one measurement as numbers for the run's stats: the standoff
+    (nm), the background's mean and maximum relative to the observed peak readout (its
+    maximum over frequency and pixels), the gain's spread."""
+    out = {}
+    if "standoff" in values:
+        out["standoff_nm"] = float(values["standoff"])
+    if "background" in values:
+        flat = background_map(values["background"].to(torch.float64), problem.shape) * scale
+        peak = float(problem.observed(dtype=torch.float64).max())
+        out["background_mean_rel"] = float(flat.mean()) / peak
+        out["background_max_rel"] = float(flat.max()) / peak
+    if "gain" in values:
+        out["gain_sd"] = float(values["gain"].to(torch.float64).std())
+    return out
+
+
 def working_problem(problem: InverseProblem, spec: ModelSpec) -> InverseProblem:
     """The problem the solver sees: ``problem`` divided by its unit scale under the robust
     protocol, ``problem`` itself under the paper's."""
@@ -178,9 +221,10 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     device = torch.device(device)
     work = working_problem(problem, spec)
     if spec.field.kind == "neural":
-        net = build_field(spec, work, precision=precision).to(device, dtype)
+        net = build_field(spec, work, precision=precision)
     else:
-        net = build_field(spec, work, uniform_level(work)).to(device, dtype)
+        net = build_field(spec, work, uniform_level(work))
+    net = with_nuisance(net, spec, work).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver])
     messages = SOLVERS[spec.solver](net, work, spec, operator, recorder)
     recorder.close()
@@ -219,7 +263,7 @@ def fit_batch(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
     device = torch.device(device)
     net = build_field(spec, problem, instances=count, precision=precision)
     net.reset_parameters(seeds)
-    net = net.to(device, dtype)
+    net = with_nuisance(net, spec, working_problem(problem, spec), count).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver], instances=count)
     messages = SOLVERS[spec.solver](net, working_problem(problem, spec), spec, operator,
                                     recorder)
@@ -259,20 +303,30 @@ def _result(maps: tuple, recorder: Recorder, index: int, wall: float, messages: 
 def _final_maps(net: torch.nn.Module, coords: torch.Tensor, beta, problem: InverseProblem,
                 operator: str) -> list[tuple]:
     """``(ρ, ω_L, S_pred, stats)`` per measurement on the full grid at the last step's β,
-    scale-corrected, as numpy."""
+    scale-corrected, as numpy.
+
+    With nuisances the prediction is :func:`~nvbayes.model.nuisance.apply_nuisance`'s, and
+    the scale correction, taken on the whole prediction, scales the background with the
+    signal (``ρ → αρ`` and ``b → α^p b``: the loss is blind to that joint scale)."""
     with torch.no_grad():
         rho, larmor = net(coords, beta)
         rho, larmor = rho.to(torch.float64), larmor.to(torch.float64)
-        predicted = problem.operator(operator)(rho, larmor)
+        values = ({k: v.to(torch.float64) for k, v in net.nuisance_values(problem.shape).items()}
+                  if isinstance(net, NuisanceField) else {})
+        predicted = apply_nuisance(problem.operator(operator), rho, larmor, values)
         observed = problem.observed(dtype=torch.float64, device=coords.device)
         if problem.batch is None:
             rho, larmor, predicted, observed = (t.unsqueeze(0) for t in
                                                 (rho, larmor, predicted, observed))
+            values = {k: v.unsqueeze(0) for k, v in values.items()}
         out = []
         mask = problem.pixel_mask(device=coords.device)
         for i in range(rho.shape[0]):
             stats = scale_correction(observed[i], predicted[i], operator, mask)
             alpha = stats["scale_correction"]
+            power = alpha ** HOMOGENEITY[operator]
+            one = problem if problem.batch is None else problem.instance(i)
+            stats |= nuisance_stats({k: v[i] for k, v in values.items()}, one, power)
             out.append(((alpha * rho[i]).cpu().numpy(), larmor[i].cpu().numpy(),
-                        (alpha ** HOMOGENEITY[operator] * predicted[i]).cpu().numpy(), stats))
+                        (power * predicted[i]).cpu().numpy(), stats))
     return out

@@ -16,14 +16,16 @@ import torch
 from pyro import poutine
 
 from nvbayes.data.spec import NOISE_FLOOR, NOISE_FLOOR_MIN, ModelSpec, Stage
-from nvbayes.fields import Field, pixel_coordinates
+from nvbayes.fields import Field, NuisanceField, pixel_coordinates
 from nvbayes.model.netmy import NoiseSpectrumModel
+from nvbayes.model.nuisance import EVENT_DIMS
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.noise_map import noise_floor
 
 
 class FieldGuide:
-    """Pyro guide ``guide(beta)``: Delta sites ``rho`` and ``larmor`` at the field's output.
+    """Pyro guide ``guide(beta)``: Delta sites ``rho`` and ``larmor`` at the field's output,
+    and one at each nuisance value of a :class:`~nvbayes.fields.NuisanceField`.
 
     ``field`` is any module ``(coords, β) → (ρ, ω_L)``; ``coords`` ``(n, n, 2)`` fixes the
     pixel grid of the stage.  A field of B instances gives its sites the plate of the model's
@@ -38,10 +40,14 @@ class FieldGuide:
         pyro.module("field", self.field)
         rho, larmor = self.field(self.coords, beta)
         instances = self.field.instances
+        nuisance = (self.field.nuisance_values(self.coords.shape[:2])
+                    if isinstance(self.field, NuisanceField) else {})
         with (pyro.plate("measurements", instances, dim=-1) if instances
               else contextlib.nullcontext()):
             pyro.sample("rho", dist.Delta(rho, event_dim=2))
             pyro.sample("larmor", dist.Delta(larmor, event_dim=2))
+            for name, value in nuisance.items():
+                pyro.sample(name, dist.Delta(value, event_dim=EVENT_DIMS[name]))
         return rho, larmor
 
 
@@ -81,7 +87,8 @@ def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, oper
                                problem.observed(d, dtype=dtype, device=device),
                                stage.weights, stage_log_eps(spec, problem, d),
                                noise_sigma=sigma, reduction=spec.reduction,
-                               mask=problem.pixel_mask(d, device))
+                               mask=problem.pixel_mask(d, device),
+                               nuisance=spec.nuisance, standoff_nm=problem.standoff)
     ny, nx = problem.shape
     guide = guide_type(field, pixel_coordinates((ny // d, nx // d), dtype=dtype,
                                                 device=device))

@@ -57,8 +57,9 @@ import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 
-from nvbayes.data.spec import LossWeights
+from nvbayes.data.spec import LossWeights, NuisanceSpec
 from nvbayes.model import losses
+from nvbayes.model.nuisance import PRIOR_TERMS, NuisanceModel, apply_nuisance, background_map
 from nvbayes.physics.noise_map import (
     LOG_EPS,
     log_noise_map,
@@ -68,7 +69,8 @@ from nvbayes.physics.noise_map import (
 )
 
 #: Sites whose negative log density is the loss term itself (no Gaussian normalizer).
-FACTOR_TERMS = ("direct_density", "sparsity", "l1", "l2", "tv", "spectrum_shape", "energy")
+FACTOR_TERMS = ("direct_density", "sparsity", "l1", "l2", "tv", "spectrum_shape", "energy",
+                *PRIOR_TERMS)
 #: Sites that are Gaussian observations of a map.
 GAUSSIAN_TERMS = ("log_mse", "noise_map", "normalized_noise_map", "total_power")
 #: The weighted data terms that a calibrated likelihood replaces.
@@ -92,6 +94,9 @@ class NoiseSpectrumModel:
     reduction : ``"sum"`` (the paper) or ``"mean"`` over pixels for ℓ1, ℓ2 and TV.
     mask : bool ``(ny, nx)``, the pixels whose data enter the likelihood (default all); the
         data terms run over these alone, the priors on ρ over every pixel.
+    nuisance : the lab's nuisances the forward model carries (:mod:`nvbayes.model.nuisance`),
+        with ``standoff_nm`` the recorded standoff; default none (the paper's model).  With a
+        background, ``R_ds`` compares ρ² with the observed noise map less the background.
     """
 
     #: Below this ε the operator and the log map run in float64.
@@ -100,7 +105,8 @@ class NoiseSpectrumModel:
     def __init__(self, operator, observed: torch.Tensor, weights: LossWeights,
                  log_eps: "float | torch.Tensor" = LOG_EPS,
                  noise_sigma: "float | torch.Tensor | None" = None, reduction: str = "sum",
-                 mask: "torch.Tensor | None" = None):
+                 mask: "torch.Tensor | None" = None,
+                 nuisance: NuisanceSpec = NuisanceSpec(), standoff_nm: float = 20.0):
         if observed.dim() not in (3, 4):
             raise ValueError("observed spectrum must be (n_freq, ny, nx) or (B, n_freq, ny, nx), "
                              f"got {tuple(observed.shape)}")
@@ -117,6 +123,8 @@ class NoiseSpectrumModel:
         if reduction not in ("sum", "mean"):
             raise ValueError(f"reduction must be sum or mean, got {reduction!r}")
         self.pixel_divisor = float(self.shape[0] * self.shape[1]) if reduction == "mean" else 1.0
+        self.nuisance = (NuisanceModel(nuisance, standoff_nm, self.shape, self.batch,
+                                       self.pixel_divisor) if nuisance.any else None)
         self.log_eps = (log_eps.detach().to(torch.float64) if isinstance(log_eps, torch.Tensor)
                         else float(log_eps))
         self.precise = float(torch.as_tensor(self.log_eps).min()) < self.PRECISE_BELOW
@@ -174,11 +182,13 @@ class NoiseSpectrumModel:
         w = self.weights
         rho = self._latent("rho", constraints.nonnegative)
         larmor = self._latent("larmor", constraints.real)
+        nuisance = self.nuisance.sample() if self.nuisance is not None else {}
         if self.precise:
-            exact = self.operator(rho.to(torch.float64), larmor.to(torch.float64))
+            exact = apply_nuisance(self.operator, rho.to(torch.float64),
+                                   larmor.to(torch.float64), nuisance)
             predicted = exact.to(rho.dtype)
         else:
-            exact = predicted = self.operator(rho, larmor)
+            exact = predicted = apply_nuisance(self.operator, rho, larmor, nuisance)
         mask = self.mask
         if "normalized_noise_map" in self.sigma:
             pyro.sample("normalized_noise_map",
@@ -197,8 +207,12 @@ class NoiseSpectrumModel:
                 losses.mean_normalized(noise_map(predicted), mask), "noise_map"),
                 obs=self.noise_map_obs)
         if w.direct_density > 0:
+            observed = self.observed
+            if "background" in nuisance:
+                flat = background_map(nuisance["background"].detach(), self.shape)
+                observed = observed - flat.to(observed.dtype).unsqueeze(-3)
             pyro.factor("direct_density",
-                        -w.direct_density * losses.direct_density_mse(rho, self.observed, mask))
+                        -w.direct_density * losses.direct_density_mse(rho, observed, mask))
         per = self.pixel_divisor
         if w.sparsity > 0:
             pyro.factor("sparsity", -w.sparsity * losses.l1_norm(rho) / per)

@@ -107,7 +107,7 @@ def nv_field_kernel(
     :func:`green_tensor` with ``n``, without forming the 3 × 3 tensor).
     """
     nx_, ny_, nz_ = _unit_axis(nv_axis)
-    dz = torch.zeros_like(dx) + z0          # z0: a number, or a tensor broadcastable to dx
+    dx, dy, dz = torch.broadcast_tensors(dx, dy, torch.zeros_like(dx) + z0)
     r_vec = torch.stack([dx, dy, dz], dim=-1)
     r2 = dx * dx + dy * dy + z0 * z0
     n_dot_r = nx_ * dx + ny_ * dy + nz_ * z0
@@ -118,7 +118,7 @@ def nv_field_kernel(
 def power_kernel(
     dx: torch.Tensor,
     dy: torch.Tensor,
-    z0: float,
+    z0: "float | torch.Tensor",
     nv_axis: Sequence[float] = Z_AXIS,
     channels: Sequence[str] = AXES,
 ) -> torch.Tensor:
@@ -135,7 +135,8 @@ def power_kernel_closed_form(dx: torch.Tensor, dy: torch.Tensor, z0: float) -> t
 
 
 def scalar_kernel(
-    dx: torch.Tensor, dy: torch.Tensor, z0: float, nv_axis: Sequence[float] = Z_AXIS
+    dx: torch.Tensor, dy: torch.Tensor, z0: "float | torch.Tensor",
+    nv_axis: Sequence[float] = Z_AXIS
 ) -> torch.Tensor:
     """Scalar kernel ``g_nv = nᵀ g n`` (``g_zz`` for a z-axis NV), shape ``(...)``."""
     n = torch.tensor(_unit_axis(nv_axis), dtype=dx.dtype, device=dx.device)
@@ -232,6 +233,33 @@ def kernel_spectrum(
     rolled[: 2 * ny - 1, : 2 * nx - 1] = table
     rolled = torch.roll(rolled, shifts=(-(ny - 1), -(nx - 1)), dims=(0, 1))
     return torch.fft.rfft2(rolled).to(_complex_of(dtype))
+
+
+def standoff_spectrum(kind: str, shape: tuple[int, int], spacing_nm: float,
+                      standoff_nm: torch.Tensor, units: "Units | str",
+                      nv_axis: Sequence[float], channels: Sequence[str],
+                      unit_standoff_nm: float) -> torch.Tensor:
+    """:func:`kernel_spectrum` at a standoff that is a tensor (a fitted standoff, with its
+    gradient): ``standoff_nm`` ``()`` or ``(B,)`` → ``(..., My, Mx // 2 + 1)``, uncached.
+
+    The power scale stays that of ``unit_standoff_nm`` (the recorded standoff): the units of
+    the spectrum are fixed by the recorded geometry, and a source farther away than recorded
+    is dimmer in them.  Computed in the dtype of ``standoff_nm``.
+    """
+    units = as_units(units)
+    ny, nx = shape
+    z0 = units.length(1.0) * standoff_nm.reshape(*standoff_nm.shape, 1, 1)
+    dy, dx = offsets(shape, units.length(spacing_nm), standoff_nm.dtype, standoff_nm.device)
+    scale = units.power_scale(unit_standoff_nm)
+    if kind == "power":
+        table = scale * power_kernel(dx, dy, z0, nv_axis, channels)
+    else:
+        table = math.sqrt(scale) * scalar_kernel(dx, dy, z0, nv_axis)
+    rolled = torch.zeros(*table.shape[:-2], *fft_shape(shape), dtype=table.dtype,
+                         device=table.device)
+    rolled[..., : 2 * ny - 1, : 2 * nx - 1] = table
+    rolled = torch.roll(rolled, shifts=(-(ny - 1), -(nx - 1)), dims=(-2, -1))
+    return torch.fft.rfft2(rolled)
 
 
 def _complex_of(dtype: torch.dtype) -> torch.dtype:

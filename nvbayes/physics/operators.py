@@ -29,11 +29,13 @@ from nvbayes.errors import ParameterError
 from .kernels import (
     AXES,
     Z_AXIS,
+    _complex_of,
     _unit_axis,
     cached_spectrum,
     check_geometry,
     convolve,
     power_kernel,
+    standoff_spectrum,
 )
 from .lorentzian import lorentzian
 from .units import as_units
@@ -114,14 +116,36 @@ class ForwardOperator:
 
 class FactorizedOperator(ForwardOperator):
     """F1 and F2: a frequency-independent map times the Lorentzian at the readout pixel,
-    ``S(ω, r) = A(r) · L(ω; ω_L(r))``; subclasses define ``A`` in :meth:`source_power`."""
+    ``S(ω, r) = A(r) · L(ω; ω_L(r))``; subclasses define ``A`` in :meth:`source_power`.
 
-    def __call__(self, rho: torch.Tensor, larmor) -> torch.Tensor:
+    ``standoff``, when given to a call, is a tensor ``()`` or ``(B,)`` that replaces the
+    operator's standoff (a fitted standoff, differentiable); the spectrum stays in the units of
+    the operator's own (recorded) standoff.
+    """
+
+    #: The kernel this operator convolves with (:mod:`.kernels`).
+    kernel_kind = ""
+
+    def __call__(self, rho: torch.Tensor, larmor,
+                 standoff: "torch.Tensor | None" = None) -> torch.Tensor:
         rho, larmor = self._prepare(rho, larmor)
-        amplitude = self.source_power(rho).unsqueeze(-3)
+        amplitude = self.source_power(rho, standoff).unsqueeze(-3)
         return amplitude * lorentzian(self.freqs.to(rho), larmor, self.linewidth)
 
-    def source_power(self, rho: torch.Tensor) -> torch.Tensor:
+    def kernel(self, rho: torch.Tensor, standoff: "torch.Tensor | None") -> torch.Tensor:
+        """The kernel's spectrum for :func:`~.kernels.convolve`: cached at the operator's
+        standoff, or computed at a tensor ``standoff`` (``(B,)`` gives one per image)."""
+        channels = getattr(self, "channels", AXES)
+        if standoff is None:
+            return cached_spectrum(self.kernel_kind, rho.shape[-2:], self.spacing,
+                                   self.standoff, self.units, self.nv_axis, channels, rho)
+        spectrum = standoff_spectrum(self.kernel_kind, tuple(rho.shape[-2:]), self.spacing,
+                                     standoff.to(torch.float64), self.units, self.nv_axis,
+                                     channels, self.standoff)
+        return spectrum.to(_complex_of(rho.dtype))
+
+    def source_power(self, rho: torch.Tensor, standoff: "torch.Tensor | None" = None
+                     ) -> torch.Tensor:
         """The map ``A(r)``, shape ``(..., ny, nx)``."""
         raise NotImplementedError
 
@@ -135,10 +159,11 @@ class ScalarOperator(FactorizedOperator):
 
     name = "F1"
     homogeneity = 2
+    kernel_kind = "scalar"
 
-    def source_power(self, rho: torch.Tensor) -> torch.Tensor:
-        field = convolve(rho, cached_spectrum("scalar", rho.shape[-2:], self.spacing,
-                                              self.standoff, self.units, self.nv_axis, AXES, rho))
+    def source_power(self, rho: torch.Tensor, standoff: "torch.Tensor | None" = None
+                     ) -> torch.Tensor:
+        field = convolve(rho, self.kernel(rho, standoff))
         return field * field
 
 
@@ -150,15 +175,15 @@ class TensorOperator(FactorizedOperator):
     """
 
     name = "F2"
+    kernel_kind = "power"
 
     def __init__(self, *args, channels: Sequence[str] = AXES, **kwargs):
         super().__init__(*args, **kwargs)
         self.channels = tuple(channels)
 
-    def source_power(self, rho: torch.Tensor) -> torch.Tensor:
-        return convolve(rho, cached_spectrum("power", rho.shape[-2:], self.spacing,
-                                             self.standoff, self.units, self.nv_axis,
-                                             self.channels, rho))
+    def source_power(self, rho: torch.Tensor, standoff: "torch.Tensor | None" = None
+                     ) -> torch.Tensor:
+        return convolve(rho, self.kernel(rho, standoff))
 
 
 class DirectOperator(ForwardOperator):

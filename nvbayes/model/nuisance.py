@@ -1,0 +1,107 @@
+"""A lab's nuisances in the forward model: background, standoff and gain, defined once.
+
+With ``F`` the inversion operator (F1 or F2) at standoff ``z``, ``γ(r)`` the log gain and
+``b(r)`` the intrinsic background::
+
+    S(ω, r) = e^{γ(r)} · F(ρ, ω_L; z)(ω, r) + b(r)
+
+* ``background`` ``b``: flat in frequency (the NV's own relaxation: phonons, surface spins)
+  and smooth in space: bilinear on an ``m × m`` grid of non-negative values spanning the
+  window (``align_corners``: the grid's corners sit on the corner pixels);
+* ``standoff`` ``z``: the NV plane's height, prior ``Normal(z_recorded, sd)``; the spectrum
+  stays in the units of the recorded standoff (:class:`~nvbayes.physics.operators.
+  FactorizedOperator`);
+* ``gain`` ``γ``: per pixel, prior ``Normal(0, gain_sd)`` on each.
+
+Pyro sites ``background`` ``(..., m, m)``, ``standoff`` ``(...)`` and ``gain``
+``(..., ny, nx)``, improper flat base measures on their supports; the priors are the factors
+``standoff_prior`` and ``gain_prior``, divided by the model's pixel divisor like the
+regularizers of ρ (so that under ``reduction = "mean"`` they weigh against pixel-mean data
+terms as the ℓ1 and TV terms do).  :func:`apply_nuisance` is the forward model itself, for
+the Pyro model and for the final maps alike.
+"""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+
+from nvbayes.data.spec import NuisanceSpec
+
+#: Event dimensions of each nuisance site (background and gain are maps, the standoff one
+#: number per measurement).
+EVENT_DIMS = {"background": 2, "standoff": 0, "gain": 2}
+#: Prior factors of the nuisance sites (negative log densities, the model's loss terms).
+PRIOR_TERMS = ("standoff_prior", "gain_prior")
+
+
+def background_map(grid: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of ``grid (..., m, m)`` onto ``shape`` → ``(..., ny, nx)``."""
+    lead = grid.shape[:-2]
+    flat = grid.reshape(-1, 1, *grid.shape[-2:])
+    up = torch.nn.functional.interpolate(flat, size=tuple(shape), mode="bilinear",
+                                         align_corners=True)
+    return up.reshape(*lead, *shape)
+
+
+def apply_nuisance(operator, rho: torch.Tensor, larmor: torch.Tensor,
+                   values: dict) -> torch.Tensor:
+    """``e^γ F(ρ, ω_L; z) + b`` with the nuisances in ``values`` (absent ones are the
+    recorded geometry: z recorded, γ = 0, b = 0) → ``(..., n_freq, ny, nx)``."""
+    standoff = values.get("standoff")
+    signal = (operator(rho, larmor) if standoff is None
+              else operator(rho, larmor, standoff.to(rho.dtype)))
+    if "gain" in values:
+        signal = signal * torch.exp(values["gain"]).to(signal.dtype).unsqueeze(-3)
+    if "background" in values:
+        flat = background_map(values["background"].to(signal.dtype), signal.shape[-2:])
+        signal = signal + flat.unsqueeze(-3)
+    return signal
+
+
+class NuisanceModel:
+    """The nuisance sites of one model (module docstring).
+
+    Parameters
+    ----------
+    spec : which nuisances, with their priors.
+    standoff_nm : the recorded standoff (the prior's centre).
+    shape : the stage grid ``(ny, nx)``; batch : the measurements' batch shape.
+    pixel_divisor : the model's divisor of the regularizers (1, or the pixel count).
+    """
+
+    def __init__(self, spec: NuisanceSpec, standoff_nm: float, shape: tuple[int, int],
+                 batch: tuple = (), pixel_divisor: float = 1.0):
+        self.spec = spec
+        self.standoff_nm = float(standoff_nm)
+        self.shape = tuple(shape)
+        self.batch = torch.Size(batch)
+        self.divisor = float(pixel_divisor)
+
+    def _latent(self, name: str, support, event: tuple) -> torch.Tensor:
+        return pyro.sample(name, dist.ImproperUniform(support, batch_shape=self.batch,
+                                                      event_shape=torch.Size(event)))
+
+    def sample(self) -> dict:
+        """The nuisance sites and their prior factors, inside the caller's plate."""
+        spec, values = self.spec, {}
+        if spec.background:
+            m = spec.background_grid
+            values["background"] = self._latent("background", constraints.nonnegative, (m, m))
+        if spec.standoff:
+            z = self._latent("standoff", constraints.positive, ())
+            sd = spec.standoff_sd(self.standoff_nm)
+            pyro.factor("standoff_prior", -0.5 * ((z - self.standoff_nm) / sd) ** 2
+                        / self.divisor)
+            values["standoff"] = z
+        if spec.gain:
+            gamma = self._latent("gain", constraints.real, self.shape)
+            pyro.factor("gain_prior", -0.5 * ((gamma / spec.gain_sd) ** 2).sum((-2, -1))
+                        / self.divisor)
+            values["gain"] = gamma
+        return values
+
+
+__all__ = ["EVENT_DIMS", "NuisanceModel", "PRIOR_TERMS", "apply_nuisance", "background_map"]
