@@ -312,6 +312,8 @@ class StoppingSpec:
 
 #: The nuisances a fit can model (:class:`NuisanceSpec`), by their ``--nuisance`` names.
 NUISANCE_NAMES = ("background", "standoff", "gain")
+#: How the standoff is fitted (:class:`NuisanceSpec`).
+STANDOFF_FITS = ("profile", "joint")
 
 
 @dataclass(frozen=True)
@@ -324,14 +326,20 @@ class NuisanceSpec:
     ``standoff``: the standoff as a parameter, prior ``Normal(recorded, standoff_sd_nm)``
     (default a quarter of the recorded standoff).  ``gain``: a per-pixel gain ``exp(γ(r))``,
     prior ``γ ~ Normal(0, gain_sd)``.
+
+    ``standoff_fit``: ``profile`` (default) estimates the standoff from the point spread of
+    the sources before the fit and holds it there; ``joint`` optimizes it with the field from
+    that start (:mod:`nvbayes.inference.nuisance`: with a free density the joint standoff
+    drifts below the truth).  The background starts at its estimate from the spectral shape.
     """
 
     background: bool = False
     standoff: bool = False
     gain: bool = False
-    background_grid: int = 4
+    background_grid: int = 8
     standoff_sd_nm: float = 0.0
     gain_sd: float = 0.03
+    standoff_fit: str = "profile"
 
     def __post_init__(self):
         if not (isinstance(self.background_grid, int) and self.background_grid >= 2):
@@ -343,6 +351,9 @@ class NuisanceSpec:
                                  "recorded standoff)")
         if not self.gain_sd > 0:
             raise ParameterError(f"gain_sd = {self.gain_sd!r}", "use a gain spread > 0")
+        if self.standoff_fit not in STANDOFF_FITS:
+            raise ParameterError(f"standoff_fit = {self.standoff_fit!r}",
+                                 f"use {' or '.join(STANDOFF_FITS)}")
 
     @property
     def any(self) -> bool:

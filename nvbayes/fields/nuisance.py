@@ -2,8 +2,9 @@
 
 :class:`NuisanceParameters` holds unconstrained parameters and maps them onto the supports of
 :mod:`nvbayes.model.nuisance`'s sites: background grid ``b = softplus(u)`` ``(…, m, m)``,
-standoff ``z = z_recorded · e^t`` ``(…)``, log gain ``γ`` ``(…, ny, nx)`` on the full grid and
-block-averaged onto a coarser stage's grid.  A leading instance axis B where the field has one.
+standoff ``z = z_start · e^t`` ``(…)`` (or ``z_start`` held fixed), log gain ``γ``
+``(…, ny, nx)`` on the full grid and block-averaged onto a coarser stage's grid.  A leading
+instance axis B where the field has one.
 :class:`NuisanceField` pairs a field with them: the solvers see one module (its parameters,
 groups and hooks), and the guide reads :meth:`NuisanceField.nuisance_values`.
 """
@@ -26,25 +27,26 @@ class NuisanceParameters(nn.Module):
     Parameters
     ----------
     names : any of ``background``, ``standoff``, ``gain``.
-    shape : the full grid ``(ny, nx)``; background_grid : ``m``.
-    standoff_nm : the recorded standoff (``t = 0``).
-    background : the starting background level, a number or one per instance ``(B,)``.
+    shape : the full grid ``(ny, nx)``.
+    background : the starting background grid ``(…, m, m)`` (values ≥ 0).
+    standoff_nm : the starting standoff, a number or one per instance ``(B,)``; held fixed
+        (a buffer, not a parameter) when ``fixed_standoff``.
     instances : B, or ``None``.
     """
 
-    def __init__(self, names: tuple, shape: tuple[int, int], background_grid: int,
-                 standoff_nm: float, background=0.0, instances: "int | None" = None):
+    def __init__(self, names: tuple, shape: tuple[int, int], background: torch.Tensor,
+                 standoff_nm, fixed_standoff: bool = False, instances: "int | None" = None):
         super().__init__()
         lead = () if instances is None else (instances,)
         self.names = tuple(names)
         self.shape = tuple(shape)
-        self.standoff_nm = float(standoff_nm)
+        standoff = torch.broadcast_to(torch.as_tensor(standoff_nm, dtype=torch.float32), lead)
+        self.register_buffer("standoff_start", standoff.clone())
         if "background" in names:
-            level = torch.as_tensor(background, dtype=torch.float64).clamp(min=1e-6)
-            level = torch.broadcast_to(level.reshape(*lead, 1, 1) if lead else level,
-                                       (*lead, background_grid, background_grid))
-            self.background = nn.Parameter(_inverse_softplus(level).to(torch.float32).clone())
-        if "standoff" in names:
+            start = torch.as_tensor(background, dtype=torch.float64).clamp(min=1e-6)
+            self.background = nn.Parameter(_inverse_softplus(start).to(torch.float32).clone())
+        self.fixed_standoff = bool(fixed_standoff)
+        if "standoff" in names and not self.fixed_standoff:
             self.log_standoff = nn.Parameter(torch.zeros(lead))
         if "gain" in names:
             self.log_gain = nn.Parameter(torch.zeros(*lead, *shape))
@@ -56,7 +58,8 @@ class NuisanceParameters(nn.Module):
         if "background" in self.names:
             out["background"] = nn.functional.softplus(self.background)
         if "standoff" in self.names:
-            out["standoff"] = self.standoff_nm * torch.exp(self.log_standoff)
+            out["standoff"] = (self.standoff_start if self.fixed_standoff
+                               else self.standoff_start * torch.exp(self.log_standoff))
         if "gain" in self.names:
             factor = self.shape[0] // shape[0]
             gain = self.log_gain

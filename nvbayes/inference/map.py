@@ -60,6 +60,7 @@ from .admm import solve_admm
 from .amortized import fit_trained
 from .gradient import solve_gradient
 from .lbfgs import solve_lbfgs
+from .nuisance import estimate_background, estimate_standoff
 from .objective import FieldGuide, traced_objective
 from .recorder import Recorder
 from .scale import HOMOGENEITY, scale_correction
@@ -134,26 +135,26 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
     return DensityField(density, LarmorMap(n, problem.band))
 
 
-#: The background starts at this quantile of the observed per-pixel mean spectrum: most pixels
-#: of a sparse scene see the background alone, the power of a source falling as r⁻⁶.
-BACKGROUND_START_QUANTILE = 0.2
-
-
 def with_nuisance(field: torch.nn.Module, spec: ModelSpec, problem: InverseProblem,
                   instances: "int | None" = None) -> torch.nn.Module:
     """``field`` paired with the nuisance parameters of ``spec.nuisance`` (itself where none
-    is modelled); the background starts at :data:`BACKGROUND_START_QUANTILE` of the observed
-    per-pixel mean spectrum of each measurement (units of ``problem``)."""
+    is modelled), starting from each measurement's own estimates
+    (:mod:`.nuisance`): the background from the spectral shape, the standoff from the point
+    spread (held there under ``standoff_fit = "profile"``)."""
     nuisance = spec.nuisance
     if not nuisance.any:
         return field
-    with torch.no_grad():
-        mean = problem.observed(dtype=torch.float64).mean(-3)
-        used = problem.pixel_mask()
-        flat = mean.flatten(-2) if used is None else mean[..., used]
-        level = torch.quantile(flat, BACKGROUND_START_QUANTILE, dim=-1).clamp(min=0.0)
-    params = NuisanceParameters(nuisance.names, problem.shape, nuisance.background_grid,
-                                problem.standoff, level, instances)
+    problems = ([problem] if problem.batch is None
+                else [problem.instance(i) for i in range(problem.batch)])
+    grids, standoffs = [], []
+    for one in problems:
+        grid = estimate_background(one, nuisance.background_grid)
+        grids.append(grid)
+        standoffs.append(estimate_standoff(one, grid) if nuisance.standoff else one.standoff)
+    grid = torch.stack(grids) if instances is not None else grids[0]
+    standoff = torch.tensor(standoffs) if instances is not None else standoffs[0]
+    params = NuisanceParameters(nuisance.names, problem.shape, grid, standoff,
+                                nuisance.standoff_fit == "profile", instances)
     return NuisanceField(field, params)
 
 
