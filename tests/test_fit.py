@@ -62,7 +62,7 @@ def saved_run(measurement_file, tmp_path_factory):
 def test_run_folder_holds_the_files_and_groups_of_the_design(saved_run):
     names = {p.name for p in saved_run.iterdir()}
     assert names == {"posterior.nc", "history.nc", "metrics.nc", "config.toml",
-                     "reconstruction.png"}
+                     "reconstruction.png", "residuals.nc"}
     idata = az.from_netcdf(saved_run / "posterior.nc")
     assert {"posterior", "sample_stats", "observed_data", "constant_data",
             "posterior_predictive"} <= set(idata.groups())
@@ -85,6 +85,16 @@ def test_run_folder_holds_the_files_and_groups_of_the_design(saved_run):
     np.testing.assert_array_equal(np.unique(history["stage"]), [1, 2])
     metrics = xr.open_dataset(saved_run / "metrics.nc")
     assert {"hungarian_f1", "swd", "gmsd", "larmor_mae"} <= set(metrics)
+
+
+def test_the_run_records_its_residuals(saved_run):
+    """residuals.nc: the residual statistics under the noise estimated from the spectrum, and
+    its findings, which ``Run.notes`` gives back one line each."""
+    run = Run.load(saved_run)
+    table = run.tables["residuals"]
+    assert table.attrs["compared"] == "spectrum" and table.attrs["read_variance"] > 0
+    assert table.attrs["chi2_dof"] > 0 and table["pixel_mean"].dims == ("y", "x")
+    assert run.notes == table.attrs["findings"].splitlines()
 
 
 def test_observed_data_and_truth_round_trip_exactly(saved_run, measurement_file):

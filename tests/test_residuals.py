@@ -1,6 +1,7 @@
 """Residual diagnostics (physics/residuals.py): white residuals say nothing, a smooth offset
 flat in frequency reads as a background, unmodelled shot noise as shot noise, a missed source
-as spatial structure, a shifted line as a misfit, and a wrong σ in χ²/dof alone."""
+as spatial structure, a shifted line as a misfit, and a wrong σ in χ²/dof alone; and the
+run's residual table (results/residuals.py) with σ estimated from the data."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from scipy.ndimage import gaussian_filter
 
 from nvbayes.data.realism import Realism
@@ -16,6 +18,7 @@ from nvbayes.data.scenes import SimulationSettings, simulate
 from nvbayes.errors import MeasurementError
 from nvbayes.physics.geometry import Grid
 from nvbayes.physics.residuals import CHI2_HIGH, ResidualSummary, findings, standardized, summarize
+from nvbayes.results.residuals import residual_table
 
 GRID = Grid(24)
 
@@ -76,6 +79,21 @@ def test_unmodelled_shot_noise_reads_as_shot_noise():
     assert findings(summarize(observed, clean, (a + k * clean).sqrt())) == []
 
 
+def test_a_background_the_sources_absorbed_is_u_shaped_in_frequency():
+    """A flat offset explained by lines in the middle of the band: zero per-pixel mean, but
+    the residual is higher at the ends of the readout span than in its middle."""
+    observed, clean, sigma = _scene()
+    freqs = torch.linspace(1.0, 3.0, 50, dtype=torch.float64)
+    line = 0.25 / ((freqs - 2.0) ** 2 + 0.25)
+    offset = 3 * sigma
+    predicted = clean + offset * (line / line.mean())[:, None, None]
+    summary = summarize(observed + offset, predicted, sigma, freqs=freqs)
+    assert summary.spectral_u_shape > 0.9
+    lines = findings(summary)
+    assert _about("both ends of the readout span", lines), lines
+    assert not _about("flat in frequency", lines)
+
+
 def test_a_missed_source_is_spatial_structure_not_a_background():
     observed, clean, sigma = _scene()
     iy, ix = np.unravel_index(int(clean.sum(0).argmax()), clean.shape[1:])
@@ -129,8 +147,49 @@ def test_sigma_shapes_masks_and_noise_maps():
 def test_findings_thresholds():
     quiet = ResidualSummary(chi2_dof=1.0, spectral_chi2=1.0, spatial_chi2=1.0,
                             spatial_autocorrelation=0.0, coverage=0.0, flat_share=math.nan,
-                            bright_ratio=1.0, bright_autocorrelation=0.0, n_freq=50, n_pix=576)
+                            bright_ratio=1.0, bright_autocorrelation=0.0,
+                            spectral_u_shape=0.0, n_freq=50, n_pix=576)
     assert findings(quiet) == []
     loud = ResidualSummary(**(quiet.to_dict() | {"chi2_dof": 2 * CHI2_HIGH}))
     assert findings(loud) == [f"chi2/dof = {2 * CHI2_HIGH:.3g}: the noise sigma is "
                               "underestimated"]
+
+
+# ---- the run's residual table (results/residuals.py) -----------------------------------------
+
+
+def _arrays(observed: torch.Tensor, freqs=None):
+    n_freq = observed.shape[0]
+    coords = {"freq": np.linspace(1.0, 3.0, n_freq) if freqs is None else freqs,
+              "y": np.arange(observed.shape[1]) * 20.0, "x": np.arange(observed.shape[2]) * 20.0}
+    return xr.DataArray(observed.numpy(), dims=("freq", "y", "x"), coords=coords)
+
+
+def test_residual_table_of_a_spectrum_and_of_a_noise_map():
+    observed, clean, sigma = _scene(shot=0.05)
+    obs = _arrays(observed)
+    pred = obs.copy(data=clean.numpy())
+    table = residual_table(obs, None, predicted=pred)
+    assert table.attrs["compared"] == "spectrum"
+    assert table.attrs["sigma_from"] == "affine noise model"
+    # σ from the read-plus-shot model of the data: white residuals, no finding
+    assert table.attrs["chi2_dof"] == pytest.approx(1.0, abs=0.1)
+    assert table.attrs["findings"] == ""
+    assert table.attrs["shot_slope"] > 0 and table.attrs["read_variance"] > 0
+    assert table["pixel_mean"].dims == ("y", "x") and table["freq_mean"].dims == ("freq",)
+    # a sampling run keeps noise maps: the table compares them
+    mask = xr.DataArray(np.ones((24, 24), np.uint8), dims=("y", "x"))
+    mask[:2] = 0
+    maps = residual_table(obs, mask, predicted_noise_map=pred.sum("freq"))
+    assert maps.attrs["compared"] == "noise map" and "freq_mean" not in maps
+    assert maps.attrs["n_pix"] == 22 * 24 and np.isnan(maps["pixel_mean"][0]).all()
+    assert maps.attrs["chi2_dof"] == pytest.approx(1.0, abs=0.25)
+
+
+def test_residual_table_falls_back_to_white_noise_on_a_short_spectrum():
+    observed, clean, _ = _scene()
+    obs = _arrays(observed[::10])                        # 5 readouts
+    table = residual_table(obs, None, predicted=obs.copy(data=clean[::10].numpy()))
+    assert table.attrs["sigma_from"] == "white sensor noise"
+    assert table.attrs["shot_slope"] == 0.0
+    assert residual_table(obs[:2], None, predicted=obs[:2]) is None

@@ -26,7 +26,12 @@ from nvbayes.workflows.benchmark import (
     run_benchmark,
 )
 from nvbayes.workflows.benchmark.ablation import TABLE3_METRICS
-from nvbayes.workflows.benchmark.plan import interleaved_order, parse_operators, parse_seeds
+from nvbayes.workflows.benchmark.plan import (
+    interleaved_order,
+    nuisance_variants,
+    parse_operators,
+    parse_seeds,
+)
 from nvbayes.workflows.benchmark.runner import with_sample_axis
 
 from .common import (
@@ -35,6 +40,8 @@ from .common import (
     executor_arguments,
     grid_argument,
     make_executor,
+    nuisance_arguments,
+    nuisance_from,
     protocol_argument,
     readout_argument,
     realism_arguments,
@@ -56,13 +63,16 @@ def add_arguments(p) -> None:
                         "deepdecoder, a trained model (unet-sl, …), or .toml / .pt paths "
                         f"(default {','.join(DEFAULT_METHODS)})")
     p.add_argument("--operators", default="F1,F2", help="inversion operators (F1,F2)")
+    nuisance_arguments(p)
     run_arguments(p)
 
 
 def run(args) -> None:
     title = ("Benchmark (cross-fidelity)" if args.data is None and args.simulator == "F3"
              else "Benchmark")
-    execute(args, resolve_methods(args.models, args.preset, args.protocol), "benchmark", title)
+    methods = nuisance_variants(resolve_methods(args.models, args.preset, args.protocol),
+                                nuisance_from(args))
+    execute(args, methods, "benchmark", title)
 
 
 def data_arguments(p) -> None:
@@ -91,6 +101,10 @@ def run_arguments(p) -> None:
                    help="samples per optimization loop for neural-field models; the results "
                         "are those of single fits (1)")
     device_arguments(p)
+    p.add_argument("--oracle-sigma", action="store_true",
+                   help="give every fit the data set's recorded noise_sigma; by default it is "
+                        "dropped and each fit estimates sigma from its spectrum, as on a lab's "
+                        "file (the choice is recorded in benchmark.toml)")
     p.add_argument("--out", type=Path, help="benchmark folder (default runs/<command>-...)")
     p.add_argument("--report-only", action="store_true",
                    help="fit nothing: write results.nc, summary.md and figures from the "
@@ -144,7 +158,8 @@ def execute(args, methods: dict, kind: str, title: str, **extra) -> None:
     table = {} if kind in ("benchmark", "deviations") else {
         "summary_metrics": TABLE3_METRICS, "figure_metrics": TABLE3_METRICS}
     report = run_benchmark(plan, data, out, executor, kind=kind, title=title,
-                           settings=settings, compute=not args.report_only, **table)
+                           settings=settings, compute=not args.report_only,
+                           oracle_sigma=args.oracle_sigma, **table)
     print(f"{kind}: {report.folder} ({report.computed} of {len(plan.cells())} cells computed "
           f"now, {report.failed} failed; executor {executor.name})")
     print(f"summary: {report.folder / 'summary.md'}")

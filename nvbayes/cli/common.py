@@ -9,7 +9,14 @@ from pathlib import Path
 
 from nvbayes.data.realism import NUISANCES, Realism, parse_realism
 from nvbayes.data.scenes import NOISE, SimulationSettings
-from nvbayes.data.spec import DEFAULT_PROTOCOL, PROTOCOLS
+from nvbayes.data.spec import (
+    DEFAULT_PROTOCOL,
+    NUISANCE_FITS,
+    NUISANCE_NAMES,
+    PROTOCOLS,
+    NuisanceSpec,
+    parse_nuisance,
+)
 from nvbayes.errors import NvbayesError
 from nvbayes.inference.map import PRECISIONS
 from nvbayes.inference.methods import DEVICES
@@ -128,6 +135,28 @@ def realism_arguments(p: argparse.ArgumentParser) -> None:
                    help="the file does not record the noise sigma (lab: not recorded)")
 
 
+def nuisance_arguments(p: argparse.ArgumentParser) -> None:
+    """``--nuisance`` and its priors (:class:`~nvbayes.data.spec.NuisanceSpec`)."""
+    p.add_argument("--nuisance", default="none",
+                   help="map fits, robust protocol: the lab's nuisances the forward model "
+                        "carries, none (default), all, or a comma list of "
+                        f"{', '.join(NUISANCE_NAMES)}")
+    p.add_argument("--standoff-sd-nm", type=float,
+                   help="the standoff prior's sd, nm (a quarter of the recorded standoff)")
+    p.add_argument("--standoff-fit", choices=NUISANCE_FITS,
+                   help="profile: the standoff from the sources' point spread, held fixed "
+                        "(default); joint: optimized with the field from there")
+    p.add_argument("--background-fit", choices=NUISANCE_FITS,
+                   help="profile: the background from the spectral shape, held fixed "
+                        "(default); joint: optimized with the field from there")
+
+
+def nuisance_from(args) -> NuisanceSpec:
+    """The :class:`~nvbayes.data.spec.NuisanceSpec` of :func:`nuisance_arguments`."""
+    return parse_nuisance(args.nuisance, standoff_sd_nm=args.standoff_sd_nm,
+                          standoff_fit=args.standoff_fit, background_fit=args.background_fit)
+
+
 def realism_from(args) -> Realism:
     """The :class:`~nvbayes.data.realism.Realism` of :func:`realism_arguments`."""
     realism = parse_realism(args.realism)
@@ -211,7 +240,13 @@ def warn(message: str) -> None:
     print(f"nvbayes: warning: {message}", file=sys.stderr)
 
 
+def note(message: str) -> None:
+    """A finding worth a look, not a fault (e.g. a run's residual findings, ``Run.notes``)."""
+    print(f"nvbayes: note: {message}", file=sys.stderr)
+
+
 __all__ = ["RUNS", "check_seed", "device_arguments", "executor_arguments", "make_executor",
-           "realism_arguments", "realism_from",
+           "note",
+           "nuisance_arguments", "nuisance_from", "realism_arguments", "realism_from",
            "operator_argument", "parse_samples",
            "protocol_argument", "readout_argument", "simulator_argument", "warn"]

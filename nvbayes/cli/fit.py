@@ -26,6 +26,8 @@ from .common import (
     RUNS,
     check_seed,
     device_arguments,
+    nuisance_arguments,
+    nuisance_from,
     operator_argument,
     parse_samples,
     protocol_argument,
@@ -81,6 +83,7 @@ def add_arguments(p) -> None:
     p.add_argument("--jobs", type=int,
                    help="catalogue: processes for its NUTS chains (default: the CPU cores; "
                         "the draws do not depend on it)")
+    nuisance_arguments(p)
     p.add_argument("--sample", type=int, help="sample index in a data set")
     p.add_argument("--samples", help="samples of a data set to fit, e.g. 0-7 or 1,4,9 "
                                      "(default: all)")
@@ -130,7 +133,8 @@ def run(args) -> None:
 
 def _posterior_options(args) -> dict:
     return {"likelihood": args.likelihood, "gain": args.gain, "rho_mean": args.rho_mean,
-            "sources": args.sources, "jobs": args.jobs, "rho_prior": args.rho_prior}
+            "sources": args.sources, "jobs": args.jobs, "rho_prior": args.rho_prior,
+            "nuisance": nuisance_from(args)}
 
 
 def _default_out(args, suffix: str) -> Path:

@@ -312,8 +312,8 @@ class StoppingSpec:
 
 #: The nuisances a fit can model (:class:`NuisanceSpec`), by their ``--nuisance`` names.
 NUISANCE_NAMES = ("background", "standoff", "gain")
-#: How the standoff is fitted (:class:`NuisanceSpec`).
-STANDOFF_FITS = ("profile", "joint")
+#: How the standoff and the background are fitted (:class:`NuisanceSpec`).
+NUISANCE_FITS = ("profile", "joint")
 
 
 @dataclass(frozen=True)
@@ -330,7 +330,9 @@ class NuisanceSpec:
     ``standoff_fit``: ``profile`` (default) estimates the standoff from the point spread of
     the sources before the fit and holds it there; ``joint`` optimizes it with the field from
     that start (:mod:`nvbayes.inference.nuisance`: with a free density the joint standoff
-    drifts below the truth).  The background starts at its estimate from the spectral shape.
+    drifts below the truth).  ``background_fit``: likewise, ``profile`` holds the background
+    at its estimate from the spectral shape, ``joint`` optimizes it from there (the
+    noise-map data terms cannot tell it from a uniform density, and drift).
     """
 
     background: bool = False
@@ -340,6 +342,7 @@ class NuisanceSpec:
     standoff_sd_nm: float = 0.0
     gain_sd: float = 0.03
     standoff_fit: str = "profile"
+    background_fit: str = "profile"
 
     def __post_init__(self):
         if not (isinstance(self.background_grid, int) and self.background_grid >= 2):
@@ -351,9 +354,16 @@ class NuisanceSpec:
                                  "recorded standoff)")
         if not self.gain_sd > 0:
             raise ParameterError(f"gain_sd = {self.gain_sd!r}", "use a gain spread > 0")
-        if self.standoff_fit not in STANDOFF_FITS:
-            raise ParameterError(f"standoff_fit = {self.standoff_fit!r}",
-                                 f"use {' or '.join(STANDOFF_FITS)}")
+        for name in ("standoff_fit", "background_fit"):
+            if getattr(self, name) not in NUISANCE_FITS:
+                raise ParameterError(f"{name} = {getattr(self, name)!r}",
+                                     f"use {' or '.join(NUISANCE_FITS)}")
+
+    @property
+    def fixed(self) -> tuple[str, ...]:
+        """The nuisances held at their estimates from the data (``profile``)."""
+        return tuple(n for n in ("background", "standoff")
+                     if getattr(self, f"{n}_fit") == "profile")
 
     @property
     def any(self) -> bool:

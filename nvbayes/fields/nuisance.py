@@ -2,7 +2,7 @@
 
 :class:`NuisanceParameters` holds unconstrained parameters and maps them onto the supports of
 :mod:`nvbayes.model.nuisance`'s sites: background grid ``b = softplus(u)`` ``(…, m, m)``,
-standoff ``z = z_start · e^t`` ``(…)`` (or ``z_start`` held fixed), log gain ``γ``
+standoff ``z = z_start · e^t`` ``(…)`` (either held at its start if fixed), log gain ``γ``
 ``(…, ny, nx)`` on the full grid and block-averaged onto a coarser stage's grid.  A leading
 instance axis B where the field has one.
 :class:`NuisanceField` pairs a field with them: the solvers see one module (its parameters,
@@ -29,24 +29,25 @@ class NuisanceParameters(nn.Module):
     names : any of ``background``, ``standoff``, ``gain``.
     shape : the full grid ``(ny, nx)``.
     background : the starting background grid ``(…, m, m)`` (values ≥ 0).
-    standoff_nm : the starting standoff, a number or one per instance ``(B,)``; held fixed
-        (a buffer, not a parameter) when ``fixed_standoff``.
+    standoff_nm : the starting standoff, a number or one per instance ``(B,)``.
+    fixed : the names held at their start (buffers, not parameters).
     instances : B, or ``None``.
     """
 
     def __init__(self, names: tuple, shape: tuple[int, int], background: torch.Tensor,
-                 standoff_nm, fixed_standoff: bool = False, instances: "int | None" = None):
+                 standoff_nm, fixed: tuple = (), instances: "int | None" = None):
         super().__init__()
         lead = () if instances is None else (instances,)
         self.names = tuple(names)
+        self.fixed = tuple(fixed)
         self.shape = tuple(shape)
         standoff = torch.broadcast_to(torch.as_tensor(standoff_nm, dtype=torch.float32), lead)
         self.register_buffer("standoff_start", standoff.clone())
-        if "background" in names:
-            start = torch.as_tensor(background, dtype=torch.float64).clamp(min=1e-6)
+        start = torch.as_tensor(background, dtype=torch.float64).clamp(min=1e-6)
+        self.register_buffer("background_start", start.to(torch.float32).clone())
+        if "background" in names and "background" not in self.fixed:
             self.background = nn.Parameter(_inverse_softplus(start).to(torch.float32).clone())
-        self.fixed_standoff = bool(fixed_standoff)
-        if "standoff" in names and not self.fixed_standoff:
+        if "standoff" in names and "standoff" not in self.fixed:
             self.log_standoff = nn.Parameter(torch.zeros(lead))
         if "gain" in names:
             self.log_gain = nn.Parameter(torch.zeros(*lead, *shape))
@@ -56,9 +57,10 @@ class NuisanceParameters(nn.Module):
         one)."""
         out = {}
         if "background" in self.names:
-            out["background"] = nn.functional.softplus(self.background)
+            out["background"] = (self.background_start if "background" in self.fixed
+                                  else nn.functional.softplus(self.background))
         if "standoff" in self.names:
-            out["standoff"] = (self.standoff_start if self.fixed_standoff
+            out["standoff"] = (self.standoff_start if "standoff" in self.fixed
                                else self.standoff_start * torch.exp(self.log_standoff))
         if "gain" in self.names:
             factor = self.shape[0] // shape[0]

@@ -30,6 +30,7 @@ ended the last stage sooner).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ from .lbfgs import solve_lbfgs
 from .nuisance import estimate_background, estimate_standoff
 from .objective import FieldGuide, traced_objective
 from .recorder import Recorder
-from .scale import HOMOGENEITY, scale_correction
+from .scale import HOMOGENEITY, least_squares_scale, scale_correction
 
 __all__ = ["FieldGuide", "MapResult", "batchable", "build_field", "fit_batch", "fit_map",
            "traced_objective", "uniform_level"]
@@ -135,41 +136,71 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
     return DensityField(density, LarmorMap(n, problem.band))
 
 
-def with_nuisance(field: torch.nn.Module, spec: ModelSpec, problem: InverseProblem,
-                  instances: "int | None" = None) -> torch.nn.Module:
-    """``field`` paired with the nuisance parameters of ``spec.nuisance`` (itself where none
-    is modelled), starting from each measurement's own estimates
-    (:mod:`.nuisance`): the background from the spectral shape, the standoff from the point
-    spread (held there under ``standoff_fit = "profile"``)."""
+def nuisance_start(spec: ModelSpec, problem: InverseProblem
+                   ) -> "tuple[torch.Tensor, torch.Tensor] | None":
+    """Each measurement's own estimates (:mod:`.nuisance`) where ``spec`` models nuisances:
+    the background grid from the spectral shape ``([B,] m, m)`` and the standoff from the
+    point spread ``([B])`` (the recorded one where the standoff is not modelled)."""
     nuisance = spec.nuisance
     if not nuisance.any:
-        return field
+        return None
     problems = ([problem] if problem.batch is None
                 else [problem.instance(i) for i in range(problem.batch)])
     grids, standoffs = [], []
     for one in problems:
         grid = estimate_background(one, nuisance.background_grid)
-        grids.append(grid)
+        grids.append(grid if nuisance.background else torch.zeros_like(grid))
         standoffs.append(estimate_standoff(one, grid) if nuisance.standoff else one.standoff)
-    grid = torch.stack(grids) if instances is not None else grids[0]
-    standoff = torch.tensor(standoffs) if instances is not None else standoffs[0]
-    params = NuisanceParameters(nuisance.names, problem.shape, grid, standoff,
-                                nuisance.standoff_fit == "profile", instances)
+    if problem.batch is None:
+        return grids[0], torch.tensor(standoffs[0])
+    return torch.stack(grids), torch.tensor(standoffs)
+
+
+def without_background(problem: InverseProblem, start) -> InverseProblem:
+    """``problem`` less the estimated background of ``start`` (itself without one): the
+    signal whose energy sets the baselines' uniform start."""
+    if start is None:
+        return problem
+    flat = background_map(start[0], problem.shape).numpy()
+    return dataclasses.replace(problem, spectrum=problem.spectrum - flat[..., None, :, :])
+
+
+def held_background_removed(problem: InverseProblem, spec: ModelSpec, start
+                            ) -> InverseProblem:
+    """The solver's problem where the background is held at its estimate (``profile``): the
+    measurement less that background, so that the data terms see the signal alone (a
+    max-normalized noise map standing on a background has little contrast left)."""
+    nuisance = spec.nuisance
+    if start is None or not nuisance.background or nuisance.background_fit != "profile":
+        return problem
+    return without_background(problem, start)
+
+
+def with_nuisance(field: torch.nn.Module, spec: ModelSpec, problem: InverseProblem,
+                  start, instances: "int | None" = None) -> torch.nn.Module:
+    """``field`` paired with the nuisance parameters of ``spec.nuisance`` from ``start``
+    (:func:`nuisance_start`; ``field`` itself where none is modelled), each held there under
+    ``profile`` (:class:`~nvbayes.data.spec.NuisanceSpec`)."""
+    if start is None:
+        return field
+    nuisance = spec.nuisance
+    params = NuisanceParameters(nuisance.names, problem.shape, start[0], start[1],
+                                nuisance.fixed, instances)
     return NuisanceField(field, params)
 
 
-def nuisance_stats(values: dict, problem: InverseProblem, scale: float) -> dict:
+def nuisance_stats(values: dict, background: "torch.Tensor | None",
+                   problem: InverseProblem) -> dict:
     """The fitted nuisances of one measurement as numbers for the run's stats: the standoff
-    (nm), the background's mean and maximum relative to the observed peak readout (its
-    maximum over frequency and pixels), the gain's spread."""
+    (nm), the background's mean and maximum relative to the observed peak readout, the
+    gain's spread; ``background`` ``(ny, nx)`` in the measurement's units."""
     out = {}
     if "standoff" in values:
         out["standoff_nm"] = float(values["standoff"])
-    if "background" in values:
-        flat = background_map(values["background"].to(torch.float64), problem.shape) * scale
+    if background is not None:
         peak = float(problem.observed(dtype=torch.float64).max())
-        out["background_mean_rel"] = float(flat.mean()) / peak
-        out["background_max_rel"] = float(flat.max()) / peak
+        out["background_mean_rel"] = float(background.mean()) / peak
+        out["background_max_rel"] = float(background.max()) / peak
     if "gain" in values:
         out["gain_sd"] = float(values["gain"].to(torch.float64).std())
     return out
@@ -178,7 +209,15 @@ def nuisance_stats(values: dict, problem: InverseProblem, scale: float) -> dict:
 def working_problem(problem: InverseProblem, spec: ModelSpec) -> InverseProblem:
     """The problem the solver sees: ``problem`` divided by its unit scale under the robust
     protocol, ``problem`` itself under the paper's."""
-    return problem.rescaled(problem.unit_scale()) if spec.unit_free else problem
+    return problem.rescaled(working_unit(problem, spec)) if spec.unit_free else problem
+
+
+def working_unit(problem: InverseProblem, spec: ModelSpec) -> np.ndarray:
+    """The unit scale the solver's spectrum is divided by, ``()`` or ``(B,)`` (1 under the
+    paper's protocol)."""
+    if spec.unit_free:
+        return np.asarray(problem.unit_scale(), dtype=np.float64)
+    return np.ones(() if problem.batch is None else (problem.batch,))
 
 
 def fresh_start(seed: int) -> None:
@@ -221,17 +260,21 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
     fresh_start(seed)
     device = torch.device(device)
     work = working_problem(problem, spec)
+    start_nuisance = nuisance_start(spec, work)
+    work = held_background_removed(work, spec, start_nuisance)
     if spec.field.kind == "neural":
         net = build_field(spec, work, precision=precision)
     else:
-        net = build_field(spec, work, uniform_level(work))
-    net = with_nuisance(net, spec, work).to(device, dtype)
+        net = build_field(spec, work, uniform_level(without_background(work, start_nuisance)
+                                                    if spec.nuisance.background_fit == "joint"
+                                                    else work))
+    net = with_nuisance(net, spec, work, start_nuisance).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver])
     messages = SOLVERS[spec.solver](net, work, spec, operator, recorder)
     recorder.close()
     beta = final_beta(recorder, spec, 0)
     coords = pixel_coordinates(problem.shape, dtype=dtype, device=device)
-    maps = _final_maps(net, coords, beta, problem, operator)[0]
+    maps = _final_maps(net, coords, beta, problem, operator, working_unit(problem, spec))[0]
     return _result(maps, recorder, 0, time.perf_counter() - start, messages, net)
 
 
@@ -264,15 +307,17 @@ def fit_batch(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
     device = torch.device(device)
     net = build_field(spec, problem, instances=count, precision=precision)
     net.reset_parameters(seeds)
-    net = with_nuisance(net, spec, working_problem(problem, spec), count).to(device, dtype)
+    work = working_problem(problem, spec)
+    start_nuisance = nuisance_start(spec, work)
+    work = held_background_removed(work, spec, start_nuisance)
+    net = with_nuisance(net, spec, work, start_nuisance, count).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver], instances=count)
-    messages = SOLVERS[spec.solver](net, working_problem(problem, spec), spec, operator,
-                                    recorder)
+    messages = SOLVERS[spec.solver](net, work, spec, operator, recorder)
     recorder.close()
     beta = torch.tensor([final_beta(recorder, spec, i) for i in range(count)],
                         dtype=dtype, device=device)
     coords = pixel_coordinates(problem.shape, dtype=dtype, device=device)
-    maps = _final_maps(net, coords, beta, problem, operator)
+    maps = _final_maps(net, coords, beta, problem, operator, working_unit(problem, spec))
     wall = (time.perf_counter() - start) / count
     prefix = [f"measurement {i}:" for i in range(count)]
     results = []
@@ -302,32 +347,42 @@ def _result(maps: tuple, recorder: Recorder, index: int, wall: float, messages: 
 
 
 def _final_maps(net: torch.nn.Module, coords: torch.Tensor, beta, problem: InverseProblem,
-                operator: str) -> list[tuple]:
+                operator: str, unit: np.ndarray) -> list[tuple]:
     """``(ρ, ω_L, S_pred, stats)`` per measurement on the full grid at the last step's β,
     scale-corrected, as numpy.
 
-    With nuisances the prediction is :func:`~nvbayes.model.nuisance.apply_nuisance`'s, and
-    the scale correction, taken on the whole prediction, scales the background with the
-    signal (``ρ → αρ`` and ``b → α^p b``: the loss is blind to that joint scale)."""
+    With nuisances the prediction is :func:`~nvbayes.model.nuisance.apply_nuisance`'s; the
+    background, in the solver's units, is taken back to the measurement's by ``unit`` (the
+    working unit scale, ``()`` or ``(B,)``), and the signal's scale is its least-squares
+    coefficient against the observed spectrum less that background
+    (:func:`~.scale.least_squares_scale`; the energy ratio would measure the background's
+    error)."""
     with torch.no_grad():
         rho, larmor = net(coords, beta)
         rho, larmor = rho.to(torch.float64), larmor.to(torch.float64)
         values = ({k: v.to(torch.float64) for k, v in net.nuisance_values(problem.shape).items()}
                   if isinstance(net, NuisanceField) else {})
-        predicted = apply_nuisance(problem.operator(operator), rho, larmor, values)
+        grid = values.pop("background", None)
+        signal = apply_nuisance(problem.operator(operator), rho, larmor, values)
         observed = problem.observed(dtype=torch.float64, device=coords.device)
+        unit = torch.as_tensor(unit, dtype=torch.float64, device=coords.device).reshape(-1)
         if problem.batch is None:
-            rho, larmor, predicted, observed = (t.unsqueeze(0) for t in
-                                                (rho, larmor, predicted, observed))
+            rho, larmor, signal, observed = (t.unsqueeze(0) for t in
+                                             (rho, larmor, signal, observed))
             values = {k: v.unsqueeze(0) for k, v in values.items()}
+            grid = None if grid is None else grid.unsqueeze(0)
         out = []
         mask = problem.pixel_mask(device=coords.device)
         for i in range(rho.shape[0]):
-            stats = scale_correction(observed[i], predicted[i], operator, mask)
+            background = (None if grid is None
+                          else background_map(grid[i], problem.shape) * unit[i])
+            flat = 0.0 if background is None else background.unsqueeze(-3)
+            scale = scale_correction if background is None else least_squares_scale
+            stats = scale(observed[i] - flat, signal[i], operator, mask)
             alpha = stats["scale_correction"]
-            power = alpha ** HOMOGENEITY[operator]
             one = problem if problem.batch is None else problem.instance(i)
-            stats |= nuisance_stats({k: v[i] for k, v in values.items()}, one, power)
+            stats |= nuisance_stats({k: v[i] for k, v in values.items()}, background, one)
+            predicted = alpha ** HOMOGENEITY[operator] * signal[i] + flat
             out.append(((alpha * rho[i]).cpu().numpy(), larmor[i].cpu().numpy(),
-                        (power * predicted[i]).cpu().numpy(), stats))
+                        predicted.cpu().numpy(), stats))
     return out

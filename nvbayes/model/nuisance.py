@@ -13,8 +13,9 @@ With ``F`` the inversion operator (F1 or F2) at standoff ``z``, ``γ(r)`` the lo
   FactorizedOperator`);
 * ``gain`` ``γ``: per pixel, prior ``Normal(0, gain_sd)`` on each.
 
-Pyro sites ``background`` ``(..., m, m)``, ``standoff`` ``(...)`` and ``gain``
-``(..., ny, nx)``, improper flat base measures on their supports; the priors are the factors
+Pyro sites ``background`` ``(..., m, m)`` (only where it is fitted jointly: a background
+held at its estimate is subtracted from the data before the fit), ``standoff`` ``(...)``
+and ``gain`` ``(..., ny, nx)``, improper flat base measures on their supports; the priors are the factors
 ``standoff_prior`` and ``gain_prior``, divided by the model's pixel divisor like the
 regularizers of ρ (so that under ``reduction = "mean"`` they weigh against pixel-mean data
 terms as the ℓ1 and TV terms do).  :func:`apply_nuisance` is the forward model itself, for
@@ -87,7 +88,7 @@ class NuisanceModel:
     def sample(self) -> dict:
         """The nuisance sites and their prior factors, inside the caller's plate."""
         spec, values = self.spec, {}
-        if spec.background:
+        if spec.background and spec.background_fit == "joint":
             m = spec.background_grid
             values["background"] = self._latent("background", constraints.nonnegative, (m, m))
         if spec.standoff:

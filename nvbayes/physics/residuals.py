@@ -23,6 +23,10 @@ n_pix`` readouts).  Over the ``n_pix`` used pixels of the mask:
     bright ratio = mean z² on the brightest readouts (top :data:`BRIGHT_QUANTILE` of S_pred)
                    over mean z² on the rest                         null 1
     ρ_ω          = lag-1 autocorrelation along frequency of z on the bright readouts
+    U shape      = correlation of m(ω) with (ω − ω_mid)², ω_mid the middle of the readout
+                   span: residuals higher at both ends of the span than in its middle, what a
+                   flat background leaves where the sources' lines (centred in the band)
+                   absorbed it, or too narrow a linewidth
 
 The spectral χ² is taken about the mean over frequencies, so that an offset common to every
 frequency (a background) shows in the spatial statistics, not in it.  The structure
@@ -69,6 +73,8 @@ BRIGHT_QUANTILE = 0.9
 #: χ² on the bright readouts over the rest above which the residuals "grow with the signal"
 #: (null sd ≈ √(2/(0.1 N)) ≈ 0.03 on 24² × 50).
 BRIGHT_RATIO = 1.5
+#: Correlation of the per-frequency mean residual with a bowl above which it is "U-shaped".
+U_SHAPE = 0.7
 #: Lag-1 autocorrelation along frequency of the bright residuals below which they are white
 #: (noise), above which smooth (a misfit line).  Null ≈ 0; a shifted Lorentzian gives ≳ 0.8.
 WHITE_CORRELATION = 0.2
@@ -87,6 +93,7 @@ class ResidualSummary:
     flat_share: float
     bright_ratio: float
     bright_autocorrelation: float
+    spectral_u_shape: float
     n_freq: int
     n_pix: int
 
@@ -135,10 +142,9 @@ def _lag_correlation(p: torch.Tensor, used: torch.Tensor) -> float:
     return products / pairs / square
 
 
-def summarize(observed: torch.Tensor, predicted: torch.Tensor, sigma: "float | torch.Tensor",
-              mask: "torch.Tensor | None" = None) -> ResidualSummary:
-    """The :class:`ResidualSummary` of a fit: spectra ``(n_freq, ny, nx)``, σ (a number, a
-    map or one per readout) and an optional pixel mask ``(ny, nx)`` (true: use)."""
+def _checked(observed, predicted, sigma, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z, used)``: the standardized residuals ``(n_freq, ny, nx)`` and the used pixels with
+    finite residuals ``(ny, nx)``."""
     observed = torch.as_tensor(observed, dtype=torch.float64)
     predicted = torch.as_tensor(predicted, dtype=torch.float64)
     if observed.dim() != 3 or observed.shape != predicted.shape:
@@ -149,10 +155,30 @@ def summarize(observed: torch.Tensor, predicted: torch.Tensor, sigma: "float | t
     used = torch.ones(z.shape[1:], dtype=torch.bool) if mask is None else \
         torch.as_tensor(mask, dtype=torch.bool)
     used = used & torch.isfinite(z).all(0)
-    n_freq, n_pix = z.shape[0], int(used.sum())
-    if n_pix == 0:
+    if not used.any():
         raise MeasurementError("no used pixel with finite residuals",
                                "check the mask and the noise sigma (it must be > 0)")
+    return z, used
+
+
+def profiles(observed: torch.Tensor, predicted: torch.Tensor, sigma: "float | torch.Tensor",
+             mask: "torch.Tensor | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(m, p)``: the mean standardized residual of every readout frequency over the used
+    pixels ``(n_freq,)`` and of every pixel over the frequencies ``(ny, nx)`` (NaN where the
+    pixel is not used); arguments as :func:`summarize`."""
+    z, used = _checked(observed, predicted, sigma, mask)
+    by_pixel = torch.where(used, z.mean(0), torch.full_like(z[0], math.nan))
+    return z[:, used].mean(1), by_pixel
+
+
+def summarize(observed: torch.Tensor, predicted: torch.Tensor, sigma: "float | torch.Tensor",
+              mask: "torch.Tensor | None" = None, freqs: "torch.Tensor | None" = None
+              ) -> ResidualSummary:
+    """The :class:`ResidualSummary` of a fit: spectra ``(n_freq, ny, nx)``, σ (a number, a
+    map or one per readout), an optional pixel mask ``(ny, nx)`` (true: use) and the readout
+    frequencies ``(n_freq,)`` (default evenly spaced)."""
+    z, used = _checked(observed, predicted, sigma, mask)
+    n_freq, n_pix = z.shape[0], int(used.sum())
     zu = z[:, used]                                             # (n_freq, n_pix)
     square = float(zu.pow(2).sum())
     chi2 = square / zu.numel()
@@ -166,13 +192,15 @@ def summarize(observed: torch.Tensor, predicted: torch.Tensor, sigma: "float | t
     flat_share = (min(max((flat - n_pix) / excess, 0.0), 1.0)
                   if n_freq > 1 and excess > STRUCTURE_SIGMAS * math.sqrt(2.0 * zu.numel())
                   else math.nan)
-    bright_ratio, bright_rho = _bright(zu, predicted[:, used])
+    bright_ratio, bright_rho = _bright(zu, torch.as_tensor(predicted,
+                                                           dtype=torch.float64)[:, used])
     return ResidualSummary(
         chi2_dof=chi2, spectral_chi2=spectral,
         spatial_chi2=spatial if n_freq > 1 else chi2,
         spatial_autocorrelation=_lag_correlation(per_pixel, used),
         coverage=float((zu.mean(0).abs() * math.sqrt(n_freq) > 3.0).double().mean()),
         flat_share=flat_share, bright_ratio=bright_ratio, bright_autocorrelation=bright_rho,
+        spectral_u_shape=_u_shape(by_freq, freqs),
         n_freq=n_freq, n_pix=n_pix)
 
 
@@ -188,8 +216,23 @@ def _bright(z: torch.Tensor, signal: torch.Tensor) -> tuple[float, float]:
     pairs = bright[1:] & bright[:-1]
     if not pairs.any():
         return ratio, math.nan
-    rho = float((z[1:] * z[:-1])[pairs].mean() / square[bright].mean())
-    return ratio, rho
+    below, above = z[:-1][pairs], z[1:][pairs]
+    norm = float((below.pow(2).mean() * above.pow(2).mean()).sqrt())
+    return ratio, float((below * above).mean()) / norm if norm > 0 else math.nan
+
+
+def _u_shape(by_freq: torch.Tensor, freqs: "torch.Tensor | None") -> float:
+    """The correlation of the per-frequency mean residual ``(n_freq,)`` with the square of the
+    frequency's distance from the middle of the readout span (1: higher at both ends)."""
+    if by_freq.numel() < 3:
+        return math.nan
+    if freqs is None:
+        freqs = torch.arange(by_freq.numel(), dtype=by_freq.dtype)
+    freqs = torch.as_tensor(freqs, dtype=by_freq.dtype)
+    bowl = (freqs - 0.5 * (freqs[0] + freqs[-1])) ** 2
+    a, b = by_freq - by_freq.mean(), bowl - bowl.mean()
+    norm = float((a.pow(2).sum() * b.pow(2).sum()).sqrt())
+    return float((a * b).sum()) / norm if norm > 0 else math.nan
 
 
 def findings(summary: ResidualSummary) -> list[str]:
@@ -209,9 +252,16 @@ def findings(summary: ResidualSummary) -> list[str]:
                      f"{summary.spatial_chi2 / summary.chi2_dof:.3g} x the white level): "
                      "sources missed or misplaced?")
     if summary.significant("spectral_chi2"):
-        lines.append(f"residuals structured in frequency (per-frequency mean chi2 "
-                     f"{summary.spectral_chi2 / summary.chi2_dof:.3g} x the white level): "
-                     "a Larmor frequency, linewidth or readout grid off?")
+        level = (f"per-frequency mean chi2 {summary.spectral_chi2 / summary.chi2_dof:.3g} x "
+                 "the white level")
+        if summary.spectral_u_shape > U_SHAPE:
+            lines.append(f"residuals structured in frequency, higher at both ends of the "
+                         f"readout span than in its middle ({level}, U shape "
+                         f"{summary.spectral_u_shape:.2f}): a flat background the sources "
+                         "absorbed, or too narrow a linewidth?")
+        else:
+            lines.append(f"residuals structured in frequency ({level}): a Larmor frequency, "
+                         "linewidth or readout grid off?")
     if summary.bright_ratio > BRIGHT_RATIO:
         grows = (f"chi2 {summary.bright_ratio:.3g} x higher on the brightest "
                  f"{1 - BRIGHT_QUANTILE:.0%} of readouts")
@@ -237,4 +287,5 @@ def findings(summary: ResidualSummary) -> list[str]:
 
 __all__ = ["BACKGROUND_COVERAGE", "BRIGHT_QUANTILE", "BRIGHT_RATIO", "CHI2_HIGH", "CHI2_LOW",
            "FLAT_SHARE", "ResidualSummary", "SPATIAL_CORRELATION", "STRUCTURE_EXCESS",
-           "STRUCTURE_SIGMAS", "WHITE_CORRELATION", "findings", "standardized", "summarize"]
+           "STRUCTURE_SIGMAS", "U_SHAPE", "WHITE_CORRELATION", "findings", "profiles",
+           "standardized", "summarize"]

@@ -10,8 +10,9 @@ On disk a run is a folder (docs/architecture.md, "Files")::
     config.toml      resolved specification, method, operator, seed, versions, wall time
     history.nc       loss terms per optimization step (optimizing fits)
     metrics.nc       scalar metrics against the truth (when the measurement holds it)
-    NAME.nc          further tables of the fit: hessian.nc (imaging Laplace), laplace.nc
-                     (α-RuCl3 Laplace)
+    NAME.nc          further tables of the fit: residuals.nc (imaging: the residuals'
+                     statistics and findings, nvbayes.results.residuals), hessian.nc (imaging
+                     Laplace), laplace.nc (α-RuCl3 Laplace)
     summary.csv      ArviZ's summary of the posterior (α-RuCl3)
     *.png            the figures the workflow passes to :meth:`Run.save`
 
@@ -87,9 +88,10 @@ def _attr(value):
 class Run:
     """Everything one fit produced; see the module docstring.
 
-    ``tables`` holds the fit's further datasets by file stem (``hessian``: the imaging
-    Laplace eigen-spectrum; ``laplace``: the α-RuCl3 Laplace mode and Hessian); ``summary``
-    is ArviZ's posterior summary where the workflow made one.
+    ``tables`` holds the fit's further datasets by file stem (``residuals``: the imaging
+    fit's residual statistics and findings; ``hessian``: the imaging Laplace
+    eigen-spectrum; ``laplace``: the α-RuCl3 Laplace mode and Hessian); ``summary`` is
+    ArviZ's posterior summary where the workflow made one.
 
     >>> run = Run.load("runs/scene-netmy-fast")        # doctest: +SKIP
     >>> run.rho.plot()                                  # doctest: +SKIP
@@ -108,6 +110,13 @@ class Run:
     @property
     def method(self) -> str:
         return self.config["run"]["method"]
+
+    @property
+    def notes(self) -> list[str]:
+        """The findings on the fit's residuals (``residuals.nc``), one line each; none where
+        the residuals look like noise or were not computed."""
+        table = self.tables.get("residuals")
+        return [] if table is None else str(table.attrs.get("findings", "")).splitlines()
 
     @property
     def hessian(self) -> "xr.Dataset | None":

@@ -1,4 +1,5 @@
-"""``nvbayes.fit``: one measurement in, one :class:`~nvbayes.results.run.Run` out;
+"""``nvbayes.fit``: one measurement in, one :class:`~nvbayes.results.run.Run` out (with its
+residual table, :mod:`nvbayes.results.residuals`, whose findings are ``run.notes``);
 ``fit_samples``: the samples of a data set, fitted in batches, one run each; ``save_run``: the
 run folder with its figures.
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import xarray as xr
 
 from nvbayes.data.io import n_samples, read_measurement, select_sample, validate_measurement
-from nvbayes.data.spec import load_spec
+from nvbayes.data.spec import NuisanceSpec, load_spec, parse_nuisance, with_nuisance
 from nvbayes.errors import ParameterError
 from nvbayes.figures.imaging import plot_catalogue, plot_hessian_spectrum, plot_run
 from nvbayes.inference.draws import PosteriorDraws
@@ -24,6 +25,7 @@ from nvbayes.inference.map import check_precision, fit_batch
 from nvbayes.inference.methods import DEFAULT_LIKELIHOOD, check_device, check_method, infer
 from nvbayes.metrics import evaluate_run
 from nvbayes.model.problem import InverseProblem, check_inversion_operator
+from nvbayes.results.residuals import RESIDUALS, run_residuals
 from nvbayes.results.run import Run, hessian_dataset, run_config
 
 #: The figure of every run, and the Laplace fit's Hessian spectrum.
@@ -32,14 +34,19 @@ CATALOGUE_FIGURE = "catalogue.png"
 
 
 def _prepare(measurement, model: str, method: str, operator: str, device: str,
-             precision: str, protocol: "str | None", likelihood: str = DEFAULT_LIKELIHOOD):
+             precision: str, protocol: "str | None", likelihood: str = DEFAULT_LIKELIHOOD,
+             nuisance: "str | NuisanceSpec" = "none"):
     if isinstance(measurement, (str, os.PathLike)):
         source = str(measurement)
         data = read_measurement(Path(measurement))
     else:
         source = "<dataset>"
         data = validate_measurement(measurement)
-    spec = load_spec(model, protocol)
+    nuisance = (nuisance if isinstance(nuisance, NuisanceSpec) else parse_nuisance(nuisance))
+    if nuisance.any and method != "map":
+        raise ParameterError(f"--nuisance is modelled by MAP fits, not yet by --method {method}",
+                             "use --method map, or drop --nuisance")
+    spec = with_nuisance(load_spec(model, protocol), nuisance)
     device, precision = check_device(device), check_precision(precision)
     check_method(method).check(spec, device, precision, likelihood)
     return data, source, spec, check_inversion_operator(operator), device, precision
@@ -73,6 +80,9 @@ def _run(one: xr.Dataset, result, spec, *, method, operator, seed, device, preci
         run = Run.from_point_estimate(one, result.rho, result.larmor, result.predicted,
                                       result.stats, result.history, config, result.messages)
     evaluate_run(run)
+    residuals = run_residuals(run)
+    if residuals is not None:
+        run.tables[RESIDUALS] = residuals
     return run
 
 
@@ -83,7 +93,8 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
         warmup: "int | None" = None, protocol: "str | None" = None,
         likelihood: str = DEFAULT_LIKELIHOOD, gain: str = "auto",
         rho_mean: "float | None" = None, sources: "int | None" = None,
-        jobs: "int | None" = None, rho_prior: str = "exponential") -> Run:
+        jobs: "int | None" = None, rho_prior: str = "exponential",
+        nuisance: "str | NuisanceSpec" = "none") -> Run:
     """Fit one measurement and return the run (metrics included when the truth is known).
 
     Parameters
@@ -109,6 +120,9 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
         (:func:`nvbayes.inference.generative.resolve_gain`).
     rho_mean : the generative prior's mean of ρ per pixel (default: the energy-matched
         uniform level of the data).
+    nuisance : the lab's nuisances the MAP fit models: ``none`` (default), ``all``, a comma
+        list of ``background``, ``standoff``, ``gain``, or a
+        :class:`~nvbayes.data.spec.NuisanceSpec` (:mod:`nvbayes.model.nuisance`).
     sources : the catalogue's K to start from (default: the peaks of its MAP, counted).
     jobs : processes for the catalogue's NUTS chains (default: the CPU cores; the draws do
         not depend on it).
@@ -117,7 +131,8 @@ def fit(measurement: "xr.Dataset | str | os.PathLike", model: str = "netmy",
     """
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision,
-                                                               protocol, likelihood)
+                                                               protocol, likelihood,
+                                                               nuisance)
     one = select_sample(data, sample)
     result = infer(InverseProblem.from_measurement(one), spec, method=method,
                     operator=operator, seed=seed, device=device, show=show_progress,
@@ -137,7 +152,8 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
                 protocol: "str | None" = None, likelihood: str = DEFAULT_LIKELIHOOD,
                 gain: str = "auto", rho_mean: "float | None" = None,
                 sources: "int | None" = None, jobs: "int | None" = None,
-                rho_prior: str = "exponential") -> list[Run]:
+                rho_prior: str = "exponential", nuisance: "str | NuisanceSpec" = "none"
+                ) -> list[Run]:
     """Fit several samples of a data set (default: all), ``batch`` at a time in one
     optimization loop (neural-field MAP fits; baselines and the sampling methods one after
     the other), and return one run per sample, each the run :func:`fit` gives for that sample
@@ -145,7 +161,8 @@ def fit_samples(measurement: "xr.Dataset | str | os.PathLike", model: str = "net
     as in :func:`fit`."""
     data, source, spec, operator, device, precision = _prepare(measurement, model, method,
                                                                operator, device, precision,
-                                                               protocol, likelihood)
+                                                               protocol, likelihood,
+                                                               nuisance)
     count = n_samples(data)
     samples = list(range(count)) if samples is None else [int(i) for i in samples]
     if not samples:

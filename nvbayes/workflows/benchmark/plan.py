@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from nvbayes.data.spec import ModelSpec, available_models, load_spec
+from nvbayes.data.spec import ModelSpec, NuisanceSpec, available_models, load_spec, with_nuisance
 from nvbayes.errors import ParameterError
 from nvbayes.inference.map import batchable
 from nvbayes.model.problem import check_inversion_operator
@@ -175,3 +175,24 @@ def resolve_methods(names: "str | list[str]", preset: str = "fast",
             raise ParameterError(f"method {key!r} is listed twice", "list each method once")
         methods[key] = dataclasses.replace(spec, name=key) if key != spec.name else spec
     return methods
+
+
+def nuisance_variants(methods: dict[str, ModelSpec], nuisance: NuisanceSpec
+                      ) -> dict[str, ModelSpec]:
+    """``methods`` and, beside each optimized one, ``NAME+nuisance``: the same method with the
+    forward model's ``nuisance`` (:mod:`nvbayes.model.nuisance`), so that both are fitted on
+    the same scenes (trained models and the paper's protocol have no nuisance terms)."""
+    if not nuisance.any:
+        return methods
+    out = dict(methods)
+    for key, spec in methods.items():
+        if spec.field.kind == "trained" or spec.protocol == "paper":
+            continue
+        out[f"{key}+nuisance"] = dataclasses.replace(with_nuisance(spec, nuisance),
+                                                     name=f"{key}+nuisance")
+    if len(out) == len(methods):
+        raise ParameterError("--nuisance names no method that can model nuisances",
+                             "add an optimized method under --protocol robust, or drop "
+                             "--nuisance")
+    return out
+
