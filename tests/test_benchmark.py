@@ -22,8 +22,10 @@ from scipy import stats
 from nvbayes.cli import main
 from nvbayes.data.io import select_sample
 from nvbayes.data.scenes import SimulationSettings, dataset_plan, simulate_dataset
+from nvbayes.errors import NvbayesError
 from nvbayes.fields import NeuralField, pixel_coordinates
 from nvbayes.metrics import MAP_METRICS
+from nvbayes.model.problem import InverseProblem
 from nvbayes.physics import Grid
 from nvbayes.results.store import CELLS
 from nvbayes.workflows.benchmark import (
@@ -313,6 +315,61 @@ def test_plan_visits_seeds_then_interleaved_samples(models):
                          samples=4, sample_order=interleaved_order(["a", "a", "b", "b"]))
     assert [(c.seed, c.sample) for c in plan.cells()] == \
         [(0, 0), (0, 2), (0, 1), (0, 3), (1, 0), (1, 2), (1, 1), (1, 3)]
+
+
+# ---- noise sigma ----------------------------------------------------------------------------
+
+
+class _Spy(InProcess):
+    """An executor that keeps the data set the fits would get, and fits nothing."""
+
+    def __init__(self):
+        super().__init__(1)
+        self.seen = []
+
+    def run(self, groups, data, plan):
+        self.seen.append(data)
+        yield from ()
+
+
+def test_fits_estimate_sigma_unless_the_oracle_is_asked(models, data, tmp_path):
+    one = data.isel(sample=[0])
+    plan = BenchmarkPlan(resolve_methods([str(models["tiny-tikhonov"])]), ("F2",), (0,),
+                         samples=1)
+    quick = {"show": False, "figure_metrics": ()}
+    spy = _Spy()
+    report = run_benchmark(plan, one, tmp_path / "est", spy, **quick)
+    given = spy.seen[-1]
+    assert "noise_sigma" in one and "noise_sigma" not in given
+    problem = InverseProblem.from_measurement(select_sample(given, 0))
+    assert problem.noise_sigma is None and problem.absolute      # estimated, scale kept
+    assert report.results.attrs["sigma"] == "estimated"
+    assert 'sigma = "estimated"' in (tmp_path / "est" / "benchmark.toml").read_text()
+    assert "noise sigma estimated from each spectrum" in \
+        (tmp_path / "est" / SUMMARY).read_text()
+    # a rerun keeps the choice, and says how to
+    with pytest.raises(NvbayesError, match="estimated noise sigma.*without --oracle-sigma"):
+        run_benchmark(plan, one, tmp_path / "est", InProcess(1), oracle_sigma=True, **quick)
+    spy = _Spy()
+    report = run_benchmark(plan, one, tmp_path / "oracle", spy, oracle_sigma=True, **quick)
+    np.testing.assert_array_equal(spy.seen[-1]["noise_sigma"], one["noise_sigma"])
+    assert report.results.attrs["sigma"] == "oracle"
+    # without a recorded sigma there is no oracle
+    with pytest.raises(NvbayesError, match="records no noise_sigma"):
+        run_benchmark(plan, one.drop_vars("noise_sigma"), tmp_path / "none", InProcess(1),
+                      oracle_sigma=True, **quick)
+    assert not (tmp_path / "none").exists()
+
+
+def test_oracle_sigma_flag_reaches_the_benchmark(models, tmp_path, capsys):
+    """--oracle-sigma on lab-like data, whose files state no sigma: refused in one line."""
+    out = tmp_path / "cli"
+    assert main(["benchmark", "--classes", "few/far", "--per-class", "1", "--grid", str(GRID),
+                 "--realism", "noise", "--models", str(models["tiny-tikhonov"]),
+                 "--operators", "F2", "--seeds", "0", "--oracle-sigma", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "records no noise_sigma" in err
+    assert "drop --oracle-sigma" in err and not out.exists()
 
 
 # ---- summary and figures --------------------------------------------------------------------

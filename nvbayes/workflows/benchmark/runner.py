@@ -5,6 +5,11 @@ set (by fingerprint) and each method's specification; a rerun with the same fold
 they agree, then computes only the cells without a successful cell file (see :mod:`.store`).
 Methods, operators or seeds may be added on a rerun; a method whose specification changed is
 refused (its finished cells would mix two models).
+
+Every fit estimates the noise σ from its own spectrum, as it must on a lab's file: the data
+set's ``noise_sigma`` is dropped before fitting (:func:`without_noise_sigma`) unless
+``oracle_sigma`` asks for it (``--oracle-sigma``).  The choice is recorded (``sigma`` in
+``benchmark.toml`` and ``results.nc``: ``estimated`` or ``oracle``) and kept on a rerun.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from .store import DATA, PLAN, SUMMARY, BenchmarkCells, assemble_results, write_
 from .summary import write_summary
 
 PLAN_SCHEMA = "nvbayes.workflows.benchmark-plan/1"
+#: Where the fits get the noise σ: estimated from each spectrum, or the file's noise_sigma.
+SIGMA_ESTIMATED, SIGMA_ORACLE = "estimated", "oracle"
 
 
 @dataclass
@@ -57,6 +64,29 @@ def with_sample_axis(data: xr.Dataset) -> xr.Dataset:
     return expanded
 
 
+def without_noise_sigma(data: xr.Dataset) -> xr.Dataset:
+    """``data`` without its ``noise_sigma``, so that every fit estimates σ from its spectrum.
+    The spectrum's scale stays what the recorded σ made it (``spectrum_scale = absolute``
+    unless the file says otherwise; :class:`~nvbayes.model.problem.InverseProblem`)."""
+    if "noise_sigma" not in data.variables:
+        return data
+    out = data.drop_vars("noise_sigma")
+    out.attrs = dict(data.attrs)
+    out.attrs.setdefault("spectrum_scale", "absolute")
+    return out
+
+
+def sigma_source(data: xr.Dataset, oracle_sigma: bool) -> str:
+    """``"oracle"`` or ``"estimated"``: the fits' σ; an oracle needs a recorded σ."""
+    if not oracle_sigma:
+        return SIGMA_ESTIMATED
+    if "noise_sigma" not in data.variables:
+        raise NvbayesError("the data set records no noise_sigma, so there is no oracle sigma",
+                           "drop --oracle-sigma (every fit then estimates sigma from its "
+                           "spectrum)")
+    return SIGMA_ORACLE
+
+
 def fingerprint(data: xr.Dataset) -> str:
     """SHA-256 of the spectra, the truth and the grid: equal data sets, equal prints."""
     digest = hashlib.sha256()
@@ -74,8 +104,10 @@ def _check_truth(data: xr.Dataset) -> None:
 
 
 def prepare_folder(folder: Path, plan: BenchmarkPlan, data: xr.Dataset, kind: str,
-                   settings: dict) -> None:
-    """Create the folder, or check that an existing one holds the same benchmark."""
+                   settings: dict, sigma: str = SIGMA_ESTIMATED) -> None:
+    """Create the folder, or check that an existing one holds the same benchmark (``sigma``:
+    where its fits get the noise σ; a folder from before the choice was recorded used the
+    file's σ where there was one)."""
     _check_truth(data)
     print_ = fingerprint(data)
     plan_file = folder / PLAN
@@ -89,6 +121,12 @@ def prepare_folder(folder: Path, plan: BenchmarkPlan, data: xr.Dataset, kind: st
             raise NvbayesError(f"{folder} was run in {old['benchmark'].get('precision', 'fp32')}"
                                f" precision, not {plan.precision}",
                                f"rerun with --precision {old['benchmark'].get('precision')}")
+        legacy = SIGMA_ORACLE if "noise_sigma" in data.variables else SIGMA_ESTIMATED
+        was = old["benchmark"].get("sigma", legacy)
+        if was != sigma:
+            flag = "with --oracle-sigma" if was == SIGMA_ORACLE else "without --oracle-sigma"
+            raise NvbayesError(f"{folder} was fitted with the {was} noise sigma, not the "
+                               f"{sigma} one", f"rerun {flag}, or choose another --out")
         if old["benchmark"].get("threads") != plan.threads:
             raise NvbayesError(f"{folder} was run with {old['benchmark'].get('threads')} "
                                f"thread(s) per fit, not {plan.threads}",
@@ -104,7 +142,7 @@ def prepare_folder(folder: Path, plan: BenchmarkPlan, data: xr.Dataset, kind: st
         write_netcdf(data, folder / DATA)
     header = {"schema": PLAN_SCHEMA, "kind": kind, "data_fingerprint": print_,
               "threads": plan.threads, "precision": plan.precision, "device": plan.device,
-              "batch": plan.batch,
+              "batch": plan.batch, "sigma": sigma,
               "updated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     text = toml_dumps({"benchmark": header | settings, "versions": versions(),
                        "methods": methods})
@@ -115,13 +153,15 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
                   *, kind: str = "benchmark", title: str = "Benchmark",
                   settings: "dict | None" = None, summary_metrics: "tuple | None" = None,
                   figure_metrics: tuple = BOX_METRICS, show: "bool | None" = None,
-                  compute: bool = True) -> BenchmarkReport:
+                  compute: bool = True, oracle_sigma: bool = False) -> BenchmarkReport:
     """Compute the missing cells of ``plan`` on ``data`` with ``executor`` and write the report.
 
     ``settings`` (strings and numbers) go to ``benchmark.toml`` and the attributes of
     ``results.nc``; ``executor`` is an :mod:`.executors` instance, not yet entered.  With
     ``compute=False`` nothing is fitted: the report is written from the cells already in an
-    existing folder (e.g. to look at a sweep that is still running or was stopped).
+    existing folder (e.g. to look at a sweep that is still running or was stopped).  The fits
+    estimate σ from their spectra, or read the data set's ``noise_sigma`` with
+    ``oracle_sigma`` (module docstring).
 
     >>> methods = resolve_methods("netmy,tikhonov", preset="fast")          # doctest: +SKIP
     >>> plan = BenchmarkPlan(methods, ("F2",), (0, 1), data.sizes["sample"])  # doctest: +SKIP
@@ -137,7 +177,9 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
     for spec in plan.methods.values():
         if spec.field.kind == "trained":     # a trained network takes one geometry only
             check_trained(spec, InverseProblem.from_measurement(select_sample(data, 0)))
-    prepare_folder(folder, plan, data, kind, settings)
+    sigma = sigma_source(data, oracle_sigma)
+    prepare_folder(folder, plan, data, kind, settings, sigma)
+    fit_data = data if sigma == SIGMA_ORACLE else without_noise_sigma(data)
     store = BenchmarkCells(folder)
     cells = plan.cells()
     finished = {c for c in cells if store.done(c)}     # read each cell file once
@@ -149,7 +191,7 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
     if to_fit and compute:
         bar = progress_bar(len(to_fit), kind, "fit", show)
         with executor:
-            for record in executor.run(plan.groups(to_fit), data, plan):
+            for record in executor.run(plan.groups(to_fit), fit_data, plan):
                 record.info["executor"] = executor.name
                 store.write(record, spatial)
                 if not record.failed:
@@ -169,7 +211,7 @@ def run_benchmark(plan: BenchmarkPlan, data: xr.Dataset, folder: "str | Path", e
     attrs = {"data": settings.get("data", "?"),
              "data_operator": str(data.attrs.get("operator", "?")),
              "threads": plan.threads, "precision": plan.precision, "device": plan.device,
-             "batch": plan.batch,
+             "batch": plan.batch, "sigma": sigma,
              "kind": kind} | {k: v for k, v in settings.items() if k != "data"}
     results = assemble_results(plan, store, data, attrs)
     write_results(results, folder)
