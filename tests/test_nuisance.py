@@ -96,8 +96,9 @@ def test_a_known_background_leaves_the_density_map_unchanged():
     """L-BFGS with the background held at its spectral estimate, on data + a 30 %
     background, finds the sources of the scene and their relative weights as on the same
     data without it: Hungarian F1 1, and on the sources' pixels the maps (each over its
-    maximum there) agree within 0.2 (0.16 measured).  (This scene's clean fit also has the window-centre
-    artefact of section 5.3, which is why the maps are compared on the sources.)"""
+    maximum there) agree within 0.2 (0.16 measured).  (This scene's clean fit also has the
+    window-centre artefact of section 5.3, which is why the maps are compared on the
+    sources.)"""
     settings = dict(scene="few/far", seed=4, n=32)
     clean, clean_problem = _problem(Realism(record_sigma=False), **settings)
     data, problem = _problem(Realism(background=0.3, record_sigma=False), **settings)

@@ -13,7 +13,7 @@ import torch
 import xarray as xr
 
 from nvbayes.data.realism import LAB, NUISANCES, Realism, parse_realism
-from nvbayes.data.scenes import SimulationSettings, simulate, simulate_dataset, dataset_plan
+from nvbayes.data.scenes import SimulationSettings, dataset_plan, simulate, simulate_dataset
 from nvbayes.errors import SceneError
 from nvbayes.physics.geometry import Grid
 from nvbayes.physics.operators import make_operator

@@ -26,6 +26,7 @@ from .common import (
     RUNS,
     check_seed,
     device_arguments,
+    note,
     nuisance_arguments,
     nuisance_from,
     operator_argument,
@@ -112,6 +113,8 @@ def run(args) -> None:
     one.config["run"]["measurement"] = str(args.data)
     for message in one.messages:
         warn(message)
+    for line in one.notes:
+        note(line)
     folder = save_run(one, out)
     print(f"run: {folder}")
     print(f"figure: {folder / FIGURE}")
@@ -170,6 +173,8 @@ def _fit_many(args, data) -> None:
     for one in runs:
         for message in one.messages:
             warn(f"sample {one.config['run']['sample']}: {message}")
+        for line in one.notes:
+            note(f"sample {one.config['run']['sample']}: {line}")
     total = sum(one.config["run"]["wall_time_s"] for one in runs)
     print(f"runs: {folder} ({len(runs)} samples, batch {args.batch}, {total:.1f} s in all)")
     print(f"table: {folder / FITS_TABLE}")

@@ -15,8 +15,8 @@ With ``F`` the inversion operator (F1 or F2) at standoff ``z``, ``γ(r)`` the lo
 
 Pyro sites ``background`` ``(..., m, m)`` (only where it is fitted jointly: a background
 held at its estimate is subtracted from the data before the fit), ``standoff`` ``(...)``
-and ``gain`` ``(..., ny, nx)``, improper flat base measures on their supports; the priors are the factors
-``standoff_prior`` and ``gain_prior``, divided by the model's pixel divisor like the
+and ``gain`` ``(..., ny, nx)``, improper flat base measures on their supports; the priors
+are the factors ``standoff_prior`` and ``gain_prior``, divided by the model's pixel divisor like the
 regularizers of ρ (so that under ``reduction = "mean"`` they weigh against pixel-mean data
 terms as the ℓ1 and TV terms do).  :func:`apply_nuisance` is the forward model itself, for
 the Pyro model and for the final maps alike.
