@@ -35,6 +35,7 @@ from nvbayes.errors import ParameterError
 from .catalogue import fit_catalogue_draws
 from .generative import GENERATIVE_METHODS, LIKELIHOODS, Priors, fit_generative, resolve_gain
 from .map import batchable, check_precision, fit_map
+from .nuisance import held_at_estimates
 from .pixel_posterior import fit_laplace, fit_nuts
 from .svi import fit_svi
 
@@ -156,8 +157,13 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
         raise ParameterError(f"chains {chains} and warmup {warmup}",
                              "pass --chains and --warmup of 1 or more")
     if method == "catalogue":
-        return fit_catalogue_draws(problem, seed=seed, draws=draws, chains=chains,
-                                   warmup=warmup, gain=gain, sources=sources, jobs=jobs)
+        held = {}
+        if spec is not None and spec.nuisance.any:
+            problem, held = held_at_estimates(problem, spec.nuisance)
+        result = fit_catalogue_draws(problem, seed=seed, draws=draws, chains=chains,
+                                     warmup=warmup, gain=gain, sources=sources, jobs=jobs)
+        result.stats |= held
+        return result
     if method in GENERATIVE_METHODS and check_likelihood(likelihood) == "generative":
         problem, gain_sd, scale = resolve_gain(problem, gain)
         result = fit_generative(problem, method, operator, seed=seed, draws=draws,

@@ -21,11 +21,14 @@ holds fixed.  An extended source (a cloud of spins) looks deeper than it is.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 from scipy.ndimage import maximum_filter
 from scipy.optimize import least_squares
 
+from nvbayes.data.spec import NuisanceSpec
 from nvbayes.model.nuisance import background_map
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.kernels import power_kernel
@@ -169,5 +172,28 @@ def estimate_standoff(problem: InverseProblem, background: "torch.Tensor | None"
     return z
 
 
+def held_at_estimates(problem: InverseProblem, nuisance: NuisanceSpec
+                      ) -> tuple[InverseProblem, dict]:
+    """``problem`` with the background and standoff of ``nuisance`` held at their estimates:
+    the spectrum less the estimated background, the standoff the point spread's; and the
+    estimates as numbers (``standoff_nm``, ``background_mean_rel`` and
+    ``background_max_rel`` relative to the observed peak readout).  For models that take the
+    nuisances as fixed (the catalogue)."""
+    stats = {}
+    grid = estimate_background(problem, nuisance.background_grid)
+    out = problem
+    if nuisance.background:
+        flat = background_map(grid, problem.shape)
+        peak = float(problem.observed(dtype=torch.float64).max())
+        stats |= {"background_mean_rel": float(flat.mean()) / peak,
+                  "background_max_rel": float(flat.max()) / peak}
+        out = dataclasses.replace(out, spectrum=out.spectrum - flat.numpy()[None])
+    if nuisance.standoff:
+        standoff = estimate_standoff(problem, grid)
+        stats["standoff_nm"] = standoff
+        out = dataclasses.replace(out, standoff=standoff)
+    return out, stats
+
+
 __all__ = ["background_surface", "estimate_background", "estimate_standoff",
-           "pixel_background"]
+           "held_at_estimates", "pixel_background"]

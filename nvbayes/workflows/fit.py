@@ -43,9 +43,9 @@ def _prepare(measurement, model: str, method: str, operator: str, device: str,
         source = "<dataset>"
         data = validate_measurement(measurement)
     nuisance = (nuisance if isinstance(nuisance, NuisanceSpec) else parse_nuisance(nuisance))
-    if nuisance.any and method != "map":
-        raise ParameterError(f"--nuisance is modelled by MAP fits, not yet by --method {method}",
-                             "use --method map, or drop --nuisance")
+    if nuisance.any and method not in ("map", "catalogue"):
+        raise ParameterError(f"--nuisance is modelled by map and catalogue fits, not yet by "
+                             f"--method {method}", "use --method map, or drop --nuisance")
     spec = with_nuisance(load_spec(model, protocol), nuisance)
     device, precision = check_device(device), check_precision(precision)
     check_method(method).check(spec, device, precision, likelihood)
