@@ -138,7 +138,7 @@ def realism_arguments(p: argparse.ArgumentParser) -> None:
 def nuisance_arguments(p: argparse.ArgumentParser) -> None:
     """``--nuisance`` and its priors (:class:`~nvbayes.data.spec.NuisanceSpec`)."""
     p.add_argument("--nuisance", default="none",
-                   help="map fits, robust protocol: the lab's nuisances the forward model "
+                   help="map (and catalogue) fits, robust protocol: the lab's nuisances the model "
                         "carries, none (default), all, or a comma list of "
                         f"{', '.join(NUISANCE_NAMES)}")
     p.add_argument("--standoff-sd-nm", type=float,
