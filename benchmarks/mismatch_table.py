@@ -54,12 +54,13 @@ def rows(realism: str, results: xr.Dataset) -> list[str]:
     for method in (m for m in methods if not m.endswith("+nuisance")):
         cells = [realism, method]
         for metric in METRICS:
-            plain = results[metric].sel(method=method, operator="F2").values.ravel()
+            plain = results[metric].sel({"method": method, "operator": "F2"}).values.ravel()
             mean, half = interval(plain)
             cells.append(f"{mean:.3f} ± {half:.3f}")
             with_model = f"{method}+nuisance"
             if with_model in methods:
-                modelled = results[metric].sel(method=with_model, operator="F2").values.ravel()
+                modelled = results[metric].sel(
+                    {"method": with_model, "operator": "F2"}).values.ravel()
                 m2, h2 = interval(modelled)
                 d, hd = interval(modelled - plain)
                 cells += [f"{m2:.3f} ± {h2:.3f}", f"{d:+.3f} ± {hd:.3f}"]
