@@ -163,6 +163,7 @@ def infer(problem, spec, *, method: str, operator: str, seed: int = 0, device: s
         result = fit_catalogue_draws(problem, seed=seed, draws=draws, chains=chains,
                                      warmup=warmup, gain=gain, sources=sources, jobs=jobs)
         result.stats |= held
+        result.tables["catalogue"].attrs |= {f"held_{k}": v for k, v in held.items()}
         return result
     if method in GENERATIVE_METHODS and check_likelihood(likelihood) == "generative":
         problem, gain_sd, scale = resolve_gain(problem, gain)
