@@ -117,5 +117,4 @@ class NuisanceField(Field):
             return getattr(super().__getattr__("field"), name)
 
 
-
 __all__ = ["NuisanceField", "NuisanceParameters"]

@@ -30,7 +30,6 @@ ended the last stage sooner).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -61,7 +60,7 @@ from .admm import solve_admm
 from .amortized import fit_trained
 from .gradient import solve_gradient
 from .lbfgs import solve_lbfgs
-from .nuisance import estimate_background, estimate_standoff
+from .nuisance import background_stats, estimates, less_background
 from .objective import FieldGuide, traced_objective
 from .recorder import Recorder
 from .scale import HOMOGENEITY, least_squares_scale, scale_correction
@@ -138,42 +137,33 @@ def build_field(spec: ModelSpec, problem: InverseProblem, level: float = 1.0,
 
 def nuisance_start(spec: ModelSpec, problem: InverseProblem
                    ) -> "tuple[torch.Tensor, torch.Tensor] | None":
-    """Each measurement's own estimates (:mod:`.nuisance`) where ``spec`` models nuisances:
-    the background grid from the spectral shape ``([B,] m, m)`` and the standoff from the
-    point spread ``([B])`` (the recorded one where the standoff is not modelled)."""
-    nuisance = spec.nuisance
-    if not nuisance.any:
+    """Each measurement's :func:`~.nuisance.estimates` where ``spec`` models nuisances: the
+    background grids ``([B,] m, m)`` and standoffs ``([B])``; ``None`` where it models none."""
+    if not spec.nuisance.any:
         return None
     problems = ([problem] if problem.batch is None
                 else [problem.instance(i) for i in range(problem.batch)])
-    grids, standoffs = [], []
-    for one in problems:
-        grid = estimate_background(one, nuisance.background_grid)
-        grids.append(grid if nuisance.background else torch.zeros_like(grid))
-        standoffs.append(estimate_standoff(one, grid) if nuisance.standoff else one.standoff)
+    grids, standoffs = zip(*(estimates(one, spec.nuisance) for one in problems), strict=True)
     if problem.batch is None:
         return grids[0], torch.tensor(standoffs[0])
     return torch.stack(grids), torch.tensor(standoffs)
 
 
-def without_background(problem: InverseProblem, start) -> InverseProblem:
-    """``problem`` less the estimated background of ``start`` (itself without one): the
-    signal whose energy sets the baselines' uniform start."""
+def solver_problem(problem: InverseProblem, spec: ModelSpec
+                   ) -> tuple[InverseProblem, "tuple | None", InverseProblem]:
+    """``(work, start, signal)``: the problem the solver sees (:func:`working_problem`, less
+    the background where it is held at its estimate, ``profile``: the data terms then see
+    the signal alone, a max-normalized noise map standing on a background having little
+    contrast left), the nuisances' :func:`nuisance_start`, and the working problem less the
+    estimated background (whose energy sets the baselines' uniform start)."""
+    work = working_problem(problem, spec)
+    start = nuisance_start(spec, work)
     if start is None:
-        return problem
-    flat = background_map(start[0], problem.shape).numpy()
-    return dataclasses.replace(problem, spectrum=problem.spectrum - flat[..., None, :, :])
-
-
-def held_background_removed(problem: InverseProblem, spec: ModelSpec, start
-                            ) -> InverseProblem:
-    """The solver's problem where the background is held at its estimate (``profile``): the
-    measurement less that background, so that the data terms see the signal alone (a
-    max-normalized noise map standing on a background has little contrast left)."""
+        return work, None, work
+    signal = less_background(work, start[0])
     nuisance = spec.nuisance
-    if start is None or not nuisance.background or nuisance.background_fit != "profile":
-        return problem
-    return without_background(problem, start)
+    held = nuisance.background and nuisance.background_fit == "profile"
+    return (signal if held else work), start, signal
 
 
 def with_nuisance(field: torch.nn.Module, spec: ModelSpec, problem: InverseProblem,
@@ -192,15 +182,13 @@ def with_nuisance(field: torch.nn.Module, spec: ModelSpec, problem: InverseProbl
 def nuisance_stats(values: dict, background: "torch.Tensor | None",
                    problem: InverseProblem) -> dict:
     """The fitted nuisances of one measurement as numbers for the run's stats: the standoff
-    (nm), the background's mean and maximum relative to the observed peak readout, the
-    gain's spread; ``background`` ``(ny, nx)`` in the measurement's units."""
+    (nm), the background's :func:`~.nuisance.background_stats` (``background`` ``(ny, nx)``
+    in the measurement's units), the gain's spread."""
     out = {}
     if "standoff" in values:
         out["standoff_nm"] = float(values["standoff"])
     if background is not None:
-        peak = float(problem.observed(dtype=torch.float64).max())
-        out["background_mean_rel"] = float(background.mean()) / peak
-        out["background_max_rel"] = float(background.max()) / peak
+        out |= background_stats(background, problem)
     if "gain" in values:
         out["gain_sd"] = float(values["gain"].to(torch.float64).std())
     return out
@@ -259,15 +247,11 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
                          wall_time_s=time.perf_counter() - start)
     fresh_start(seed)
     device = torch.device(device)
-    work = working_problem(problem, spec)
-    start_nuisance = nuisance_start(spec, work)
-    work = held_background_removed(work, spec, start_nuisance)
+    work, start_nuisance, signal = solver_problem(problem, spec)
     if spec.field.kind == "neural":
         net = build_field(spec, work, precision=precision)
     else:
-        net = build_field(spec, work, uniform_level(without_background(work, start_nuisance)
-                                                    if spec.nuisance.background_fit == "joint"
-                                                    else work))
+        net = build_field(spec, work, uniform_level(signal))
     net = with_nuisance(net, spec, work, start_nuisance).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver])
     messages = SOLVERS[spec.solver](net, work, spec, operator, recorder)
@@ -307,9 +291,7 @@ def fit_batch(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
     device = torch.device(device)
     net = build_field(spec, problem, instances=count, precision=precision)
     net.reset_parameters(seeds)
-    work = working_problem(problem, spec)
-    start_nuisance = nuisance_start(spec, work)
-    work = held_background_removed(work, spec, start_nuisance)
+    work, start_nuisance, _ = solver_problem(problem, spec)
     net = with_nuisance(net, spec, work, start_nuisance, count).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver], instances=count)
     messages = SOLVERS[spec.solver](net, work, spec, operator, recorder)

@@ -172,28 +172,47 @@ def estimate_standoff(problem: InverseProblem, background: "torch.Tensor | None"
     return z
 
 
+def estimates(problem: InverseProblem, nuisance: NuisanceSpec
+              ) -> tuple[torch.Tensor, float]:
+    """One measurement's ``(background grid (m, m), standoff nm)`` for the nuisances of
+    ``nuisance``: the grid from the spectral shape (zeros where the background is not
+    modelled), the standoff from the point spread (the recorded one where it is not)."""
+    grid = estimate_background(problem, nuisance.background_grid)
+    standoff = estimate_standoff(problem, grid) if nuisance.standoff else problem.standoff
+    return (grid if nuisance.background else torch.zeros_like(grid)), float(standoff)
+
+
+def less_background(problem: InverseProblem, grid: torch.Tensor) -> InverseProblem:
+    """``problem`` less the background of ``grid`` (``([B,] m, m)``) in every readout."""
+    flat = background_map(grid, problem.shape).numpy()
+    return dataclasses.replace(problem, spectrum=problem.spectrum - flat[..., None, :, :])
+
+
+def background_stats(background: torch.Tensor, problem: InverseProblem) -> dict:
+    """A background map ``(ny, nx)`` as numbers for a run: its mean and maximum relative to
+    the observed peak readout of ``problem`` (the same units)."""
+    peak = float(problem.observed(dtype=torch.float64).max())
+    return {"background_mean_rel": float(background.mean()) / peak,
+            "background_max_rel": float(background.max()) / peak}
+
+
 def held_at_estimates(problem: InverseProblem, nuisance: NuisanceSpec
                       ) -> tuple[InverseProblem, dict]:
-    """``problem`` with the background and standoff of ``nuisance`` held at their estimates:
-    the spectrum less the estimated background, the standoff the point spread's; and the
-    estimates as numbers (``standoff_nm``, ``background_mean_rel`` and
-    ``background_max_rel`` relative to the observed peak readout).  For models that take the
-    nuisances as fixed (the catalogue)."""
-    stats = {}
-    grid = estimate_background(problem, nuisance.background_grid)
-    out = problem
+    """``problem`` with the background and standoff of ``nuisance`` held at their
+    :func:`estimates`: the spectrum less the background, the standoff the point spread's;
+    and the estimates as numbers (``standoff_nm``, :func:`background_stats`).  For models
+    that take the nuisances as fixed (the catalogue)."""
+    grid, standoff = estimates(problem, nuisance)
+    stats, out = {}, problem
     if nuisance.background:
-        flat = background_map(grid, problem.shape)
-        peak = float(problem.observed(dtype=torch.float64).max())
-        stats |= {"background_mean_rel": float(flat.mean()) / peak,
-                  "background_max_rel": float(flat.max()) / peak}
-        out = dataclasses.replace(out, spectrum=out.spectrum - flat.numpy()[None])
+        stats |= background_stats(background_map(grid, problem.shape), problem)
+        out = less_background(out, grid)
     if nuisance.standoff:
-        standoff = estimate_standoff(problem, grid)
         stats["standoff_nm"] = standoff
         out = dataclasses.replace(out, standoff=standoff)
     return out, stats
 
 
-__all__ = ["background_surface", "estimate_background", "estimate_standoff",
-           "held_at_estimates", "pixel_background"]
+__all__ = ["background_stats", "background_surface", "estimate_background",
+           "estimate_standoff", "estimates", "held_at_estimates", "less_background",
+           "pixel_background"]

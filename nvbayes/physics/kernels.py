@@ -191,14 +191,30 @@ def kernel_table(
     units = as_units(units)
     spacing, z0 = units.length(spacing_nm), units.length(standoff_nm)
     dy, dx = offsets(shape, spacing, torch.float64, device)
-    scale = units.power_scale(standoff_nm)
+    return _scaled_kernel(kind, dx, dy, z0, units.power_scale(standoff_nm), nv_axis,
+                          channels).to(dtype)
+
+
+def _scaled_kernel(kind: str, dx: torch.Tensor, dy: torch.Tensor, z0, scale: float,
+                   nv_axis: Sequence[float], channels: Sequence[str]) -> torch.Tensor:
+    """``c · P`` (``kind="power"``) or ``√c · g_nv`` (``"scalar"``) at the offsets, with ``c``
+    the power scale."""
     if kind == "power":
-        table = scale * power_kernel(dx, dy, z0, nv_axis, channels)
-    elif kind == "scalar":
-        table = math.sqrt(scale) * scalar_kernel(dx, dy, z0, nv_axis)
-    else:
-        raise ParameterError(f"unknown kernel kind {kind!r}", "use 'power' or 'scalar'")
-    return table.to(dtype)
+        return scale * power_kernel(dx, dy, z0, nv_axis, channels)
+    if kind == "scalar":
+        return math.sqrt(scale) * scalar_kernel(dx, dy, z0, nv_axis)
+    raise ParameterError(f"unknown kernel kind {kind!r}", "use 'power' or 'scalar'")
+
+
+def _laid_out_spectrum(table: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """``rfft2`` of ``table (..., 2 ny − 1, 2 nx − 1)`` with the value for offset ``d`` at index
+    ``d mod M`` of an ``M = fft_shape(shape)`` buffer (see :func:`kernel_spectrum`)."""
+    ny, nx = shape
+    rolled = torch.zeros(*table.shape[:-2], *fft_shape(shape), dtype=table.dtype,
+                         device=table.device)
+    rolled[..., : 2 * ny - 1, : 2 * nx - 1] = table
+    rolled = torch.roll(rolled, shifts=(-(ny - 1), -(nx - 1)), dims=(-2, -1))
+    return torch.fft.rfft2(rolled)
 
 
 def fft_shape(shape: tuple[int, int]) -> tuple[int, int]:
@@ -226,13 +242,9 @@ def kernel_spectrum(
     The table value for offset ``d`` sits at index ``d mod M`` of an ``M = fft_shape(shape)``
     buffer, so that a circular convolution of size M equals the linear one on the window.
     """
-    ny, nx = shape
     table = kernel_table(kind, shape, spacing_nm, standoff_nm, units, nv_axis, channels,
                          torch.float64, device)
-    rolled = torch.zeros(fft_shape(shape), dtype=torch.float64, device=device)
-    rolled[: 2 * ny - 1, : 2 * nx - 1] = table
-    rolled = torch.roll(rolled, shifts=(-(ny - 1), -(nx - 1)), dims=(0, 1))
-    return torch.fft.rfft2(rolled).to(_complex_of(dtype))
+    return _laid_out_spectrum(table, shape).to(_complex_of(dtype))
 
 
 def standoff_spectrum(kind: str, shape: tuple[int, int], spacing_nm: float,
@@ -247,19 +259,11 @@ def standoff_spectrum(kind: str, shape: tuple[int, int], spacing_nm: float,
     is dimmer in them.  Computed in the dtype of ``standoff_nm``.
     """
     units = as_units(units)
-    ny, nx = shape
     z0 = units.length(1.0) * standoff_nm.reshape(*standoff_nm.shape, 1, 1)
     dy, dx = offsets(shape, units.length(spacing_nm), standoff_nm.dtype, standoff_nm.device)
-    scale = units.power_scale(unit_standoff_nm)
-    if kind == "power":
-        table = scale * power_kernel(dx, dy, z0, nv_axis, channels)
-    else:
-        table = math.sqrt(scale) * scalar_kernel(dx, dy, z0, nv_axis)
-    rolled = torch.zeros(*table.shape[:-2], *fft_shape(shape), dtype=table.dtype,
-                         device=table.device)
-    rolled[..., : 2 * ny - 1, : 2 * nx - 1] = table
-    rolled = torch.roll(rolled, shifts=(-(ny - 1), -(nx - 1)), dims=(-2, -1))
-    return torch.fft.rfft2(rolled)
+    table = _scaled_kernel(kind, dx, dy, z0, units.power_scale(unit_standoff_nm), nv_axis,
+                           channels)
+    return _laid_out_spectrum(table, shape)
 
 
 def _complex_of(dtype: torch.dtype) -> torch.dtype:
