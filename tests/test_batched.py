@@ -24,13 +24,14 @@ SETTINGS = SimulationSettings(grid=Grid(32))
 SCENES = (("few/far", 1), ("medium/medium", 2), ("many/close", 3))
 
 
-def tiny_spec(steps=40, window=0, rel_tol=1e-3, grad_clip=1.0):
+def tiny_spec(steps=40, window=0, rel_tol=1e-3, grad_clip=1.0, guard_every=25):
     """netmy-fast's objective and curriculum (the paper protocol) on a narrow field and short
     stages."""
     spec = load_spec("netmy-fast", "paper")
     return dataclasses.replace(
         spec, field=dataclasses.replace(spec.field, width=16, octaves=6),
-        optimizer=dataclasses.replace(spec.optimizer, grad_clip=grad_clip),
+        optimizer=dataclasses.replace(spec.optimizer, grad_clip=grad_clip,
+                                      guard_every=guard_every),
         stages=tuple(dataclasses.replace(s, steps=steps) for s in spec.stages),
         stopping=StoppingSpec(window=window, rel_tol=rel_tol))
 
@@ -92,9 +93,11 @@ def test_float32_batch_equals_single_fits_to_round_off(measurements):
     assert_same_density(batched, singles, 1e-4)
 
 
-def test_a_diverging_measurement_stops_alone(measurements, monkeypatch):
+@pytest.mark.parametrize("guard_every, kept", [(1, 5), (4, 4)])
+def test_a_diverging_measurement_stops_alone(measurements, monkeypatch, guard_every, kept):
     """Measurement 1's field output turns NaN from its 6th step on: that fit is flagged
-    diverged after 5 steps and holds its last finite state; the others are untouched."""
+    diverged and holds its state at the guard's last check before it (checks every step:
+    after step 5; every 4 steps: after step 4); the others are untouched."""
     import nvbayes.inference.map as map_module
 
     build = map_module.build_field
@@ -114,12 +117,12 @@ def test_a_diverging_measurement_stops_alone(measurements, monkeypatch):
         return field
 
     monkeypatch.setattr(map_module, "build_field", build_poisoned)
-    spec = tiny_spec(steps=20)
+    spec = tiny_spec(steps=20, guard_every=guard_every)
     batched = fit_batch(stacked(measurements), spec, "F2", seeds=[0, 1, 2], show=False,
                         dtype=torch.float64)
     monkeypatch.setattr(map_module, "build_field", build)
     assert [r.diverged for r in batched] == [False, True, False]
-    assert batched[1].stats["steps"] == 5 and "measurement 1" in batched[1].messages[0]
+    assert batched[1].stats["steps"] == kept and "measurement 1" in batched[1].messages[0]
     assert np.isfinite(batched[1].rho).all()
     singles = single_fits([measurements[0], measurements[2]], spec, [0, 2], torch.float64)
     assert_same_density([batched[0], batched[2]], singles, 1e-5)

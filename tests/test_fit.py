@@ -24,16 +24,19 @@ with warnings.catch_warnings():
 GRID32 = SimulationSettings(grid=Grid(32))
 
 
-def spec_file(tmp_path, name="tiny", steps=(30, 30), log_eps=None, protocol=None, **field):
-    """netmy-fast (under ``protocol``, default robust) with a changed field and stage lengths,
-    written as a model file."""
+def spec_file(tmp_path, name="tiny", steps=(30, 30), log_eps=None, protocol=None,
+              guard_every=25, **field):
+    """netmy-fast (under ``protocol``, default robust) with a changed field, stage lengths
+    and NaN-guard interval, written as a model file."""
     from nvbayes.data.io import toml_dumps
 
     spec = load_spec("netmy-fast", protocol)
     stages = tuple(dataclasses.replace(s, steps=n)
                    for s, n in zip(spec.stages, steps, strict=True))
     spec = dataclasses.replace(spec, name=name, field=dataclasses.replace(spec.field, **field),
-                               stages=stages, log_eps=log_eps or spec.log_eps)
+                               stages=stages, log_eps=log_eps or spec.log_eps,
+                               optimizer=dataclasses.replace(spec.optimizer,
+                                                             guard_every=guard_every))
     path = tmp_path / f"{name}.toml"
     path.write_text(toml_dumps(spec.to_dict()))
     return path
@@ -138,7 +141,11 @@ def test_api_accepts_a_dataset_and_fits_under_f1(tmp_path):
     assert math.isclose(float(run.predicted.sum()), float(data.spectrum.sum()), rel_tol=1e-9)
 
 
-def test_nan_guard_restores_the_last_finite_state(measurement_file, tmp_path, monkeypatch):
+@pytest.mark.parametrize("guard_every, kept", [(1, 10), (4, 8)])
+def test_nan_guard_restores_the_last_finite_state(measurement_file, tmp_path, monkeypatch,
+                                                  guard_every, kept):
+    """The 11th step's loss is NaN: the fit ends at the guard's last check before it (every
+    step: after step 10; every 4 steps: after step 8), flagged diverged, its maps finite."""
     import nvbayes.model.problem as problem
 
     real = problem.make_operator
@@ -157,9 +164,10 @@ def test_nan_guard_restores_the_last_finite_state(measurement_file, tmp_path, mo
         return op
 
     monkeypatch.setattr(problem, "make_operator", poisoned)
-    run = nvbayes.fit(measurement_file, model=str(tiny_spec(tmp_path)), show_progress=False)
+    model = spec_file(tmp_path, width=16, octaves=4, guard_every=guard_every)
+    run = nvbayes.fit(measurement_file, model=str(model), show_progress=False)
     # call 1 is the unit scale of the robust protocol, call 2 the first step's loss
-    assert run.history.sizes["step"] == 10
+    assert run.history.sizes["step"] == kept
     assert run.idata.sample_stats["diverged"].item() == 1
     assert any("diverged" in m for m in run.messages)
     assert np.isfinite(run.rho.values).all() and np.isfinite(run.larmor.values).all()

@@ -244,7 +244,10 @@ class OptimizerSpec:
     ``inner_iterations`` evaluations; ``history_size``; ``line_search`` strong_wolfe or none).
 
     ``grad_clip`` is the global gradient-norm limit (0: none); ``weight_decay`` is decoupled
-    for AdamW and added to the gradient for Adam.
+    for AdamW and added to the gradient for Adam.  ``guard_every``: the Adam solver's NaN
+    guard checks the losses and gradient norms every that many steps and rolls a fit that
+    went non-finite back to the state of the last check (1: every step, the state before the
+    first non-finite step).
     """
 
     name: str = "adamw"
@@ -254,8 +257,12 @@ class OptimizerSpec:
     history_size: int = 20
     inner_iterations: int = 20
     line_search: str = "strong_wolfe"
+    guard_every: int = 25
 
     def __post_init__(self):
+        if not (isinstance(self.guard_every, int) and self.guard_every >= 1):
+            raise ParameterError(f"guard_every = {self.guard_every!r}",
+                                 "use a whole number of steps >= 1")
         if self.name not in OPTIMIZERS:
             raise ParameterError(f"unknown optimizer {self.name!r}",
                                  f"use name = one of {', '.join(OPTIMIZERS)}")

@@ -95,3 +95,72 @@ class AnnealedFourierFeatures(nn.Module):
         cos = (torch.cos(phase) * weights).flatten(-2)
         coords = coords.expand(*sin.shape[:-1], coords.shape[-1])           # β may add axes
         return torch.cat([coords, sin, cos], dim=-1)
+
+
+class GridEncoding:
+    """``γ_β`` on one fixed set of coordinates, its β-independent part computed once.
+
+    ``γ_β(x)_j = w_{k(j)}(β) · φ_j(x)`` with ``φ_j`` the raw coordinate or a sine or cosine
+    (``w = 1`` on the raw coordinates), so for a fixed grid the sines and cosines are a
+    constant table and a step costs one product with the column weights.  They are computed in
+    float64 and then cast: a float32 coordinate carries a rounding error of 6e-8, which the
+    top octave (2¹¹π at K = 12) turns into phase errors of 4e-4.
+
+    On pixel centres many high-octave columns are constant over the grid (``sin(2^k π x)``
+    lands on 0 or ±1 at every centre once ``2^k`` reaches the grid's size): a layer that reads
+    the encoding gets those columns as a bias (:meth:`split`), not as a product with ``P``
+    equal rows.  A column counts as constant where its spread over the grid is below 1e-9.
+
+    Parameters
+    ----------
+    encoding : the encoding ``γ``.
+    coords : ``(..., 2)``, the ``P`` points (leading axes flattened).
+    """
+
+    #: Spread below which a column is constant over the grid (float64 arithmetic).
+    CONSTANT_SPREAD = 1e-9
+
+    def __init__(self, encoding: AnnealedFourierFeatures, coords: torch.Tensor):
+        self.octaves = encoding.octaves
+        self.dtype, self.device = coords.dtype, coords.device
+        flat = coords.reshape(-1, coords.shape[-1]).to(torch.float64)
+        table = encoding(flat, float(encoding.octaves))                      # (P, E), w = 1
+        spread = table.amax(dim=0) - table.amin(dim=0)
+        constant = spread <= self.CONSTANT_SPREAD
+        constant[: coords.shape[-1]] = False          # the raw coordinates always vary
+        self.varying_index = (~constant).nonzero().flatten().to(coords.device)
+        self.constant_index = constant.nonzero().flatten().to(coords.device)
+        self.varying_table = table[:, ~constant].to(coords)                # (P, E_v)
+        self.constant_values = table[0, constant].to(coords)               # (E_c,)
+        # each column's octave k (sines, then cosines, each M blocks of K); −1: a raw coordinate
+        octave = torch.cat([torch.full((coords.shape[-1],), -1, dtype=torch.long),
+                            torch.arange(encoding.octaves).repeat(2 * encoding.directions)])
+        self.varying_octave = octave[~constant].to(coords.device)
+        self.constant_octave = octave[constant].to(coords.device)
+
+    @property
+    def out_features(self) -> int:
+        return int(self.varying_index.numel() + self.constant_index.numel())
+
+    def _weights(self, beta, octave: torch.Tensor) -> torch.Tensor:
+        """Column weights ``w_{k(j)}(β)`` ``(..., E_part)``: 1 on the raw coordinates."""
+        w = annealing_weights(beta, self.octaves).to(self.dtype).to(self.device)   # (..., K)
+        ones = torch.ones(*w.shape[:-1], 1, dtype=w.dtype, device=w.device)
+        return torch.cat([w, ones], dim=-1)[..., octave]      # octave −1 → the appended 1
+
+    def split(self, beta: "float | torch.Tensor") -> tuple[torch.Tensor, torch.Tensor]:
+        """``(varying, constant)``: the varying columns ``(P, E_v)`` (``(B, P, E_v)`` for a
+        ``β`` of shape ``(B,)``) and the constant columns' values ``(E_c,)`` (``(B, E_c)``)."""
+        w_v = self._weights(beta, self.varying_octave)
+        w_c = self._weights(beta, self.constant_octave)
+        varying = self.varying_table * w_v.unsqueeze(-2)
+        return varying, self.constant_values * w_c
+
+    def __call__(self, beta: "float | torch.Tensor") -> torch.Tensor:
+        """The whole encoding ``(P, E)`` (``(B, P, E)``), columns in ``γ``'s order."""
+        varying, constant = self.split(beta)
+        out = varying.new_empty(*varying.shape[:-1], self.out_features)
+        out[..., self.varying_index] = varying
+        out[..., self.constant_index] = constant.unsqueeze(-2).expand(
+            *varying.shape[:-1], constant.shape[-1])
+        return out

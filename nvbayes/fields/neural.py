@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import Field
-from .encoding import AnnealedFourierFeatures
+from .encoding import AnnealedFourierFeatures, GridEncoding
 from .heads import SUPPORT_THRESHOLD, density_head, larmor_head, support_mask
 
 #: Larmor values off the predicted support.
@@ -65,6 +66,31 @@ class StackedLinear(nn.Module):
         if self.instances is None:
             return F.linear(x, self.weight[0], self.bias[0])
         return torch.baddbmm(self.bias.unsqueeze(1), x, self.weight.transpose(1, 2))
+
+    def forward_encoded(self, grid: GridEncoding, encoded: tuple,
+                        h: "torch.Tensor | None" = None) -> torch.Tensor:
+        """The layer on the input ``[h, γ]`` (``γ`` alone without ``h``), ``γ`` given by
+        ``grid`` as ``encoded = (varying, constant)`` (:meth:`GridEncoding.split`): the
+        product runs over the varying columns, the constant ones enter through the bias
+        (``b + W_c c``), and no concatenated input is built.
+
+        Without instances ``h`` is ``(P, n_h)`` and ``varying`` ``(P, E_v)``; with instances
+        ``(I, P, n_h)`` and ``(P, E_v)`` or ``(I, P, E_v)``.
+        """
+        varying, constant = encoded
+        start = 0 if h is None else h.shape[-1]
+        w = self.weight
+        w_v = w[..., start + grid.varying_index]                      # (I, out, E_v)
+        w_c = w[..., start + grid.constant_index]                     # (I, out, E_c)
+        bias = self.bias
+        if constant.shape[-1]:
+            bias = bias + (w_c * constant.to(w_c.dtype).unsqueeze(-2)).sum(-1)
+        if self.instances is None:
+            out = torch.addmm(bias[0], varying, w_v[0].T)
+            return out if h is None else torch.addmm(out, h, w[0, :, :start].T)
+        varying = varying.expand(self.weight.shape[0], *varying.shape[-2:])
+        out = torch.baddbmm(bias.unsqueeze(1), varying, w_v.transpose(1, 2))
+        return out if h is None else torch.baddbmm(out, h, w[:, :, :start].transpose(1, 2))
 
 
 class NeuralField(Field):
@@ -141,6 +167,7 @@ class NeuralField(Field):
         self.readout = StackedLinear(width + (enc if self.skip_layer == depth else 0),
                                      5 if self.scales else 3, self.instances)
         self.depth = int(depth)
+        self._grids: list = []
         self._shape_start()
 
     @torch.no_grad()
@@ -176,29 +203,41 @@ class NeuralField(Field):
         With instances, ``beta`` may be a tensor ``(B,)``, one progress per instance.
         """
         beta = beta if self.annealed else float(self.encoding.octaves)
-        if self.instances is None:
-            encoded = self.encoding(coords, beta)
-        else:
-            spatial = coords.shape[:-1]
-            flat = coords.reshape(1, -1, coords.shape[-1])
-            if isinstance(beta, torch.Tensor) and beta.dim() > 0:
-                encoded = self.encoding(flat, beta.reshape(-1, 1, 1))
-            else:
-                encoded = self.encoding(flat, beta)
-            encoded = encoded.expand(self.instances, -1, -1)
+        grid = self.grid_encoding(coords)
+        if isinstance(beta, torch.Tensor) and beta.dim() > 0:
+            beta = beta.reshape(-1)
+        encoded = grid.split(beta)
         with self._autocast(coords.device):
-            h = encoded
+            h = None
             for i, layer in enumerate(self.hidden, start=1):
-                if i == self.skip_layer and i > 1:
-                    h = torch.cat([h, encoded.to(h.dtype)], dim=-1)
-                h = torch.tanh(layer(h))
+                if i == 1 or (i == self.skip_layer and i > 1):
+                    h = layer.forward_encoded(grid, encoded, h)
+                else:
+                    h = layer(h)
+                h = h.tanh_()
             if self.skip_layer == self.depth:
-                h = torch.cat([h, encoded.to(h.dtype)], dim=-1)
-            out = self.readout(h)
+                out = self.readout.forward_encoded(grid, encoded, h)
+            else:
+                out = self.readout(h)
         out = out.to(coords.dtype)
         if self.instances is not None:
-            out = out.reshape(self.instances, *spatial, out.shape[-1])
-        return out
+            return out.reshape(self.instances, *coords.shape[:-1], out.shape[-1])
+        return out.reshape(*coords.shape[:-1], out.shape[-1])
+
+    def grid_encoding(self, coords: torch.Tensor) -> GridEncoding:
+        """The :class:`GridEncoding` of ``coords``, kept while the solver holds the same
+        tensor (one per stage); the last two are kept."""
+        for ref, version, grid in self._grids:
+            if ref() is coords and coords._version == version:
+                return grid
+        grid = GridEncoding(self.encoding, coords)
+        self._grids = [(weakref.ref(coords), coords._version, grid)] + self._grids[:1]
+        return grid
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_grids"] = []          # weak references do not pickle; rebuilt on demand
+        return state
 
     def forward(self, coords: torch.Tensor, beta: "float | torch.Tensor"
                 ) -> tuple[torch.Tensor, torch.Tensor]:

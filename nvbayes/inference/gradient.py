@@ -1,7 +1,8 @@
 """First-order MAP solver: Adam or AdamW steps over the stages of the curriculum.
 
-Each step: the loss of :func:`~.objective.traced_objective`; backward; gradient-norm
-clipping; an optimizer step at the stage's cosine-scheduled learning rate; then the field's
+Each step: the stage's loss (:func:`~.objective.stage_evaluator`: the Delta guide's
+:class:`~.objective.StagePotential`, built once per stage); backward; gradient-norm
+clipping; a fused optimizer step at the stage's cosine-scheduled learning rate; then the field's
 own hooks (:class:`~nvbayes.fields.base.Field`): ``project_`` (the free density's projection
 onto ρ ≥ 0) and ``observe_gradients`` / ``densify`` (the splats' adaptive density control,
 after which the optimizer is rebuilt for the new parameter set).  β of the Fourier annealing
@@ -15,8 +16,12 @@ Adam's moments are elementwise (so per measurement), early stopping
 is held at its state while the others go on.  Instance ``i`` therefore ends where a single fit
 of measurement ``i`` ends.
 
-NaN guard: a non-finite loss or gradient restores that measurement's state before the step
-and ends its fit (flagged ``diverged``); the others continue.
+NaN guard: every ``guard_every`` steps (:class:`~nvbayes.data.spec.OptimizerSpec`, and at a
+stage's end) the losses and gradient norms of the steps since the last check are read at
+once; a measurement with a non-finite one is rolled back to its state at that check, its
+later steps leave its history, and its fit ends (flagged ``diverged``); the others continue.
+The finite measurements' states are saved as the next check's.  Between checks nothing is
+read back from the device but the history rows.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from nvbayes.data.spec import ModelSpec, OptimizerSpec
 from nvbayes.fields import Field
 from nvbayes.model.problem import InverseProblem
 
-from .objective import stage_objective, traced_objective
+from .objective import stage_evaluator, stage_objective
 from .recorder import Recorder, Snapshot, gradient_norm
 from .schedule import annealing_progress, cosine_lr
 from .stopping import ConvergenceMonitor
@@ -40,7 +45,10 @@ def make_optimizer(field: torch.nn.Module, lr: float, spec: OptimizerSpec):
     """Adam or AdamW over ``field``'s current parameters, in the field's ``param_groups`` if
     it has them (each with an ``lr_scale``; see :func:`set_lr`)."""
     cls = torch.optim.AdamW if spec.name == "adamw" else torch.optim.Adam
-    optimizer = cls(field.param_groups(), lr=lr, weight_decay=spec.weight_decay)
+    params = list(field.parameters())
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    optimizer = cls(field.param_groups(), lr=lr, weight_decay=spec.weight_decay,
+                    fused=fused or None)
     set_lr(optimizer, lr)
     return optimizer
 
@@ -133,19 +141,26 @@ class InstanceState:
         if not grads:
             return torch.zeros(self.count)
         if not self.batched:
-            return gradient_norm(list(self.field.parameters())).reshape(1)
+            return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).reshape(1)
         squares = sum(g.detach().reshape(self.count, -1).pow(2).sum(dim=1) for g in grads)
         return squares.sqrt()
 
     def scale_gradients(self, factor: torch.Tensor) -> None:
         """Multiply instance ``i``'s gradient by ``factor[i]``; a factor of 0 zeroes it
         (non-finite entries included)."""
-        for p in self.field.parameters():
-            if p.grad is None:
-                continue
-            f = factor.to(p.grad.dtype)
-            f = per_instance(f, p.grad) if self.batched else f.to(p.grad.device).reshape(())
-            p.grad.copy_(torch.where(f == 0, torch.zeros_like(p.grad), p.grad * f))
+        grads = [p.grad for p in self.field.parameters() if p.grad is not None]
+        if not grads:
+            return
+        if not self.batched:
+            f = factor.to(grads[0].device, grads[0].dtype).reshape(())
+            if bool(f == 0):
+                torch._foreach_zero_(grads)
+            else:
+                torch._foreach_mul_(grads, f)
+            return
+        for g in grads:
+            f = per_instance(factor.to(g.dtype), g)
+            g.copy_(torch.where(f == 0, torch.zeros_like(g), g * f))
 
 
 def clip_factor(norms: torch.Tensor, limit: float, running: torch.Tensor) -> torch.Tensor:
@@ -176,15 +191,13 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
     messages: list[str] = []
 
     def diverge(bad: torch.Tensor) -> None:
-        """Flag ``bad``; their state goes back to the saved one after this step's update (or
-        at once if no instance is left to update: the graph of the others must not see an
-        in-place change before their backward pass)."""
+        """Roll ``bad`` back to the last check, drop its later history, flag it and stop it."""
+        state.restore(bad)
+        recorder.drop_since(checked, bad)
         for i in bad.nonzero().flatten().tolist():
             messages.append(recorder.diverge(spec.total_steps, i))
         alive.copy_(alive & ~bad)
         running.copy_(running & ~bad)
-        if not bool(running.any()):
-            state.restore(bad)
 
     taken = 0
     for stage_no, stage in enumerate(spec.stages, start=1):
@@ -192,9 +205,12 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
             break
         model, guide = stage_objective(problem, spec, stage, operator, field,
                                        **objective)
+        evaluate = stage_evaluator(model, guide)
         optimizer = make_optimizer(field, stage.lr, opt)
         monitor = ConvergenceMonitor(spec.stopping, count)
         running = alive.clone()
+        state.save(running)
+        checked = recorder.count                       # the history row of the last check
         for t in range(stage.steps):
             if not bool(running.any()) or taken == max_steps:
                 break
@@ -202,34 +218,35 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
             beta = annealing_progress(t, stage.steps, octaves, stage.anneal)
             lr = cosine_lr(t, stage.steps, stage.lr, opt.final_lr_fraction)
             set_lr(optimizer, lr)
-            loss, terms = traced_objective(model, guide, beta)
+            loss, terms = evaluate(beta)
             loss = loss.reshape(count)
-            bad = running & ~torch.isfinite(loss.detach()).cpu()
-            if bool(bad.any()):
-                diverge(bad)
-                if not bool(running.any()):
-                    break
-            state.save(running)
+            every = bool(running.all())
             optimizer.zero_grad(set_to_none=True)
-            torch.where(running.to(loss.device), loss, torch.zeros_like(loss)).sum().backward()
+            (loss if every else torch.where(running.to(loss.device), loss,
+                                            torch.zeros_like(loss))).sum().backward()
             field.observe_gradients()
             norms = state.gradient_norms()
-            bad = running & ~torch.isfinite(norms).cpu()
-            if bool(bad.any()):
-                diverge(bad)
-                if not bool(running.any()):
-                    break
             state.scale_gradients(clip_factor(norms, opt.grad_clip, running))
             optimizer.step()
-            state.restore(~running)          # stopped and diverged instances stay put
+            if not every:
+                state.restore(~running)      # stopped and diverged instances stay put
             field.project_()
-            if field.densify(t + 1):
+            densified = field.densify(t + 1)
+            if densified:
                 optimizer = make_optimizer(field, lr, opt)
-                state.save(running)
             losses = recorder.record(loss, terms, norms, running, lr=lr, beta=beta,
                                      stage=stage_no)
+            if densified or (t + 1) % opt.guard_every == 0 or t + 1 == stage.steps:
+                bad = running & ~recorder.finite_since(checked)
+                if bool(bad.any()):
+                    diverge(bad)
+                state.save(running)
+                checked = recorder.count
             converged = running & monitor.update(losses)
             if bool(converged.any()):
                 state.save(converged)
                 running &= ~converged
+        bad = running & ~recorder.finite_since(checked)     # a stage cut short by max_steps
+        if bool(bad.any()):
+            diverge(bad)
     return messages

@@ -3,6 +3,12 @@
 For a stage of the curriculum the measurement and the operator are coarsened by the stage's
 ``downsample``, the model is :class:`~nvbayes.model.NoiseSpectrumModel` with the stage's loss
 weights, and the guide puts point masses at the field's output on that stage's pixel grid.
+
+Two evaluations of one objective: :func:`traced_objective` runs the guide and the model under
+Pyro's tracing and reads the terms off the trace (any guide); :class:`StagePotential`, built
+once per stage for the Delta guide, evaluates the same terms from the field's output directly
+(:meth:`~nvbayes.model.NoiseSpectrumModel.potential`), as Pyro's HMC turns a model into a
+potential function once rather than tracing it at every step.
 """
 
 from __future__ import annotations
@@ -93,6 +99,38 @@ def stage_objective(problem: InverseProblem, spec: ModelSpec, stage: Stage, oper
     guide = guide_type(field, pixel_coordinates((ny // d, nx // d), dtype=dtype,
                                                 device=device))
     return model, guide
+
+
+class StagePotential:
+    """``potential(β) → (loss, terms)``: :func:`traced_objective` of ``(model, guide)`` for a
+    Delta guide (:class:`FieldGuide`), evaluated without a trace.
+
+    The loss is ``Σ terms`` (a Delta guide has ``log q = 0``), shape: the model's measurement
+    batch (``()`` for one measurement, ``(B,)`` for B).
+    """
+
+    def __init__(self, model: NoiseSpectrumModel, guide: FieldGuide):
+        if type(guide) is not FieldGuide:
+            raise TypeError(f"a potential needs the Delta FieldGuide, got {type(guide).__name__}")
+        self.model = model
+        self.field = guide.field
+        self.coords = guide.coords
+        self.shape = tuple(guide.coords.shape[:2])
+
+    def __call__(self, beta: "float | torch.Tensor"):
+        rho, larmor = self.field(self.coords, beta)
+        nuisance = (self.field.nuisance_values(self.shape)
+                    if isinstance(self.field, NuisanceField) else {})
+        terms = self.model.potential(rho, larmor, nuisance)
+        return torch.stack(list(terms.values())).sum(0), terms
+
+
+def stage_evaluator(model: NoiseSpectrumModel, guide):
+    """The cheapest evaluation of the stage's objective for ``guide``: its
+    :class:`StagePotential` for the Delta guide, else :func:`traced_objective`."""
+    if type(guide) is FieldGuide:
+        return StagePotential(model, guide)
+    return lambda beta: traced_objective(model, guide, beta)
 
 
 def traced_objective(model: NoiseSpectrumModel, guide: FieldGuide, beta: float):

@@ -60,6 +60,19 @@ class Recorder:
                                      loss=f"{float(stacked[:, 0].mean()):.4g}")
         return stacked[:, 0]
 
+    def finite_since(self, row: int) -> torch.Tensor:
+        """Per instance, whether every loss and gradient norm it recorded from history row
+        ``row`` on is finite, ``(instances,)`` bool (the NaN guard's check)."""
+        rows = self.rows[row: self.count]
+        columns = [0, self.columns.index("grad_norm")]
+        finite = torch.isfinite(rows[..., columns]).all(dim=-1) | ~self.active[row: self.count]
+        return finite.all(dim=0)
+
+    def drop_since(self, row: int, instances: torch.Tensor) -> None:
+        """Take the rows from ``row`` on out of the history of ``instances`` (bool mask):
+        those steps were rolled back."""
+        self.active[row: self.count, instances.cpu()] = False
+
     def diverge(self, total: int, index: int = 0) -> str:
         """Flag instance ``index`` as diverged; the message that says so."""
         self.diverged[index] = True

@@ -37,9 +37,10 @@ import torch
 from nvbayes.physics.noise_map import log_mse, masked_mean, noise_map, normalized_noise_map
 
 __all__ = [
-    "anisotropic_tv", "direct_density_mse", "energy_mismatch", "l1_norm", "l2_norm", "log_mse",
-    "mean_normalized",
-    "noise_map_mse", "total_power", "spectrum_shape_mse", "spectrum_shape_weights",
+    "anisotropic_tv", "density_map_mse", "direct_density_mse", "energy_mismatch",
+    "frequency_normalized", "l1_norm", "l2_norm", "log_mse", "log_ratio_squared",
+    "mean_normalized", "noise_map_mse", "shape_mse", "total_power", "spectrum_shape_mse",
+    "spectrum_shape_weights",
 ]
 
 _TINY = 1e-30
@@ -66,8 +67,14 @@ def noise_map_mse(predicted: torch.Tensor, observed: torch.Tensor,
 def direct_density_mse(rho: torch.Tensor, observed: torch.Tensor,
                        mask: "torch.Tensor | None" = None) -> torch.Tensor:
     """``R_ds``: MSE between ``ρ²`` and the observed noise map, both mean-normalized."""
-    return _mse(mean_normalized(rho * rho, mask), mean_normalized(noise_map(observed), mask),
-                mask)
+    return density_map_mse(rho, mean_normalized(noise_map(observed), mask), mask)
+
+
+def density_map_mse(rho: torch.Tensor, target: torch.Tensor,
+                    mask: "torch.Tensor | None" = None) -> torch.Tensor:
+    """``R_ds`` against its ``target``, the observed mean-normalized noise map (computed once
+    by a model that evaluates the term at every step)."""
+    return _mse(mean_normalized(rho * rho, mask), target, mask)
 
 
 def l1_norm(rho: torch.Tensor) -> torch.Tensor:
@@ -98,9 +105,12 @@ def total_power(spectrum: torch.Tensor, mask: "torch.Tensor | None" = None) -> t
 def energy_mismatch(predicted: torch.Tensor, observed: torch.Tensor,
                     mask: "torch.Tensor | None" = None) -> torch.Tensor:
     """``R_E = (ln E_pred − ln E_obs)²`` with ``E = Σ_{ω,r} S``; ``(...)``."""
-    e_pred = total_power(predicted, mask).clamp(min=_TINY)
-    e_obs = total_power(observed, mask).clamp(min=_TINY)
-    d = torch.log(e_pred) - torch.log(e_obs)
+    return log_ratio_squared(total_power(predicted, mask), total_power(observed, mask))
+
+
+def log_ratio_squared(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(ln a − ln b)²`` of two positive totals (``R_E`` of ``E_pred`` and ``E_obs``)."""
+    d = torch.log(a.clamp(min=_TINY)) - torch.log(b.clamp(min=_TINY))
     return d * d
 
 
@@ -128,7 +138,14 @@ def spectrum_shape_mse(predicted: torch.Tensor, observed: torch.Tensor,
     """
     if weights is None:
         weights = spectrum_shape_weights(observed)
-    d = frequency_normalized(predicted) - frequency_normalized(observed)
+    return shape_mse(predicted, frequency_normalized(observed), weights)
+
+
+def shape_mse(predicted: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+              ) -> torch.Tensor:
+    """``R_sh`` against its ``target``, the observed frequency-normalized spectrum ``s_obs``
+    (computed once by a model that evaluates the term at every step)."""
+    d = frequency_normalized(predicted) - target
     per_pixel = (d * d).mean(dim=-3)
     total = weights.sum(dim=(-2, -1)).clamp(min=_TINY)
     return (weights * per_pixel).sum(dim=(-2, -1)) / total

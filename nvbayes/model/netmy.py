@@ -132,6 +132,8 @@ class NoiseSpectrumModel:
                                          ).to(observed.dtype)
         self.noise_map_obs = losses.mean_normalized(noise_map(observed), self.mask)
         self.shape_weights = losses.spectrum_shape_weights(observed, self.mask)
+        self.shape_obs = losses.frequency_normalized(observed)
+        self.energy_obs = losses.total_power(observed, self.mask)
         self.sigma = {}
         for name in WEIGHTED_DATA_TERMS:
             w = getattr(weights, name)
@@ -179,56 +181,88 @@ class NoiseSpectrumModel:
             return self._sites()
 
     def _sites(self) -> torch.Tensor:
-        w = self.weights
         rho = self._latent("rho", constraints.nonnegative)
         larmor = self._latent("larmor", constraints.real)
         nuisance = self.nuisance.sample() if self.nuisance is not None else {}
+        exact, predicted = self._predict(rho, larmor, nuisance)
+        for name, (loc, obs) in self._observations(rho, exact, predicted).items():
+            normal = (dist.Normal(loc, self.sigma[name]) if name == "total_power"
+                      else self._map_normal(loc, name))
+            pyro.sample(name, normal, obs=obs)
+        for name, value in self._factors(rho, predicted, nuisance).items():
+            pyro.factor(name, -value)
+        return predicted
+
+    def potential(self, rho: torch.Tensor, larmor: torch.Tensor,
+                  nuisance: "dict | None" = None) -> dict[str, torch.Tensor]:
+        """The terms of :meth:`loss_terms` at ``(ρ, ω_L)`` and the nuisance values, computed
+        without a Pyro trace: what a trace of this model with those values at its latent
+        sites gives, for a solver that evaluates the objective thousands of times.
+
+        ``rho``, ``larmor`` ``(*batch, ny, nx)``; nuisance values as the guide's sites.
+        """
+        nuisance = {} if nuisance is None else nuisance
+        exact, predicted = self._predict(rho, larmor, nuisance)
+        terms = {name: self._half_square(name, (obs - loc) / self.sigma[name])
+                 for name, (loc, obs) in self._observations(rho, exact, predicted).items()}
+        terms |= self._factors(rho, predicted, nuisance)
+        if self.nuisance is not None:
+            terms |= self.nuisance.prior_terms(nuisance)
+        return {name: terms[name] for name in GAUSSIAN_TERMS + FACTOR_TERMS if name in terms}
+
+    def _predict(self, rho: torch.Tensor, larmor: torch.Tensor, nuisance: dict
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(exact, predicted)``: the predicted spectrum in float64 where ε is below
+        :attr:`PRECISE_BELOW` (else the same tensor twice), and in ρ's dtype."""
         if self.precise:
             exact = apply_nuisance(self.operator, rho.to(torch.float64),
                                    larmor.to(torch.float64), nuisance)
-            predicted = exact.to(rho.dtype)
-        else:
-            exact = predicted = apply_nuisance(self.operator, rho, larmor, nuisance)
-        mask = self.mask
+            return exact, exact.to(rho.dtype)
+        predicted = apply_nuisance(self.operator, rho, larmor, nuisance)
+        return predicted, predicted
+
+    def _observations(self, rho: torch.Tensor, exact: torch.Tensor, predicted: torch.Tensor
+                      ) -> dict[str, tuple]:
+        """The Gaussian observations, name → ``(loc, observed)``, in site order."""
+        mask, out = self.mask, {}
         if "normalized_noise_map" in self.sigma:
-            pyro.sample("normalized_noise_map",
-                        self._map_normal(normalized_noise_map(noise_map(predicted), mask),
-                                         "normalized_noise_map"),
-                        obs=self.normalized_obs)
-            pyro.sample("total_power", dist.Normal(losses.total_power(predicted, mask),
-                                                   self.sigma["total_power"]),
-                        obs=self.total_obs)
+            out["normalized_noise_map"] = (
+                normalized_noise_map(noise_map(predicted), mask), self.normalized_obs)
+            out["total_power"] = (losses.total_power(predicted, mask), self.total_obs)
         if "log_mse" in self.sigma:
-            pyro.sample("log_mse", self._map_normal(
-                log_noise_map(exact, self.log_eps, mask).to(rho.dtype), "log_mse"),
-                obs=self.log_map_obs)
+            out["log_mse"] = (log_noise_map(exact, self.log_eps, mask).to(rho.dtype),
+                              self.log_map_obs)
         if "noise_map" in self.sigma:
-            pyro.sample("noise_map", self._map_normal(
-                losses.mean_normalized(noise_map(predicted), mask), "noise_map"),
-                obs=self.noise_map_obs)
+            out["noise_map"] = (losses.mean_normalized(noise_map(predicted), mask),
+                                self.noise_map_obs)
+        return out
+
+    def _factors(self, rho: torch.Tensor, predicted: torch.Tensor, nuisance: dict
+                 ) -> dict[str, torch.Tensor]:
+        """The factor terms (each its negative log factor, weight included), in site order."""
+        w, mask, per, out = self.weights, self.mask, self.pixel_divisor, {}
         if w.direct_density > 0:
-            observed = self.observed
+            target = self.noise_map_obs
             if "background" in nuisance:
                 flat = background_map(nuisance["background"].detach(), self.shape)
-                observed = observed - flat.to(observed.dtype).unsqueeze(-3)
-            pyro.factor("direct_density",
-                        -w.direct_density * losses.direct_density_mse(rho, observed, mask))
-        per = self.pixel_divisor
+                less = self.observed - flat.to(self.observed.dtype).unsqueeze(-3)
+                target = losses.mean_normalized(noise_map(less), mask)
+            out["direct_density"] = w.direct_density * losses.density_map_mse(rho, target, mask)
         if w.sparsity > 0:
-            pyro.factor("sparsity", -w.sparsity * losses.l1_norm(rho) / per)
+            out["sparsity"] = w.sparsity * losses.l1_norm(rho) / per
         if w.l1 > 0:
-            pyro.factor("l1", -w.l1 * losses.l1_norm(rho) / per)
+            out["l1"] = w.l1 * losses.l1_norm(rho) / per
         if w.l2 > 0:
-            pyro.factor("l2", -w.l2 * losses.l2_norm(rho) / per)
+            out["l2"] = w.l2 * losses.l2_norm(rho) / per
         if w.tv > 0:
-            pyro.factor("tv", -w.tv * losses.anisotropic_tv(rho) / per)
+            out["tv"] = w.tv * losses.anisotropic_tv(rho) / per
         if w.energy > 0:
-            pyro.factor("energy", -w.energy * losses.energy_mismatch(predicted, self.observed,
-                                                                     mask))
+            out["energy"] = w.energy * losses.log_ratio_squared(
+                losses.total_power(predicted, mask), self.energy_obs)
         if w.spectrum_shape > 0:
-            pyro.factor("spectrum_shape", -w.spectrum_shape * losses.spectrum_shape_mse(
-                predicted, self.observed, self.shape_weights))
-        return predicted
+            out["spectrum_shape"] = w.spectrum_shape * losses.shape_mse(
+                predicted, self.shape_obs, self.shape_weights)
+        return out
 
     def _map_normal(self, loc: torch.Tensor, name: str) -> dist.Distribution:
         """A Gaussian observation of a map ``(..., ny, nx)``; masked pixels carry no density."""
@@ -253,18 +287,22 @@ class NoiseSpectrumModel:
                 normal = site["fn"]
                 while not isinstance(normal, dist.Normal):
                     normal = normal.base_dist
-                z = (site["value"] - normal.loc) / normal.scale
-                z2 = z * z
-                if name == "total_power":
-                    terms[name] = 0.5 * z2
-                    continue
-                if self.mask is not None:
-                    z2 = z2 * self.mask.to(z2.dtype)
-                terms[name] = 0.5 * z2.sum(dim=(-2, -1))
+                terms[name] = self._half_square(name, (site["value"] - normal.loc)
+                                                / normal.scale)
         for name in FACTOR_TERMS:
             if name in trace.nodes:
                 terms[name] = -trace.nodes[name]["log_prob"]
         return terms
+
+    def _half_square(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        """``½ Σ z²`` of a Gaussian term's standardized residuals (over the mask's pixels;
+        ``total_power`` is one number per measurement)."""
+        z2 = z * z
+        if name == "total_power":
+            return 0.5 * z2
+        if self.mask is not None:
+            z2 = z2 * self.mask.to(z2.dtype)
+        return 0.5 * z2.sum(dim=(-2, -1))
 
     @property
     def constant(self) -> float:

@@ -92,17 +92,24 @@ class NuisanceModel:
             m = spec.background_grid
             values["background"] = self._latent("background", constraints.nonnegative, (m, m))
         if spec.standoff:
-            z = self._latent("standoff", constraints.positive, ())
-            sd = spec.standoff_sd(self.standoff_nm)
-            pyro.factor("standoff_prior", -0.5 * ((z - self.standoff_nm) / sd) ** 2
-                        / self.divisor)
-            values["standoff"] = z
+            values["standoff"] = self._latent("standoff", constraints.positive, ())
         if spec.gain:
-            gamma = self._latent("gain", constraints.real, self.shape)
-            pyro.factor("gain_prior", -0.5 * ((gamma / spec.gain_sd) ** 2).sum((-2, -1))
-                        / self.divisor)
-            values["gain"] = gamma
+            values["gain"] = self._latent("gain", constraints.real, self.shape)
+        for name, value in self.prior_terms(values).items():
+            pyro.factor(name, -value)
         return values
+
+    def prior_terms(self, values: dict) -> dict:
+        """The prior factors' negative log densities at the nuisance ``values``, by name."""
+        spec, out = self.spec, {}
+        if "standoff" in values:
+            sd = spec.standoff_sd(self.standoff_nm)
+            out["standoff_prior"] = (0.5 * ((values["standoff"] - self.standoff_nm) / sd) ** 2
+                                     / self.divisor)
+        if "gain" in values:
+            out["gain_prior"] = (0.5 * ((values["gain"] / spec.gain_sd) ** 2).sum((-2, -1))
+                                 / self.divisor)
+        return out
 
 
 __all__ = ["EVENT_DIMS", "NuisanceModel", "PRIOR_TERMS", "apply_nuisance", "background_map"]
