@@ -137,6 +137,7 @@ class GridEncoding:
                             torch.arange(encoding.octaves).repeat(2 * encoding.directions)])
         self.varying_octave = octave[~constant].to(coords.device)
         self.constant_octave = octave[constant].to(coords.device)
+        self._last = None                   # (β, split(β)) of the last number asked for
 
     @property
     def out_features(self) -> int:
@@ -150,11 +151,29 @@ class GridEncoding:
 
     def split(self, beta: "float | torch.Tensor") -> tuple[torch.Tensor, torch.Tensor]:
         """``(varying, constant)``: the varying columns ``(P, E_v)`` (``(B, P, E_v)`` for a
-        ``β`` of shape ``(B,)``) and the constant columns' values ``(E_c,)`` (``(B, E_c)``)."""
-        w_v = self._weights(beta, self.varying_octave)
-        w_c = self._weights(beta, self.constant_octave)
-        varying = self.varying_table * w_v.unsqueeze(-2)
-        return varying, self.constant_values * w_c
+        ``β`` of shape ``(B,)``) and the constant columns' values ``(E_c,)`` (``(B, E_c)``).
+
+        A number ``β`` is weighed in Python arithmetic, and the last one's result is kept
+        (a stage that does not anneal asks for the same ``β`` at every step)."""
+        if isinstance(beta, torch.Tensor) and beta.dim() > 0:
+            w_v = self._weights(beta, self.varying_octave)
+            w_c = self._weights(beta, self.constant_octave)
+            return self.varying_table * w_v.unsqueeze(-2), self.constant_values * w_c
+        beta = float(beta)
+        if self._last is not None and self._last[0] == beta:
+            return self._last[1]
+        weights = [0.5 * (1.0 - math.cos(math.pi * min(max(beta - k, 0.0), 1.0)))
+                   for k in range(self.octaves)] + [1.0]
+        if all(w == 1.0 for w in weights):          # every octave on: the tables as they are
+            out = (self.varying_table, self.constant_values)
+        else:
+            w_v = torch.tensor([weights[k] for k in self.varying_octave.tolist()],
+                               dtype=self.dtype, device=self.device)
+            w_c = torch.tensor([weights[k] for k in self.constant_octave.tolist()],
+                               dtype=self.dtype, device=self.device)
+            out = (self.varying_table * w_v, self.constant_values * w_c)
+        self._last = (beta, out)
+        return out
 
     def __call__(self, beta: "float | torch.Tensor") -> torch.Tensor:
         """The whole encoding ``(P, E)`` (``(B, P, E)``), columns in ``γ``'s order."""

@@ -79,15 +79,19 @@ class StackedLinear(nn.Module):
         """
         varying, constant = encoded
         start = 0 if h is None else h.shape[-1]
+        if self.instances is None:
+            w = self.weight[0]
+            bias = self.bias[0]
+            if constant.shape[-1]:
+                bias = torch.addmv(bias, w[:, start + grid.constant_index], constant)
+            out = torch.addmm(bias, varying, w[:, start + grid.varying_index].T)
+            return out if h is None else torch.addmm(out, h, w[:, :start].T)
         w = self.weight
-        w_v = w[..., start + grid.varying_index]                      # (I, out, E_v)
-        w_c = w[..., start + grid.constant_index]                     # (I, out, E_c)
         bias = self.bias
         if constant.shape[-1]:
+            w_c = w[..., start + grid.constant_index]                 # (I, out, E_c)
             bias = bias + (w_c * constant.to(w_c.dtype).unsqueeze(-2)).sum(-1)
-        if self.instances is None:
-            out = torch.addmm(bias[0], varying, w_v[0].T)
-            return out if h is None else torch.addmm(out, h, w[0, :, :start].T)
+        w_v = w[..., start + grid.varying_index]                      # (I, out, E_v)
         varying = varying.expand(self.weight.shape[0], *varying.shape[-2:])
         out = torch.baddbmm(bias.unsqueeze(1), varying, w_v.transpose(1, 2))
         return out if h is None else torch.baddbmm(out, h, w[:, :, :start].transpose(1, 2))
@@ -267,9 +271,8 @@ class NeuralField(Field):
         else:
             rho = F.softplus(channels[..., 0])
         mask = support_mask(rho, self.support_threshold)
-        larmor = mask * larmor_head(channels[..., 2], self.band)
-        if self.off_support == "centre":
-            larmor = larmor + (1.0 - mask) * (0.5 * (self.band[0] + self.band[1]))
+        larmor = torch.where(mask > 0, larmor_head(channels[..., 2], self.band),
+                             self.off_support_value)
         return rho, larmor, mask
 
     @property

@@ -29,6 +29,8 @@ class Recorder:
         self.instances = int(instances)
         self.rows = torch.full((total, self.instances, len(self.columns)), float("nan"),
                                dtype=torch.float64)
+        self.rows[..., 1: 1 + len(LOSS_TERMS)] = 0.0         # a term a stage lacks reads 0
+        self._columns_of: dict = {}
         self.active = torch.zeros(total, self.instances, dtype=torch.bool)
         self.count = 0
         self.diverged = torch.zeros(self.instances, dtype=torch.bool)
@@ -41,12 +43,12 @@ class Recorder:
         ``values`` (floats, by column name), for the
         instances in the boolean mask ``active`` (default all).  Returns the losses as a
         float64 CPU tensor ``(instances,)``."""
-        zero = loss.new_zeros(())
-        tensors = [loss] + [terms.get(n, zero) for n in LOSS_TERMS] + [grad_norm]
-        stacked = torch.stack([t.detach().to(loss.dtype).expand(self.instances)
-                               for t in tensors], dim=-1).to("cpu", torch.float64)
+        names = [n for n in LOSS_TERMS if n in terms]
+        parts = ([loss.detach().reshape(-1)] + [terms[n].detach().reshape(-1) for n in names]
+                 + [grad_norm.detach().reshape(-1).to(loss.dtype)])
+        stacked = torch.stack(torch.broadcast_tensors(*parts), dim=-1).to("cpu", torch.float64)
         row = self.rows[self.count]
-        row[:, : len(tensors)] = stacked
+        row[:, self._term_columns(tuple(names))] = stacked
         for name, value in values.items():
             row[:, self.columns.index(name)] = float(value)
         for name in self.extra_terms.intersection(terms):
@@ -59,6 +61,14 @@ class Recorder:
                 self.bar.set_postfix(stage=int(values.get("stage", 1)),
                                      loss=f"{float(stacked[:, 0].mean()):.4g}")
         return stacked[:, 0]
+
+    def _term_columns(self, names: tuple) -> list[int]:
+        """The columns of the loss, the terms ``names`` and the gradient norm; the other
+        terms' columns hold 0 (set when the history starts)."""
+        if names not in self._columns_of:
+            self._columns_of[names] = ([0] + [self.columns.index(n) for n in names]
+                                       + [self.columns.index("grad_norm")])
+        return self._columns_of[names]
 
     def finite_since(self, row: int) -> torch.Tensor:
         """Per instance, whether every loss and gradient norm it recorded from history row

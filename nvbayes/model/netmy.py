@@ -248,10 +248,11 @@ class NoiseSpectrumModel:
                 less = self.observed - flat.to(self.observed.dtype).unsqueeze(-3)
                 target = losses.mean_normalized(noise_map(less), mask)
             out["direct_density"] = w.direct_density * losses.density_map_mse(rho, target, mask)
+        l1 = losses.l1_norm(rho) / per if w.sparsity > 0 or w.l1 > 0 else None
         if w.sparsity > 0:
-            out["sparsity"] = w.sparsity * losses.l1_norm(rho) / per
+            out["sparsity"] = w.sparsity * l1
         if w.l1 > 0:
-            out["l1"] = w.l1 * losses.l1_norm(rho) / per
+            out["l1"] = w.l1 * l1
         if w.l2 > 0:
             out["l2"] = w.l2 * losses.l2_norm(rho) / per
         if w.tv > 0:
