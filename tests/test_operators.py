@@ -75,6 +75,20 @@ def test_shape_and_batch_axis(name):
 
 
 @pytest.mark.parametrize("name", OPERATORS)
+def test_noise_map_is_the_spectrum_summed_over_frequency(name):
+    """``noise_map`` (F1, F2: ``A · Σ_ω L``, no spectrum formed) equals ``Σ_ω S``, batched,
+    and at a standoff given as a tensor for the factorized operators."""
+    o = op(name)
+    rho, larmor = random_rho(2, N, N), random_larmor(2, N, N)
+    torch.testing.assert_close(o.noise_map(rho, larmor), o(rho, larmor).sum(-3),
+                               rtol=1e-12, atol=0)
+    if name != "F3":
+        z = torch.tensor([18.0, 23.0], dtype=torch.float64)
+        torch.testing.assert_close(o.noise_map(rho, larmor, z), o(rho, larmor, z).sum(-3),
+                                   rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", OPERATORS)
 def test_nonnegative_for_nonnegative_density(name):
     assert (op(name)(random_rho(N, N), random_larmor(N, N)) >= 0).all()
 
@@ -116,6 +130,7 @@ def test_gradcheck(name):
     rho = random_rho(6, 6).requires_grad_()
     larmor = random_larmor(6, 6).requires_grad_()
     assert torch.autograd.gradcheck(lambda r, w: o(r, w), (rho, larmor))
+    assert torch.autograd.gradcheck(lambda r, w: o.noise_map(r, w), (rho, larmor))
 
 
 def test_gradcheck_log_map_fidelity():

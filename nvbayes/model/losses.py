@@ -38,7 +38,7 @@ from nvbayes.physics.noise_map import log_mse, masked_mean, noise_map, normalize
 
 __all__ = [
     "anisotropic_tv", "density_map_mse", "direct_density_mse", "energy_mismatch",
-    "frequency_normalized", "l1_norm", "l2_norm", "log_mse", "log_ratio_squared",
+    "frequency_normalized", "l1_norm", "l2_norm", "log_mse", "log_ratio_squared", "map_total",
     "mean_normalized", "noise_map_mse", "shape_mse", "total_power", "spectrum_shape_mse",
     "spectrum_shape_weights",
 ]
@@ -96,7 +96,12 @@ def anisotropic_tv(rho: torch.Tensor) -> torch.Tensor:
 
 def total_power(spectrum: torch.Tensor, mask: "torch.Tensor | None" = None) -> torch.Tensor:
     """``E = Σ_{ω,r} S`` (over the pixels of ``mask``): ``(..., n_freq, ny, nx) → (...)``."""
-    noise = noise_map(spectrum)
+    return map_total(noise_map(spectrum), mask)
+
+
+def map_total(noise: torch.Tensor, mask: "torch.Tensor | None" = None) -> torch.Tensor:
+    """``E = Σ_r N(r)`` of a noise map (over the pixels of ``mask``): ``(..., ny, nx) →
+    (...)``."""
     if mask is not None:
         noise = noise * mask.to(noise.dtype)
     return noise.sum(dim=(-2, -1))

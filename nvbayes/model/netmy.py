@@ -59,9 +59,16 @@ from pyro.distributions import constraints
 
 from nvbayes.data.spec import LossWeights, NuisanceSpec
 from nvbayes.model import losses
-from nvbayes.model.nuisance import PRIOR_TERMS, NuisanceModel, apply_nuisance, background_map
+from nvbayes.model.nuisance import (
+    PRIOR_TERMS,
+    NuisanceModel,
+    apply_nuisance,
+    background_map,
+    noise_map_with_nuisance,
+)
 from nvbayes.physics.noise_map import (
     LOG_EPS,
+    log_map,
     log_noise_map,
     masked_max,
     noise_map,
@@ -173,7 +180,9 @@ class NoiseSpectrumModel:
         return pyro.plate("measurements", self.batch[0], dim=-1)
 
     def __call__(self, *args, **kwargs) -> torch.Tensor:
-        """Sample sites in order; returns the predicted spectrum ``(..., n_freq, ny, nx)``.
+        """Sample sites in order; returns the predicted noise map ``N = Σ_ω S``,
+        ``(..., ny, nx)`` (every term but the spectrum-shape one reads the spectrum through
+        it).
 
         Extra arguments (the guide's) are ignored.
         """
@@ -184,14 +193,14 @@ class NoiseSpectrumModel:
         rho = self._latent("rho", constraints.nonnegative)
         larmor = self._latent("larmor", constraints.real)
         nuisance = self.nuisance.sample() if self.nuisance is not None else {}
-        exact, predicted = self._predict(rho, larmor, nuisance)
-        for name, (loc, obs) in self._observations(rho, exact, predicted).items():
+        exact, noise, spectrum = self._predict(rho, larmor, nuisance)
+        for name, (loc, obs) in self._observations(rho, exact, noise).items():
             normal = (dist.Normal(loc, self.sigma[name]) if name == "total_power"
                       else self._map_normal(loc, name))
             pyro.sample(name, normal, obs=obs)
-        for name, value in self._factors(rho, predicted, nuisance).items():
+        for name, value in self._factors(rho, noise, spectrum, nuisance).items():
             pyro.factor(name, -value)
-        return predicted
+        return noise
 
     def potential(self, rho: torch.Tensor, larmor: torch.Tensor,
                   nuisance: "dict | None" = None) -> dict[str, torch.Tensor]:
@@ -202,43 +211,52 @@ class NoiseSpectrumModel:
         ``rho``, ``larmor`` ``(*batch, ny, nx)``; nuisance values as the guide's sites.
         """
         nuisance = {} if nuisance is None else nuisance
-        exact, predicted = self._predict(rho, larmor, nuisance)
+        exact, noise, spectrum = self._predict(rho, larmor, nuisance)
         terms = {name: self._half_square(name, (obs - loc) / self.sigma[name])
-                 for name, (loc, obs) in self._observations(rho, exact, predicted).items()}
-        terms |= self._factors(rho, predicted, nuisance)
+                 for name, (loc, obs) in self._observations(rho, exact, noise).items()}
+        terms |= self._factors(rho, noise, spectrum, nuisance)
         if self.nuisance is not None:
             terms |= self.nuisance.prior_terms(nuisance)
         return {name: terms[name] for name in GAUSSIAN_TERMS + FACTOR_TERMS if name in terms}
 
     def _predict(self, rho: torch.Tensor, larmor: torch.Tensor, nuisance: dict
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(exact, predicted)``: the predicted spectrum in float64 where ε is below
-        :attr:`PRECISE_BELOW` (else the same tensor twice), and in ρ's dtype."""
+                 ) -> tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]:
+        """``(exact, noise, spectrum)``: the predicted noise map ``N = Σ_ω S``, in float64
+        where ε is below :attr:`PRECISE_BELOW` (else the same tensor twice) and in ρ's dtype,
+        and the predicted spectrum where a term reads it (the spectrum-shape term; else
+        ``None``: the operator sums its Lorentzian alone, :meth:`~nvbayes.physics.
+        operators.ForwardOperator.noise_map`)."""
         if self.precise:
-            exact = apply_nuisance(self.operator, rho.to(torch.float64),
-                                   larmor.to(torch.float64), nuisance)
-            return exact, exact.to(rho.dtype)
-        predicted = apply_nuisance(self.operator, rho, larmor, nuisance)
-        return predicted, predicted
+            rho_, larmor_ = rho.to(torch.float64), larmor.to(torch.float64)
+        else:
+            rho_, larmor_ = rho, larmor
+        spectrum = None
+        if self.weights.spectrum_shape > 0:
+            spectrum = apply_nuisance(self.operator, rho_, larmor_, nuisance)
+            exact = noise_map(spectrum)
+            spectrum = spectrum.to(rho.dtype)
+        else:
+            exact = noise_map_with_nuisance(self.operator, rho_, larmor_, nuisance)
+        return exact, exact.to(rho.dtype), spectrum
 
-    def _observations(self, rho: torch.Tensor, exact: torch.Tensor, predicted: torch.Tensor
+    def _observations(self, rho: torch.Tensor, exact: torch.Tensor, noise: torch.Tensor
                       ) -> dict[str, tuple]:
-        """The Gaussian observations, name → ``(loc, observed)``, in site order."""
+        """The Gaussian observations, name → ``(loc, observed)``, in site order, from the
+        predicted noise map (``exact``: in float64 where ε asks for it)."""
         mask, out = self.mask, {}
         if "normalized_noise_map" in self.sigma:
-            out["normalized_noise_map"] = (
-                normalized_noise_map(noise_map(predicted), mask), self.normalized_obs)
-            out["total_power"] = (losses.total_power(predicted, mask), self.total_obs)
+            out["normalized_noise_map"] = (normalized_noise_map(noise, mask),
+                                           self.normalized_obs)
+            out["total_power"] = (losses.map_total(noise, mask), self.total_obs)
         if "log_mse" in self.sigma:
-            out["log_mse"] = (log_noise_map(exact, self.log_eps, mask).to(rho.dtype),
-                              self.log_map_obs)
+            out["log_mse"] = (log_map(normalized_noise_map(exact, mask), self.log_eps
+                                      ).to(rho.dtype), self.log_map_obs)
         if "noise_map" in self.sigma:
-            out["noise_map"] = (losses.mean_normalized(noise_map(predicted), mask),
-                                self.noise_map_obs)
+            out["noise_map"] = (losses.mean_normalized(noise, mask), self.noise_map_obs)
         return out
 
-    def _factors(self, rho: torch.Tensor, predicted: torch.Tensor, nuisance: dict
-                 ) -> dict[str, torch.Tensor]:
+    def _factors(self, rho: torch.Tensor, noise: torch.Tensor,
+                 spectrum: "torch.Tensor | None", nuisance: dict) -> dict[str, torch.Tensor]:
         """The factor terms (each its negative log factor, weight included), in site order."""
         w, mask, per, out = self.weights, self.mask, self.pixel_divisor, {}
         if w.direct_density > 0:
@@ -258,11 +276,11 @@ class NoiseSpectrumModel:
         if w.tv > 0:
             out["tv"] = w.tv * losses.anisotropic_tv(rho) / per
         if w.energy > 0:
-            out["energy"] = w.energy * losses.log_ratio_squared(
-                losses.total_power(predicted, mask), self.energy_obs)
+            out["energy"] = w.energy * losses.log_ratio_squared(losses.map_total(noise, mask),
+                                                                self.energy_obs)
         if w.spectrum_shape > 0:
             out["spectrum_shape"] = w.spectrum_shape * losses.shape_mse(
-                predicted, self.shape_obs, self.shape_weights)
+                spectrum, self.shape_obs, self.shape_weights)
         return out
 
     def _map_normal(self, loc: torch.Tensor, name: str) -> dist.Distribution:

@@ -62,6 +62,21 @@ def apply_nuisance(operator, rho: torch.Tensor, larmor: torch.Tensor,
     return signal
 
 
+def noise_map_with_nuisance(operator, rho: torch.Tensor, larmor: torch.Tensor,
+                            values: dict) -> torch.Tensor:
+    """``Σ_ω`` of :func:`apply_nuisance`, ``e^γ N(ρ, ω_L; z) + n_freq · b`` →
+    ``(..., ny, nx)``, from the operator's own noise map (no spectrum is formed)."""
+    standoff = values.get("standoff")
+    noise = (operator.noise_map(rho, larmor) if standoff is None
+             else operator.noise_map(rho, larmor, standoff.to(rho.dtype)))
+    if "gain" in values:
+        noise = noise * torch.exp(values["gain"]).to(noise.dtype)
+    if "background" in values:
+        flat = background_map(values["background"].to(noise.dtype), noise.shape[-2:])
+        noise = noise + operator.n_freq * flat
+    return noise
+
+
 class NuisanceModel:
     """The nuisance sites of one model (module docstring).
 
@@ -112,4 +127,5 @@ class NuisanceModel:
         return out
 
 
-__all__ = ["EVENT_DIMS", "NuisanceModel", "PRIOR_TERMS", "apply_nuisance", "background_map"]
+__all__ = ["EVENT_DIMS", "NuisanceModel", "PRIOR_TERMS", "apply_nuisance", "background_map",
+           "noise_map_with_nuisance"]

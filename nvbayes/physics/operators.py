@@ -109,6 +109,13 @@ class ForwardOperator:
             ) from None
         return rho, larmor
 
+    def noise_map(self, rho: torch.Tensor, larmor,
+                  standoff: "torch.Tensor | None" = None) -> torch.Tensor:
+        """``N(r) = Σ_ω S(ω, r)`` of the prediction, ``(..., ny, nx)`` (here the spectrum
+        summed; the factorized operators sum the Lorentzian alone)."""
+        spectrum = self(rho, larmor) if standoff is None else self(rho, larmor, standoff)
+        return spectrum.sum(-3)
+
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(n_freq={self.n_freq}, linewidth={self.linewidth}, "
                 f"spacing={self.spacing}, standoff={self.standoff}, units={self.units.kind!r})")
@@ -131,6 +138,14 @@ class FactorizedOperator(ForwardOperator):
         rho, larmor = self._prepare(rho, larmor)
         amplitude = self.source_power(rho, standoff).unsqueeze(-3)
         return amplitude * lorentzian(self.freqs.to(rho), larmor, self.linewidth)
+
+    def noise_map(self, rho: torch.Tensor, larmor,
+                  standoff: "torch.Tensor | None" = None) -> torch.Tensor:
+        """``N(r) = A(r) · Σ_ω L(ω; ω_L(r))``: the factorization sums the Lorentzian alone,
+        and no ``(n_freq, ny, nx)`` product with ``A`` is formed."""
+        rho, larmor = self._prepare(rho, larmor)
+        weight = lorentzian(self.freqs.to(rho), larmor, self.linewidth).sum(-3)
+        return self.source_power(rho, standoff) * weight
 
     def kernel(self, rho: torch.Tensor, standoff: "torch.Tensor | None") -> torch.Tensor:
         """The kernel's spectrum for :func:`~.kernels.convolve`: cached at the operator's
