@@ -166,3 +166,18 @@ def test_field_gradients_pass_gradcheck_on_the_density():
         return torch.func.functional_call(field, {"readout.weight": w}, (coords, 2.0))[0]
 
     assert torch.autograd.gradcheck(rho_of, (weight,), eps=1e-6, atol=1e-6)
+
+
+def test_bf16_note_only_where_the_host_lacks_bf16_instructions(monkeypatch):
+    """The note follows PyTorch's CPU probes: none of avx512_bf16 and AMX → the products are
+    emulated and the fit says so; either one → no note.  fp32 never gets one."""
+    from nvbayes.fields.neural import bf16_instructions
+    from nvbayes.workflows.fit import precision_note
+
+    for avx, amx, expected in ((False, False, ()), (True, False, ("avx512_bf16",)),
+                               (True, True, ("avx512_bf16", "amx_bf16"))):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert bf16_instructions("cpu") == expected
+        assert (precision_note("cpu", "bf16") is None) == bool(expected)
+        assert precision_note("cpu", "fp32") is None

@@ -33,6 +33,7 @@ from nvbayes.workflows.benchmark.plan import (
     parse_seeds,
 )
 from nvbayes.workflows.benchmark.runner import with_sample_axis
+from nvbayes.workflows.fit import precision_note
 
 from .common import (
     RUNS,
@@ -40,6 +41,7 @@ from .common import (
     executor_arguments,
     grid_argument,
     make_executor,
+    note,
     nuisance_arguments,
     nuisance_from,
     protocol_argument,
@@ -141,6 +143,9 @@ def execute(args, methods: dict, kind: str, title: str, **extra) -> None:
     """Run the benchmark machinery on ``methods`` and print where the results are."""
     operators, seeds = parse_operators(args.operators), parse_seeds(args.seeds)
     device, precision = check_device(args.device), check_precision(args.precision)
+    line = precision_note(device, precision)
+    if line:
+        note(line)
     executor = make_executor(args)
     data, description = _data(args)
     data = with_sample_axis(data)

@@ -19,6 +19,7 @@ from nvbayes.workflows.fit import (
     HESSIAN_FIGURE,
     fit,
     fit_samples,
+    precision_note,
     save_run,
 )
 
@@ -101,6 +102,9 @@ def run(args) -> None:
     if args.sample is not None and args.samples is not None:
         raise NvbayesError("--sample and --samples both given", "use one of them")
     data = read_measurement(args.data)
+    line = precision_note(args.device, args.precision)
+    if line:
+        note(line)
     if args.sample is None and (args.samples is not None or n_samples(data) > 1):
         _fit_many(args, data)
         return

@@ -33,6 +33,23 @@ OFF_SUPPORT = ("zero", "centre")
 #: the MLP's products and tanh in bfloat16 under autocast, the parameters, the heads, the
 #: operator and the loss in the parameters' dtype).
 PRECISIONS = ("fp32", "bf16")
+def bf16_instructions(device: "str | torch.device" = "cpu") -> tuple[str, ...]:
+    """The bfloat16 matrix instructions ``device`` has: on a CPU ``avx512_bf16`` and
+    ``amx_bf16`` (AMX tiles) where PyTorch detects them, on a CUDA device ``tensor cores``
+    from compute capability 8 (Ampere); ``()`` where bf16 products would be emulated."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        major = torch.cuda.get_device_capability(device)[0] if torch.cuda.is_available() else 0
+        return ("tensor cores",) if major >= 8 else ()
+    found = []
+    for name, probe in (("avx512_bf16", "_is_avx512_bf16_supported"),
+                        ("amx_bf16", "_is_amx_tile_supported")):
+        check = getattr(torch.cpu, probe, None)
+        if check is not None and check():
+            found.append(name)
+    return tuple(found)
+
+
 #: Shift of the scale channels: ``softplus(0 − 3) ≈ 0.049`` at a zero output.
 SCALE_SHIFT = 3.0
 

@@ -19,6 +19,7 @@ import xarray as xr
 from nvbayes.data.io import n_samples, read_measurement, select_sample, validate_measurement
 from nvbayes.data.spec import NuisanceSpec, load_spec, parse_nuisance, with_nuisance
 from nvbayes.errors import ParameterError
+from nvbayes.fields.neural import bf16_instructions
 from nvbayes.figures.imaging import plot_catalogue, plot_hessian_spectrum, plot_run
 from nvbayes.inference.draws import PosteriorDraws
 from nvbayes.inference.map import check_precision, fit_batch
@@ -31,6 +32,16 @@ from nvbayes.results.run import Run, hessian_dataset, run_config
 #: The figure of every run, and the Laplace fit's Hessian spectrum.
 FIGURE, HESSIAN_FIGURE = "reconstruction.png", "hessian_spectrum.png"
 CATALOGUE_FIGURE = "catalogue.png"
+
+
+def precision_note(device: str, precision: str) -> "str | None":
+    """One line where ``bf16`` was asked for on a device without bf16 matrix instructions
+    (:func:`~nvbayes.fields.neural.bf16_instructions`): its products are then emulated."""
+    if precision == "bf16" and not bf16_instructions(device):
+        return (f"--precision bf16 on a {device} without bf16 matrix instructions (avx512_bf16, "
+                "AMX or tensor cores): its products are emulated and slower than fp32; "
+                "--precision fp32 is the faster choice here")
+    return None
 
 
 def _prepare(measurement, model: str, method: str, operator: str, device: str,
@@ -69,6 +80,7 @@ def _run(one: xr.Dataset, result, spec, *, method, operator, seed, device, preci
                         device=device, wall_time_s=result.wall_time_s, source=source,
                         sample=sample, precision=precision,
                         batch_size=int(result.stats.get("batch_size", 1)))
+    config["run"]["bf16_instructions"] = ",".join(bf16_instructions(device)) or "none"
     if isinstance(result, PosteriorDraws):
         config["run"]["likelihood"] = str(result.stats.get("likelihood", "noise-map"))
         run = Run.from_draws(one, result, config)
