@@ -242,6 +242,8 @@ def solve_gradient(field: torch.nn.Module, problem: InverseProblem, spec: ModelS
                     diverge(bad)
                 state.save(running)
                 checked = recorder.count
+            if not monitor.enabled:
+                continue
             converged = running & monitor.update(losses)
             if bool(converged.any()):
                 state.save(converged)
