@@ -137,6 +137,7 @@ class GridEncoding:
                             torch.arange(encoding.octaves).repeat(2 * encoding.directions)])
         self.varying_octave = octave[~constant].to(coords.device)
         self.constant_octave = octave[constant].to(coords.device)
+        self._octaves_of = (self.varying_octave.tolist(), self.constant_octave.tolist())
         self._last = None                   # (β, split(β)) of the last number asked for
 
     @property
@@ -153,7 +154,7 @@ class GridEncoding:
         """``(varying, constant)``: the varying columns ``(P, E_v)`` (``(B, P, E_v)`` for a
         ``β`` of shape ``(B,)``) and the constant columns' values ``(E_c,)`` (``(B, E_c)``).
 
-        A number ``β`` is weighed in Python arithmetic, and the last one's result is kept
+        For a number ``β`` the last result is kept
         (a stage that does not anneal asks for the same ``β`` at every step)."""
         if isinstance(beta, torch.Tensor) and beta.dim() > 0:
             w_v = self._weights(beta, self.varying_octave)
@@ -162,15 +163,12 @@ class GridEncoding:
         beta = float(beta)
         if self._last is not None and self._last[0] == beta:
             return self._last[1]
-        weights = [0.5 * (1.0 - math.cos(math.pi * min(max(beta - k, 0.0), 1.0)))
-                   for k in range(self.octaves)] + [1.0]
+        weights = annealing_weights(beta, self.octaves).tolist() + [1.0]    # octave −1 → 1
         if all(w == 1.0 for w in weights):          # every octave on: the tables as they are
             out = (self.varying_table, self.constant_values)
         else:
-            w_v = torch.tensor([weights[k] for k in self.varying_octave.tolist()],
-                               dtype=self.dtype, device=self.device)
-            w_c = torch.tensor([weights[k] for k in self.constant_octave.tolist()],
-                               dtype=self.dtype, device=self.device)
+            w_v, w_c = (torch.tensor([weights[k] for k in part], dtype=self.dtype,
+                                     device=self.device) for part in self._octaves_of)
             out = (self.varying_table * w_v, self.constant_values * w_c)
         self._last = (beta, out)
         return out
