@@ -329,7 +329,9 @@ class NuisanceSpec:
     with their priors; all off by default (the paper's objective has none).
 
     ``background``: an additive background, flat in frequency and smooth in space: bilinear
-    on a ``background_grid`` × ``background_grid`` grid of non-negative values.
+    on a ``background_grid`` × ``background_grid`` grid of non-negative values (0, the
+    default: the side that predicts the spectral-shape estimate best out of sample,
+    :func:`nvbayes.inference.nuisance.grid_side`).
     ``standoff``: the standoff as a parameter, prior ``Normal(recorded, standoff_sd_nm)``
     (default a quarter of the recorded standoff).  ``gain``: a per-pixel gain ``exp(γ(r))``,
     prior ``γ ~ Normal(0, gain_sd)``.
@@ -345,16 +347,18 @@ class NuisanceSpec:
     background: bool = False
     standoff: bool = False
     gain: bool = False
-    background_grid: int = 8
+    background_grid: int = 0
     standoff_sd_nm: float = 0.0
     gain_sd: float = 0.03
     standoff_fit: str = "profile"
     background_fit: str = "profile"
 
     def __post_init__(self):
-        if not (isinstance(self.background_grid, int) and self.background_grid >= 2):
+        if not (isinstance(self.background_grid, int) and (self.background_grid >= 2
+                                                            or self.background_grid == 0)):
             raise ParameterError(f"background_grid = {self.background_grid!r}",
-                                 "use an integer grid side of 2 or more")
+                                 "use an integer grid side of 2 or more, or 0 to let the "
+                                 "data choose it")
         if not self.standoff_sd_nm >= 0:
             raise ParameterError(f"standoff_sd_nm = {self.standoff_sd_nm!r}",
                                  "pass --standoff-sd-nm > 0, e.g. 5 (0: a quarter of the "

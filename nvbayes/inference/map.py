@@ -30,6 +30,8 @@ ended the last stage sooner).
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import time
 from dataclasses import dataclass, field
@@ -144,26 +146,34 @@ def nuisance_start(spec: ModelSpec, problem: InverseProblem
     problems = ([problem] if problem.batch is None
                 else [problem.instance(i) for i in range(problem.batch)])
     grids, standoffs = zip(*(estimates(one, spec.nuisance) for one in problems), strict=True)
+    side = max(grid.shape[-1] for grid in grids)
+    if any(grid.shape[-1] != side for grid in grids):     # one grid side for a shared loop
+        fixed = dataclasses.replace(spec.nuisance, background_grid=side)
+        grids = [estimates(one, fixed)[0] for one in problems]
     if problem.batch is None:
         return grids[0], torch.tensor(standoffs[0])
     return torch.stack(grids), torch.tensor(standoffs)
 
 
 def solver_problem(problem: InverseProblem, spec: ModelSpec
-                   ) -> tuple[InverseProblem, "tuple | None", InverseProblem]:
-    """``(work, start, signal)``: the problem the solver sees (:func:`working_problem`, less
-    the background where it is held at its estimate, ``profile``: the data terms then see
-    the signal alone, a max-normalized noise map standing on a background having little
-    contrast left), the nuisances' :func:`nuisance_start`, and the working problem less the
-    estimated background (whose energy sets the baselines' uniform start)."""
+                   ) -> tuple[InverseProblem, "tuple | None", InverseProblem, ModelSpec]:
+    """``(work, start, signal, spec)``: the problem the solver sees (:func:`working_problem`,
+    less the background where it is held at its estimate, ``profile``: the data terms then
+    see the signal alone, a max-normalized noise map standing on a background having little
+    contrast left), the nuisances' :func:`nuisance_start`, the working problem less the
+    estimated background (whose energy sets the baselines' uniform start), and ``spec`` with
+    the background grid side its estimate chose (``background_grid = 0``)."""
     work = working_problem(problem, spec)
     start = nuisance_start(spec, work)
     if start is None:
-        return work, None, work
+        return work, None, work, spec
     signal = less_background(work, start[0])
     nuisance = spec.nuisance
+    if nuisance.background_grid == 0:
+        nuisance = dataclasses.replace(nuisance, background_grid=int(start[0].shape[-1]))
+        spec = dataclasses.replace(spec, nuisance=nuisance)
     held = nuisance.background and nuisance.background_fit == "profile"
-    return (signal if held else work), start, signal
+    return (signal if held else work), start, signal, spec
 
 
 def with_nuisance(field: torch.nn.Module, spec: ModelSpec, problem: InverseProblem,
@@ -247,7 +257,7 @@ def fit_map(problem: InverseProblem, spec: ModelSpec, operator: str = "F2", seed
                          wall_time_s=time.perf_counter() - start)
     fresh_start(seed)
     device = torch.device(device)
-    work, start_nuisance, signal = solver_problem(problem, spec)
+    work, start_nuisance, signal, spec = solver_problem(problem, spec)
     if spec.field.kind == "neural":
         net = build_field(spec, work, precision=precision)
     else:
@@ -291,7 +301,7 @@ def fit_batch(problem: InverseProblem, spec: ModelSpec, operator: str = "F2",
     device = torch.device(device)
     net = build_field(spec, problem, instances=count, precision=precision)
     net.reset_parameters(seeds)
-    work, start_nuisance, _ = solver_problem(problem, spec)
+    work, start_nuisance, _, spec = solver_problem(problem, spec)
     net = with_nuisance(net, spec, work, start_nuisance, count).to(device, dtype)
     recorder = Recorder(spec.total_steps, show, SOLVER_COLUMNS[spec.solver], instances=count)
     messages = SOLVERS[spec.solver](net, work, spec, operator, recorder)

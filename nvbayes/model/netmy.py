@@ -208,9 +208,12 @@ class NoiseSpectrumModel:
         without a Pyro trace: what a trace of this model with those values at its latent
         sites gives, for a solver that evaluates the objective thousands of times.
 
-        ``rho``, ``larmor`` ``(*batch, ny, nx)``; nuisance values as the guide's sites.
+        ``rho``, ``larmor`` ``(*batch, ny, nx)``; nuisance values as the guide's sites (those
+        that are not sites of this model, a background held at its estimate, are ignored as
+        a trace ignores them).
         """
-        nuisance = {} if nuisance is None else nuisance
+        sites = () if self.nuisance is None else self.nuisance.sites
+        nuisance = {name: v for name, v in (nuisance or {}).items() if name in sites}
         exact, noise, spectrum = self._predict(rho, larmor, nuisance)
         terms = {name: self._half_square(name, (obs - loc) / self.sigma[name])
                  for name, (loc, obs) in self._observations(rho, exact, noise).items()}

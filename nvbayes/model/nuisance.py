@@ -100,10 +100,18 @@ class NuisanceModel:
         return pyro.sample(name, dist.ImproperUniform(support, batch_shape=self.batch,
                                                       event_shape=torch.Size(event)))
 
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The nuisances that are latent sites of the model: a background held at its
+        estimate (``profile``) is not one (the data are given less it)."""
+        spec = self.spec
+        held = spec.background and spec.background_fit != "joint"
+        return tuple(n for n in spec.names if not (n == "background" and held))
+
     def sample(self) -> dict:
         """The nuisance sites and their prior factors, inside the caller's plate."""
         spec, values = self.spec, {}
-        if spec.background and spec.background_fit == "joint":
+        if "background" in self.sites:
             m = spec.background_grid
             values["background"] = self._latent("background", constraints.nonnegative, (m, m))
         if spec.standoff:
