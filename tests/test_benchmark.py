@@ -530,3 +530,19 @@ def test_foreign_folder_is_refused(tmp_path, capsys):
     assert code == 2
     assert "is not a benchmark folder" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_method_named_with_plus_nuisance_is_fitted_with_the_nuisances_alone():
+    """``--models lbfgs+nuisance,tikhonov --nuisance background``: L-BFGS only with the
+    nuisance model, Tikhonov plain and with it; without --nuisance the name is refused."""
+    from nvbayes.data.spec import parse_nuisance
+    from nvbayes.workflows.benchmark.plan import nuisance_variants, resolve_methods
+
+    methods = resolve_methods("lbfgs+nuisance,tikhonov", protocol="robust")
+    out = nuisance_variants(methods, parse_nuisance("background"))
+    assert set(out) == {"lbfgs+nuisance", "tikhonov", "tikhonov+nuisance"}
+    assert out["lbfgs+nuisance"].nuisance.background
+    assert out["lbfgs+nuisance"].solver == resolve_methods("lbfgs")["lbfgs"].solver
+    assert not out["tikhonov"].nuisance.any
+    with pytest.raises(NvbayesError, match="needs the nuisances"):
+        nuisance_variants(methods, parse_nuisance("none"))

@@ -62,8 +62,9 @@ def add_arguments(p) -> None:
     data_arguments(p)
     p.add_argument("--models", default=",".join(DEFAULT_METHODS),
                    help="comma list: netmy (follows --preset), tikhonov, admm, lbfgs, gsplat, "
-                        "deepdecoder, a trained model (unet-sl, …), or .toml / .pt paths "
-                        f"(default {','.join(DEFAULT_METHODS)})")
+                        "deepdecoder, a trained model (unet-sl, …), or .toml / .pt paths; "
+                        "NAME+nuisance fits NAME with the --nuisance model alone, without "
+                        f"its plain twin (default {','.join(DEFAULT_METHODS)})")
     p.add_argument("--operators", default="F1,F2", help="inversion operators (F1,F2)")
     nuisance_arguments(p)
     run_arguments(p)

@@ -113,10 +113,10 @@ def background_surface(per_pixel: torch.Tensor, m: int,
 def grid_side(per_pixel: torch.Tensor, mask: "torch.Tensor | None" = None) -> int:
     """The background grid side that predicts ``per_pixel`` ``(ny, nx)`` best out of sample:
     two-fold cross-validation over the pixels of a checkerboard, each fold's surface
-    (:func:`background_surface`) scored by the median absolute residual on the other fold
-    (the median: pixels under a source are outliers of the surface).  Sides from
-    :data:`GRID_SIDES` up to a third of the shorter window side; the smallest of equal
-    scores."""
+    (:func:`background_surface`) scored by the mean squared residual on the other fold, its
+    outliers left out as in the fit (beyond :data:`OUTLIER_MADS` median absolute deviations:
+    pixels under a source).  Sides from :data:`GRID_SIDES` up to a third of the shorter
+    window side; the smallest of equal scores."""
     ny, nx = per_pixel.shape
     yy, xx = torch.meshgrid(torch.arange(ny), torch.arange(nx), indexing="ij")
     even = (yy + xx) % 2 == 0
@@ -128,7 +128,10 @@ def grid_side(per_pixel: torch.Tensor, mask: "torch.Tensor | None" = None) -> in
         score = 0.0
         for fold in (even, ~even):
             surface = background_map(background_surface(target, m, used & fold), (ny, nx))
-            score += float((target - surface)[used & ~fold].abs().median())
+            residual = (target - surface)[used & ~fold]
+            spread = (residual - residual.median()).abs().median() * 1.4826 * OUTLIER_MADS
+            inlier = (residual - residual.median()).abs() <= spread.clamp(min=1e-300)
+            score += float((residual[inlier] ** 2).mean())
         scores[m] = score
     return min(scores, key=lambda m: (scores[m], m)) if scores else 2
 

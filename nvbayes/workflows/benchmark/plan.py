@@ -142,6 +142,10 @@ def parse_seeds(text: str) -> tuple[int, ...]:
                              "pass e.g. --seeds 0,1,2") from None
 
 
+#: The suffix of a method fitted with the nuisance model (``--models lbfgs+nuisance``).
+NUISANCE_SUFFIX = "+nuisance"
+
+
 def parse_operators(text: str) -> tuple[str, ...]:
     ops = tuple(check_inversion_operator(op) for op in parse_list(text, "operator"))
     if len(set(ops)) != len(ops):
@@ -160,6 +164,15 @@ def resolve_methods(names: "str | list[str]", preset: str = "fast",
         names = parse_list(names, "method")
     methods: dict[str, ModelSpec] = {}
     for name in names:
+        if name.endswith(NUISANCE_SUFFIX):         # the nuisance variant alone
+            base = name[:-len(NUISANCE_SUFFIX)]
+            for key, spec in resolve_methods([base], preset, protocol).items():
+                key = key + NUISANCE_SUFFIX
+                if key in methods:
+                    raise ParameterError(f"method {key!r} is listed twice",
+                                         "list each method once")
+                methods[key] = dataclasses.replace(spec, name=key)
+            continue
         if name.endswith((".toml", ".pt")):
             spec = load_spec(Path(name), protocol)
             key = spec.name if name.endswith(".pt") else Path(name).stem
@@ -181,16 +194,28 @@ def nuisance_variants(methods: dict[str, ModelSpec], nuisance: NuisanceSpec
                       ) -> dict[str, ModelSpec]:
     """``methods`` and, beside each optimized one, ``NAME+nuisance``: the same method with the
     forward model's ``nuisance`` (:mod:`nvbayes.model.nuisance`), so that both are fitted on
-    the same scenes (trained models and the paper's protocol have no nuisance terms)."""
+    the same scenes (trained models and the paper's protocol have no nuisance terms).  A
+    method listed as ``NAME+nuisance`` is fitted with the nuisances alone."""
+    alone = [key for key in methods if key.endswith(NUISANCE_SUFFIX)]
+    if alone and not nuisance.any:
+        raise ParameterError(f"method {alone[0]!r} needs the nuisances it models",
+                             "pass --nuisance, e.g. --nuisance background,standoff")
     if not nuisance.any:
         return methods
-    out = dict(methods)
+    out = {}
     for key, spec in methods.items():
         if spec.field.kind == "trained" or spec.protocol == "paper":
+            if key in alone:
+                raise ParameterError(f"method {key!r} cannot model nuisances",
+                                     "list it without +nuisance (trained models and the "
+                                     "paper's protocol have no nuisance terms)")
+            out[key] = spec
             continue
-        out[f"{key}+nuisance"] = dataclasses.replace(with_nuisance(spec, nuisance),
-                                                     name=f"{key}+nuisance")
-    if len(out) == len(methods):
+        variant = key if key in alone else key + NUISANCE_SUFFIX
+        if key not in alone:
+            out[key] = spec
+        out[variant] = dataclasses.replace(with_nuisance(spec, nuisance), name=variant)
+    if not any(key.endswith(NUISANCE_SUFFIX) for key in out):
         raise ParameterError("--nuisance names no method that can model nuisances",
                              "add an optimized method under --protocol robust, or drop "
                              "--nuisance")
