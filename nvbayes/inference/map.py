@@ -31,7 +31,6 @@ ended the last stage sooner).
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import time
 from dataclasses import dataclass, field

@@ -11,9 +11,10 @@ F statistic ``(RSS₀ − RSS₁) / (RSS₁ / (n_freq − 3))`` against the flat
 flat mean.  Without that test the best of the candidates fits part of every pixel's noise
 with ``A > 0`` and takes its mean from ``b``: on empty pixels (most of a sparse scene) the
 estimate then sits below the truth by about a quarter of a readout's noise σ, which is more
-than the whole signal's mean over the window.  The per-pixel ``b(r)`` is then fitted by the smooth background of
-:mod:`nvbayes.model.nuisance` (bilinear on an ``m × m`` grid, least squares, pixels with a
-residual beyond :data:`OUTLIER_MADS` median absolute deviations dropped once, values ≥ 0).
+than the whole signal's mean over the window.  The per-pixel ``b(r)`` is then fitted by the
+smooth background of :mod:`nvbayes.model.nuisance` (bilinear on an ``m × m`` grid, least
+squares, pixels with a residual beyond :data:`OUTLIER_MADS` median absolute deviations
+dropped once, values ≥ 0), ``m`` chosen by cross-validation (:func:`grid_side`).
 The noise map alone cannot tell a flat background from a uniform density; the shape can.
 
 **Standoff from the point spread.**  A point source's noise map is ``a P(r − s; z)``: its
