@@ -402,6 +402,8 @@ def test_calibrate_cli_writes_and_resumes(tiny_toml, tmp_path, capsys):
     (["--method", "nuts", "--grid", 32], "up to 16x16"),
     (["--method", "mcmc"], "unknown calibration method"),
     (["--level", 1.5], "--level"),
+    (["--method", "svi", "--nuisance", "background"], "only the catalogue"),
+    (["--method", "catalogue", "--nuisance", "glare"], "unknown nuisance"),
 ])
 def test_calibrate_bad_input_is_one_line(extra, message, tmp_path, capsys):
     code, out, err = run_cli(["calibrate", "--out", tmp_path / "cal"] + extra, capsys)

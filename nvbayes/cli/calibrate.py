@@ -61,6 +61,9 @@ def add_arguments(p) -> None:
     p.add_argument("--realism", default=DEFAULTS.realism,
                    help="a lab's nuisances in the simulated scenes: off (default), lab, or a "
                         "comma list of " + ", ".join(NUISANCES))
+    p.add_argument("--nuisance", default=DEFAULTS.nuisance,
+                   help="the catalogue's nuisances, held at their estimates from the data: "
+                        "none (default), all, or a comma list of background, standoff")
     p.add_argument("--out", type=Path, help="output folder (default runs/calibration-...)")
 
 
@@ -73,11 +76,12 @@ def run(args) -> None:
                            noise=args.noise, seed=args.data_seed, level=args.level,
                            radius=args.radius, draws=args.draws, chains=args.chains,
                            warmup=args.warmup, rho_prior=args.rho_prior,
-                           realism=args.realism)
+                           realism=args.realism, nuisance=args.nuisance)
     if plan.draws is not None and plan.draws < 2:
         raise NvbayesError(f"--draws {plan.draws}", "use 2 or more draws")
     prior = "" if plan.rho_prior == "exponential" else f"-{plan.rho_prior}"
     prior += "" if plan.realism == "off" else f"-{plan.realism.replace(',', '+')}"
+    prior += "" if plan.nuisance == "none" else f"-held-{plan.nuisance.replace(',', '+')}"
     out = args.out or RUNS / (f"calibration-{'-'.join(plan.methods)}-{plan.grid}px-"
                               f"{plan.scenes}scenes{prior}")
     run_calibration(plan, out)

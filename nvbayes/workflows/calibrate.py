@@ -31,7 +31,7 @@ import xarray as xr
 from nvbayes.data.io import toml_dumps, write_netcdf, write_with
 from nvbayes.data.realism import parse_realism
 from nvbayes.data.scenes import SimulationSettings, expand_classes, simulate
-from nvbayes.data.spec import load_spec
+from nvbayes.data.spec import load_spec, parse_nuisance, with_nuisance
 from nvbayes.data.validation import positive
 from nvbayes.errors import ParameterError
 from nvbayes.figures import save_figure
@@ -77,10 +77,16 @@ class CalibrationPlan:
     warmup: "int | None" = None
     rho_prior: str = "exponential"
     realism: str = "off"             # off, lab or nuisance names (data/realism.py)
+    nuisance: str = "none"           # the nuisances the catalogue holds (data/spec.py)
 
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
         parse_realism(self.realism)
+        if parse_nuisance(self.nuisance).any and set(self.methods) - set(NUISANCE_METHODS):
+            raise ParameterError(f"--nuisance {self.nuisance} with --method "
+                                 f"{','.join(self.methods)}",
+                                 "of the sampling methods only the catalogue models the "
+                                 "nuisances: use --method catalogue, or drop --nuisance")
         if self.rho_prior not in RHO_PRIORS:
             raise ParameterError(f"unknown rho prior {self.rho_prior!r}",
                                  f"use --rho-prior {' or '.join(RHO_PRIORS)}")
@@ -108,6 +114,10 @@ class CalibrationPlan:
         """The plan as a TOML table (settings left to the method's default are absent)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
                 if v is not None}
+
+
+#: The sampling methods that carry the lab's nuisances (held at their estimates).
+NUISANCE_METHODS = ("catalogue",)
 
 
 def source_functionals(rho: np.ndarray, sources: np.ndarray, coords: np.ndarray,
@@ -151,7 +161,8 @@ def _fit_cell(plan: CalibrationPlan, method: str, index: int) -> xr.Dataset:
                                   operator=plan.simulator, realism=parse_realism(plan.realism))
     data = simulate(scene_class, seed, settings)
     problem = InverseProblem.from_measurement(data)
-    result = infer(problem, load_spec(plan.model), method=method, operator=plan.operator,
+    spec = with_nuisance(load_spec(plan.model), parse_nuisance(plan.nuisance))
+    result = infer(problem, spec, method=method, operator=plan.operator,
                     seed=0, device="cpu", show=False, precision="fp32", draws=plan.draws,
                     chains=plan.chains, warmup=plan.warmup, rho_prior=plan.rho_prior)
     truth = data["rho_true"].values
