@@ -151,8 +151,10 @@ class LabTruth:
 
     ``spectrum`` and ``clean`` ``(n_freq, ny, nx)``; ``rho`` ``(ny, nx)`` each source's
     amplitude on the pixel nearest its centre; ``larmor`` ``(ny, nx)`` the frequency of the
-    source dominating each pixel's noise; ``sources`` ``(k, 4)``: y and x (nm), amplitude,
-    Larmor (GHz); ``depth``, ``gain``, ``background`` ``(ny, nx)``; ``standoff`` the true
+    source dominating each pixel's noise; ``sources`` ``(k, 4)``: y and x (nm) of the
+    centroid of its spins (what the data can locate: a cloud's drawn centre sits about
+    ``cloud_nm / √8`` from it; the centre itself for a point source), amplitude, Larmor
+    (GHz); ``depth``, ``gain``, ``background`` ``(ny, nx)``; ``standoff`` the true
     global standoff (nm); ``read_sigma`` σ_read and ``shot`` k of the noise model.
     """
 
@@ -254,6 +256,6 @@ def render(positions_px: np.ndarray, amplitudes: np.ndarray, larmor: np.ndarray,
     rho = np.zeros(shape)
     np.add.at(rho, (nearest[:, 0], nearest[:, 1]), amplitudes)
     larmor_map = larmor[np.argmax(amplitudes[:, None, None] * power, axis=0)]
-    sources = np.column_stack([centres, amplitudes, larmor])
+    sources = np.column_stack([spins.mean(axis=1), amplitudes, larmor])
     return LabTruth(spectrum, clean, rho, larmor_map, sources, depth, gain, background,
                     true_standoff, read_sigma, shot)
