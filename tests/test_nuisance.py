@@ -123,6 +123,18 @@ def test_flat_spectra_give_an_unbiased_background():
     assert before < -0.1 * sigma
 
 
+def test_background_surface_is_odd_so_unbiased_where_the_truth_is_zero():
+    """The surface fit is odd in its data, surface(−b) = −surface(b) (least squares with a
+    sign-symmetric outlier rule, no clamp at 0): on zero-mean noise its expectation is 0.
+    Clamping the grid at 0 would lift a clean measurement's estimate, and the fit would
+    subtract that lift from the signal."""
+    noise = torch.randn(40, 40, generator=torch.Generator().manual_seed(5),
+                        dtype=torch.float64)
+    for m in (2, 6):
+        torch.testing.assert_close(background_surface(-noise, m), -background_surface(noise, m),
+                                   rtol=1e-12, atol=1e-14)
+
+
 def test_grid_side_by_cross_validation():
     """A background exactly bilinear on a 4 × 4 grid, plus white noise at 5 % of its span, is
     given side 4 (finer grids only fit noise out of sample); on a smooth random field the

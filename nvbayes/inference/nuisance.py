@@ -14,7 +14,10 @@ estimate then sits below the truth by about a quarter of a readout's noise σ, w
 than the whole signal's mean over the window.  The per-pixel ``b(r)`` is then fitted by the
 smooth background of :mod:`nvbayes.model.nuisance` (bilinear on an ``m × m`` grid, least
 squares, pixels with a residual beyond :data:`OUTLIER_MADS` median absolute deviations
-dropped once, values ≥ 0), ``m`` chosen by cross-validation (:func:`grid_side`).
+dropped once), ``m`` chosen by cross-validation (:func:`grid_side`).  The grid is not
+clamped at 0: where the truth is 0 (clean data), clamping the noisy coefficients would lift
+the estimate's mean, and the fit would subtract that lift from the signal (a joint fit starts
+from the estimate made positive, :class:`~nvbayes.fields.nuisance.NuisanceParameters`).
 The noise map alone cannot tell a flat background from a uniform density; the shape can.
 
 **Standoff from the point spread.**  A point source's noise map is ``a P(r − s; z)``: its
@@ -96,7 +99,7 @@ def _basis(m: int, shape: tuple[int, int]) -> torch.Tensor:
 def background_surface(per_pixel: torch.Tensor, m: int,
                        mask: "torch.Tensor | None" = None) -> torch.Tensor:
     """The ``m × m`` grid whose bilinear surface fits ``per_pixel`` ``(ny, nx)`` best (least
-    squares, one outlier pass, clamped at 0) → ``(m, m)``."""
+    squares, one outlier pass; not clamped, see the module docstring) → ``(m, m)``."""
     shape = tuple(per_pixel.shape)
     basis = _basis(m, shape).reshape(m * m, -1).T                          # (P, m²)
     target = per_pixel.reshape(-1).to(torch.float64)
@@ -108,7 +111,7 @@ def background_surface(per_pixel: torch.Tensor, m: int,
         mad = (residual[used] - residual[used].median()).abs().median()
         used = used & ((residual - residual[used].median()).abs() <= OUTLIER_MADS * 1.4826
                        * mad.clamp(min=1e-300))
-    return coef.clamp(min=0.0).reshape(m, m)
+    return coef.reshape(m, m)
 
 
 def grid_side(per_pixel: torch.Tensor, mask: "torch.Tensor | None" = None) -> int:
