@@ -96,6 +96,12 @@ def _basis(m: int, shape: tuple[int, int]) -> torch.Tensor:
     return background_map(torch.eye(m * m, dtype=torch.float64).reshape(m * m, m, m), shape)
 
 
+def _median(values: torch.Tensor) -> torch.Tensor:
+    """The median, the mean of the two middle values for an even count (``torch.median``
+    takes the lower one, which would make the outlier rule depend on the data's sign)."""
+    return torch.quantile(values, 0.5)
+
+
 def background_surface(per_pixel: torch.Tensor, m: int,
                        mask: "torch.Tensor | None" = None) -> torch.Tensor:
     """The ``m × m`` grid whose bilinear surface fits ``per_pixel`` ``(ny, nx)`` best (least
@@ -108,8 +114,9 @@ def background_surface(per_pixel: torch.Tensor, m: int,
     for _ in range(2):
         coef = torch.linalg.lstsq(basis[used], target[used, None]).solution[:, 0]
         residual = target - basis @ coef
-        mad = (residual[used] - residual[used].median()).abs().median()
-        used = used & ((residual - residual[used].median()).abs() <= OUTLIER_MADS * 1.4826
+        centre = _median(residual[used])
+        mad = _median((residual[used] - centre).abs())
+        used = used & ((residual - centre).abs() <= OUTLIER_MADS * 1.4826
                        * mad.clamp(min=1e-300))
     return coef.reshape(m, m)
 
@@ -133,8 +140,9 @@ def grid_side(per_pixel: torch.Tensor, mask: "torch.Tensor | None" = None) -> in
         for fold in (even, ~even):
             surface = background_map(background_surface(target, m, used & fold), (ny, nx))
             residual = (target - surface)[used & ~fold]
-            spread = (residual - residual.median()).abs().median() * 1.4826 * OUTLIER_MADS
-            inlier = (residual - residual.median()).abs() <= spread.clamp(min=1e-300)
+            centre = _median(residual)
+            spread = _median((residual - centre).abs()) * 1.4826 * OUTLIER_MADS
+            inlier = (residual - centre).abs() <= spread.clamp(min=1e-300)
             score += float((residual[inlier] ** 2).mean())
         scores[m] = score
     return min(scores, key=lambda m: (scores[m], m)) if scores else 2
