@@ -14,8 +14,8 @@ Usage: ``python benchmarks/catalogue_coverage.py [--scenes 32] [--seeds 2] [--wo
 
 Lab data (issue 37): ``--realism lab --nuisance background,standoff --data-seed 1000 --out
 runs/catalogue-coverage-lab`` simulates the same scenes with a lab's nuisances (the truth is
-then the file's ``sources_true``: each source's centre, off the pixel grid, and its
-amplitude) and holds the background and standoff at their estimates from the data.  A fit
+then the file's ``sources_true``: the centroid of each source's spins, off the pixel grid,
+and its amplitude) and holds the background and standoff at their estimates from the data.  A fit
 that refuses (no source standing out of the noise) is counted as a refusal, not dropped.
 The standoff is held, not sampled: it has no interval to cover.
 """

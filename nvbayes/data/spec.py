@@ -329,9 +329,9 @@ class NuisanceSpec:
     with their priors; all off by default (the paper's objective has none).
 
     ``background``: an additive background, flat in frequency and smooth in space: bilinear
-    on a ``background_grid`` × ``background_grid`` grid of non-negative values (0, the
-    default: the side that predicts the spectral-shape estimate best out of sample,
-    :func:`nvbayes.inference.nuisance.grid_side`).
+    on a ``background_grid`` × ``background_grid`` grid (0, the default: the side that
+    predicts the spectral-shape estimate best out of sample,
+    :func:`nvbayes.inference.nuisance.grid_side`); non-negative where fitted jointly.
     ``standoff``: the standoff as a parameter, prior ``Normal(recorded, standoff_sd_nm)``
     (default a quarter of the recorded standoff).  ``gain``: a per-pixel gain ``exp(γ(r))``,
     prior ``γ ~ Normal(0, gain_sd)``.

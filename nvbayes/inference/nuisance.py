@@ -45,7 +45,7 @@ from nvbayes.model.nuisance import background_map
 from nvbayes.model.problem import InverseProblem
 from nvbayes.physics.kernels import power_kernel
 from nvbayes.physics.lorentzian import lorentzian
-from nvbayes.physics.noise_map import noise_map
+from nvbayes.physics.noise_map import MAD_TO_SIGMA, noise_map
 
 #: Candidate Larmor frequencies of the per-pixel fit, per GHz of the readout band.
 CANDIDATES_PER_GHZ = 40
@@ -102,6 +102,14 @@ def _median(values: torch.Tensor) -> torch.Tensor:
     return torch.quantile(values, 0.5)
 
 
+def _inliers(residual: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Where ``residual`` lies within :data:`OUTLIER_MADS` median absolute deviations (scaled
+    to σ) of the median of ``reference``, the residuals that set the scale."""
+    centre = _median(reference)
+    spread = OUTLIER_MADS * MAD_TO_SIGMA * _median((reference - centre).abs())
+    return (residual - centre).abs() <= spread.clamp(min=1e-300)
+
+
 def background_surface(per_pixel: torch.Tensor, m: int,
                        mask: "torch.Tensor | None" = None) -> torch.Tensor:
     """The ``m × m`` grid whose bilinear surface fits ``per_pixel`` ``(ny, nx)`` best (least
@@ -114,10 +122,7 @@ def background_surface(per_pixel: torch.Tensor, m: int,
     for _ in range(2):
         coef = torch.linalg.lstsq(basis[used], target[used, None]).solution[:, 0]
         residual = target - basis @ coef
-        centre = _median(residual[used])
-        mad = _median((residual[used] - centre).abs())
-        used = used & ((residual - centre).abs() <= OUTLIER_MADS * 1.4826
-                       * mad.clamp(min=1e-300))
+        used = used & _inliers(residual, residual[used])
     return coef.reshape(m, m)
 
 
@@ -140,10 +145,7 @@ def grid_side(per_pixel: torch.Tensor, mask: "torch.Tensor | None" = None) -> in
         for fold in (even, ~even):
             surface = background_map(background_surface(target, m, used & fold), (ny, nx))
             residual = (target - surface)[used & ~fold]
-            centre = _median(residual)
-            spread = _median((residual - centre).abs()) * 1.4826 * OUTLIER_MADS
-            inlier = (residual - centre).abs() <= spread.clamp(min=1e-300)
-            score += float((residual[inlier] ** 2).mean())
+            score += float((residual[_inliers(residual, residual)] ** 2).mean())
         scores[m] = score
     return min(scores, key=lambda m: (scores[m], m)) if scores else 2
 

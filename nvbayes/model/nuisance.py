@@ -104,9 +104,8 @@ class NuisanceModel:
     def sites(self) -> tuple[str, ...]:
         """The nuisances that are latent sites of the model: a background held at its
         estimate (``profile``) is not one (the data are given less it)."""
-        spec = self.spec
-        held = spec.background and spec.background_fit != "joint"
-        return tuple(n for n in spec.names if not (n == "background" and held))
+        return tuple(n for n in self.spec.names
+                     if not (n == "background" and n in self.spec.fixed))
 
     def sample(self) -> dict:
         """The nuisance sites and their prior factors, inside the caller's plate."""
